@@ -1,0 +1,68 @@
+"""Row-block plumbing shared by the streaming stages.
+
+Every stage sees the cells as a dask array chunked by rows only, whose blocks are CSR
+matrices. These helpers map a function over the row blocks (knowing each block's first row,
+so random streams can be keyed by absolute cell index) or sum per-block partial results
+with a tree reduction, so memory stays bounded by the chunk size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import scipy.sparse as sp
+
+CSR_META = sp.csr_matrix((0, 0), dtype=np.float64)
+
+
+def row_offsets(array: da.Array) -> np.ndarray:
+    """First row of every row block."""
+    return np.concatenate([[0], np.cumsum(array.chunks[0])[:-1]]).astype(np.int64)
+
+
+def _row_blocks(array: da.Array) -> list:
+    if len(array.chunks[1]) != 1:
+        array = array.rechunk({1: -1})
+    return list(array.to_delayed().ravel())
+
+
+def _shared(values: tuple) -> list:
+    """Wrap large arguments once, so every task refers to one copy in the graph."""
+    return [dask.delayed(v, traverse=False) if isinstance(v, np.ndarray) else v for v in values]
+
+
+def map_row_blocks(
+    array: da.Array,
+    func: Callable[..., Any],
+    n_cols: int,
+    *args: Any,
+    dtype: Any = np.float64,
+    meta: Any = CSR_META,
+) -> da.Array:
+    """Apply ``func(block, first_row, *args)`` to every row block; blocks keep their rows."""
+    shared = _shared(args)
+    call = dask.delayed(func, pure=True)
+    blocks = [
+        da.from_delayed(call(block, int(start), *shared), (n_rows, n_cols), dtype=dtype, meta=meta)
+        for block, start, n_rows in zip(
+            _row_blocks(array), row_offsets(array), array.chunks[0], strict=True
+        )
+    ]
+    return da.concatenate(blocks, axis=0)
+
+
+def sum_row_blocks(
+    array: da.Array, func: Callable[..., np.ndarray], shape: tuple[int, ...], *args: Any
+) -> da.Array:
+    """Sum the float64 arrays ``func(block, *args)`` over row blocks with a tree reduction."""
+    shared = _shared(args)
+    call = dask.delayed(func, pure=True)
+    parts = [
+        da.from_delayed(call(block, *shared), shape, dtype=np.float64)
+        for block in _row_blocks(array)
+    ]
+    return da.stack(parts).sum(axis=0, split_every=8)

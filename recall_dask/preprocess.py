@@ -1,0 +1,181 @@
+"""Highly variable genes, augmentation with artificial genes, normalization and scaling.
+
+The steps follow Seurat as ``FindClustersRecall`` calls it: ``FindVariableFeatures`` ("vst")
+on the original counts, then on the augmented matrix [variable genes | artificial genes]
+``NormalizeData`` (library size 1e4, log1p) and ``ScaleData`` (mean 0, variance 1, clipped
+at 10). Each function is either a per-block kernel or a streaming pass over row blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recall_dask._chunks import map_row_blocks, sum_row_blocks
+from recall_dask.errors import InputError
+from recall_dask.nulls import NullModel
+
+logger = logging.getLogger(__name__)
+
+LOESS_SPAN = 0.3
+
+
+def _gene_moments(block: sp.csr_matrix) -> np.ndarray:
+    """Per-gene sum, sum of squares and number of nonzero cells of one row block."""
+    block = sp.csr_matrix(block, dtype=np.float64)
+    squared = block.multiply(block)
+    nonzero = block.astype(bool)
+    return np.vstack(
+        [
+            np.asarray(block.sum(axis=0)).ravel(),
+            np.asarray(squared.sum(axis=0)).ravel(),
+            np.asarray(nonzero.sum(axis=0)).ravel(),
+        ]
+    )
+
+
+def gene_moments(counts: da.Array) -> da.Array:
+    """Lazy (3, genes) array: per-gene sum, sum of squares and nonzero count over all cells."""
+    return sum_row_blocks(counts, _gene_moments, (3, counts.shape[1]))
+
+
+def _vst_expected_variance(mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """Loess (span 0.3, degree 2) of log10 variance on log10 mean, as Seurat's vst fit."""
+    from skmisc.loess import loess
+
+    expected = np.zeros_like(variance)
+    varying = variance > 0
+    if varying.sum() < 10:
+        raise InputError(f"only {int(varying.sum())} genes vary across cells; need at least 10")
+    fit = loess(np.log10(mean[varying]), np.log10(variance[varying]), span=LOESS_SPAN, degree=2)
+    fit.fit()
+    expected[varying] = 10 ** fit.outputs.fitted_values
+    return expected
+
+
+def _clipped_square_sums(
+    block: sp.csr_matrix, mean: np.ndarray, sd: np.ndarray, clip: float
+) -> np.ndarray:
+    """Per-gene sum over the block's nonzero entries of min((x - mean) / sd, clip) squared."""
+    block = sp.csr_matrix(block, dtype=np.float64)
+    genes = block.indices
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.minimum((block.data - mean[genes]) / sd[genes], clip)
+    z[sd[genes] == 0] = 0.0
+    return np.bincount(genes, weights=z * z, minlength=mean.size)[None, :]
+
+
+def vst_standardized_variance(counts: da.Array, moments: np.ndarray) -> np.ndarray:
+    """Seurat's vst score: variance of counts standardized by the loess-expected sd.
+
+    Standardized values are clipped at sqrt(n_cells) (Seurat's ``clip.max = "auto"``); zeros
+    are counted in closed form, so one pass over the nonzero entries suffices.
+    """
+    n_cells = counts.shape[0]
+    total, total_sq, n_nonzero = moments
+    mean = total / n_cells
+    variance = (total_sq - n_cells * mean**2) / (n_cells - 1)
+    sd = np.sqrt(_vst_expected_variance(mean, np.maximum(variance, 0.0)))
+    nonzero_part = sum_row_blocks(
+        counts, _clipped_square_sums, (1, mean.size), mean, sd, float(np.sqrt(n_cells))
+    ).compute()[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zero_part = (n_cells - n_nonzero) * (mean / sd) ** 2
+        score = (nonzero_part + zero_part) / (n_cells - 1)
+    score[sd == 0] = 0.0
+    return score
+
+
+def select_variable_genes(
+    counts: da.Array, var: pd.DataFrame, n_top: int, moments: np.ndarray
+) -> np.ndarray:
+    """Indices of the variable genes: ``var['highly_variable']`` if given, else vst's top genes.
+
+    Genes are returned in rank order (most variable first), as Seurat's ``VariableFeatures``.
+    Genes constant over all cells are never selected: they would carry no signal.
+    """
+    if "highly_variable" in var.columns:
+        chosen = np.flatnonzero(var["highly_variable"].to_numpy(dtype=bool))
+        logger.info("using %d genes flagged in var['highly_variable']", chosen.size)
+    else:
+        score = vst_standardized_variance(counts, moments)
+        ranked = np.argsort(-score, kind="stable")
+        chosen = ranked[: min(n_top, int((score > 0).sum()))]
+    if chosen.size < 2:
+        raise InputError(f"only {chosen.size} variable genes; need at least 2")
+    return chosen
+
+
+def _augment_block(
+    block: sp.csr_matrix,
+    first_row: int,
+    genes: np.ndarray,
+    null: NullModel,
+    seed: int,
+    target_sum: float,
+) -> sp.csr_matrix:
+    """[variable genes | artificial genes] of one row block, log-normalized (Seurat LogNormalize)."""
+    real = sp.csr_matrix(block[:, genes], dtype=np.float64)
+    artificial = null.sample(first_row, block.shape[0], seed)
+    augmented = sp.hstack([real, artificial], format="csr", dtype=np.float64)
+    library_size = np.asarray(augmented.sum(axis=1)).ravel()
+    with np.errstate(divide="ignore"):
+        factor = np.where(library_size > 0, target_sum / library_size, 0.0)
+    augmented.data *= np.repeat(factor, np.diff(augmented.indptr))
+    np.log1p(augmented.data, out=augmented.data)
+    augmented.eliminate_zeros()
+    return augmented
+
+
+def augmented_log_normalized(
+    counts: da.Array, genes: np.ndarray, null: NullModel, seed: int, target_sum: float = 1e4
+) -> da.Array:
+    """Lazy (cells, 2p) log-normalized matrix of the variable genes and their artificial twins.
+
+    Artificial counts are drawn on the workers, block by block, keyed by absolute cell index,
+    so the result does not depend on chunking or on the number of workers.
+    """
+    return map_row_blocks(
+        counts, _augment_block, 2 * genes.size, genes, null, seed, target_sum
+    )
+
+
+def _feature_sums(block: sp.csr_matrix) -> np.ndarray:
+    return np.vstack(
+        [np.asarray(block.sum(axis=0)).ravel(), np.asarray(block.multiply(block).sum(axis=0)).ravel()]
+    )
+
+
+def feature_scaling(data: da.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation (n - 1), as Seurat's ``ScaleData``."""
+    n_cells = data.shape[0]
+    total, total_sq = sum_row_blocks(data, _feature_sums, (2, data.shape[1])).compute()
+    mean = total / n_cells
+    variance = np.maximum(total_sq - n_cells * mean**2, 0.0) / (n_cells - 1)
+    return mean, np.sqrt(variance)
+
+
+def scale_factors(std: np.ndarray) -> np.ndarray:
+    """1/sd, with 0 for constant features so that their scaled values are 0 (as Seurat)."""
+    with np.errstate(divide="ignore"):
+        return np.where(std > 0, 1.0 / std, 0.0)
+
+
+def clip_excess(
+    block: sp.csr_matrix, mean: np.ndarray, inv_std: np.ndarray, scale_max: float
+) -> sp.csr_matrix:
+    """Sparse amount by which scaled values exceed ``scale_max``.
+
+    Only stored (nonzero) entries can exceed it: a zero scales to -mean/sd <= 0. Scaled data is
+    then ``(X - mean) * inv_std - clip_excess``, which keeps every kernel sparse.
+    """
+    features = block.indices
+    excess = np.maximum((block.data - mean[features]) * inv_std[features] - scale_max, 0.0)
+    clipped = sp.csr_matrix((excess, features.copy(), block.indptr.copy()), shape=block.shape)
+    clipped.eliminate_zeros()  # in place: hence the copies, so ``block`` stays intact
+    return clipped
+

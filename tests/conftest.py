@@ -1,0 +1,42 @@
+"""Tiny shared fixtures."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+#: Row-chunk layouts that exercise chunk boundaries, by readable id.
+ROW_CHUNKINGS = {"one-chunk": -1, "37-rows": 37, "uneven": (50, 1, 99, 67), "1-row": 1}
+
+
+def as_row_chunked(matrix: sp.csr_matrix, chunks) -> da.Array:
+    """A dask array of CSR row blocks with the given row chunking."""
+    n = matrix.shape[0]
+    if chunks == -1:
+        sizes = (n,)
+    elif isinstance(chunks, int):
+        sizes = (chunks,) * (n // chunks) + ((n % chunks,) if n % chunks else ())
+    else:
+        sizes = tuple(chunks)
+    assert sum(sizes) == n
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    blocks = [
+        da.from_delayed(
+            _identity(matrix[a:b]), (b - a, matrix.shape[1]), dtype=matrix.dtype, meta=matrix[:0]
+        )
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    return da.concatenate(blocks, axis=0)
+
+
+def _identity(x):
+    import dask
+
+    return dask.delayed(x, traverse=False)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20251125)

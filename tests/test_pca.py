@@ -1,0 +1,70 @@
+"""Exact PCA from the streamed Gram matrix, against dense oracles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import ROW_CHUNKINGS, as_row_chunked
+
+from recall_dask.pca import cell_embeddings, pca_from_gram, scaled_gram
+from recall_dask.preprocess import feature_scaling, scale_factors
+
+
+def dense_scaled(x: np.ndarray, scale_max: float) -> np.ndarray:
+    """Seurat ScaleData on a dense matrix: z-score with sd (n - 1), constant -> 0, clip."""
+    mean = x.mean(axis=0)
+    sd = x.std(axis=0, ddof=1)
+    z = np.divide(x - mean, sd, out=np.zeros_like(x), where=sd > 0)
+    return np.minimum(z, scale_max)
+
+
+@pytest.fixture
+def log_data(rng) -> sp.csr_matrix:
+    """Sparse non-negative data with a constant (all-zero) column and outliers that clip."""
+    x = rng.poisson(0.3, size=(217, 40)).astype(float)
+    x[:, 5] = 0.0
+    x[:, 7] = 0.0  # a single nonzero cell scales to ~sqrt(n) > 10: clipped
+    x[3, 7] = 40.0
+    x[10, 8] = 25.0
+    return sp.csr_matrix(np.log1p(x))
+
+
+@pytest.mark.parametrize("chunks", ROW_CHUNKINGS.values(), ids=ROW_CHUNKINGS.keys())
+def test_gram_and_scaling_match_dense(log_data, chunks):
+    data = as_row_chunked(log_data, chunks)
+    mean, std = feature_scaling(data)
+    dense = log_data.toarray()
+    np.testing.assert_allclose(mean, dense.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std, dense.std(axis=0, ddof=1), rtol=1e-10, atol=1e-14)
+    for scale_max in (10.0, 2.0):
+        z = dense_scaled(dense, scale_max)
+        assert (z == scale_max).any(), "fixture must exercise clipping"
+        gram = scaled_gram(data, mean, scale_factors(std), scale_max).compute()
+        np.testing.assert_allclose(gram, z.T @ z, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunks", ROW_CHUNKINGS.values(), ids=ROW_CHUNKINGS.keys())
+def test_embedding_matches_svd(log_data, chunks):
+    data = as_row_chunked(log_data, chunks)
+    mean, std = feature_scaling(data)
+    inv_std = scale_factors(std)
+    pca = pca_from_gram(scaled_gram(data, mean, inv_std, 2.0).compute(), n_pcs=6)
+    embedding = cell_embeddings(data, mean, inv_std, 2.0, pca).compute()
+    z = dense_scaled(log_data.toarray(), 2.0)
+    u, s, vt = np.linalg.svd(z, full_matrices=False)
+    np.testing.assert_allclose(pca.singular_values, s[:6], rtol=1e-9)
+    # Same components up to sign; our signs make the largest loading positive.
+    for j in range(6):
+        sign = np.sign(vt[j, np.abs(vt[j]).argmax()])
+        np.testing.assert_allclose(pca.loadings[:, j], sign * vt[j], atol=1e-8)
+        np.testing.assert_allclose(embedding[:, j], sign * u[:, j] * s[j], atol=1e-8)
+
+
+def test_pca_is_deterministic_in_sign(rng):
+    x = rng.normal(size=(60, 8))
+    gram = x.T @ x
+    first = pca_from_gram(gram, 3).loadings
+    flipped = pca_from_gram(gram * 1.0, 3).loadings
+    np.testing.assert_array_equal(first, flipped)
+    assert (first[np.abs(first).argmax(axis=0), np.arange(3)] > 0).all()
