@@ -1,0 +1,124 @@
+"""The resolution loop of ``FindClustersRecall``: recluster until every cluster pair is real.
+
+At each resolution the graph is clustered and every pair of clusters is tested on the
+variable genes and their artificial twins. A pair whose knockoff filter selects no gene is
+not supported by the data, so the resolution drops by ``reduction_percentage`` and the same
+graph is clustered again. The loop stops when every pair selects a gene or one cluster is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import dask.array as da
+import numpy as np
+import scipy.sparse as sp
+
+from recall_dask.graph import cluster_graph
+from recall_dask.knockoff import knockoff_statistics, n_selected_per_pair
+from recall_dask.params import RecallParams
+from recall_dask.wilcoxon import cluster_pairs, pairwise_log_pvalues
+
+logger = logging.getLogger(__name__)
+
+
+class CalibrationError(RuntimeError):
+    """The loop ran out of iterations before every cluster pair was supported."""
+
+
+@dataclass(frozen=True)
+class Iteration:
+    """One clustering and its pairwise knockoff tests."""
+
+    resolution: float
+    labels: np.ndarray = field(repr=False)
+    n_selected: np.ndarray  # clusters x clusters selected-gene counts; -1 on the diagonal
+
+    @property
+    def n_clusters(self) -> int:
+        return self.n_selected.shape[0]
+
+    @property
+    def failing_pair(self) -> tuple[int, int] | None:
+        """The first pair (in R's loop order) that selects no gene, if any."""
+        a, b = np.nonzero(np.triu(self.n_selected == 0, k=1))
+        return (int(a[0]), int(b[0])) if a.size else None
+
+    def summary(self) -> dict[str, object]:
+        pair = self.failing_pair
+        return {
+            "resolution": self.resolution,
+            "n_clusters": self.n_clusters,
+            "n_pairs_tested": self.n_clusters * (self.n_clusters - 1) // 2,
+            "failing_pair": list(pair) if pair else [],
+            "n_selected": self.n_selected,
+        }
+
+
+def selected_gene_counts(
+    data: da.Array, labels: np.ndarray, n_genes: int, fdr: float
+) -> np.ndarray:
+    """Clusters x clusters matrix of genes the knockoff+ filter selects for each pair.
+
+    ``data`` holds the log-normalized variable genes in its first ``n_genes`` columns and their
+    artificial twins, in the same order, in the next ``n_genes``.
+    """
+    n_clusters = int(labels.max()) + 1
+    counts = np.full((n_clusters, n_clusters), -1, dtype=np.int64)
+    if n_clusters == 1:
+        return counts
+    log_p = pairwise_log_pvalues(data, labels, n_clusters)
+    w = knockoff_statistics(log_p[:, :n_genes], log_p[:, n_genes:])
+    a, b = cluster_pairs(n_clusters).T
+    counts[a, b] = counts[b, a] = n_selected_per_pair(w, fdr)
+    return counts
+
+
+def calibrate(
+    snn: sp.csr_matrix, data: da.Array, n_genes: int, params: RecallParams
+) -> list[Iteration]:
+    """Lower the resolution until every cluster pair selects a gene; the last iteration wins."""
+    iterations: list[Iteration] = []
+    resolution = params.resolution_start
+    for _ in range(params.max_iterations):
+        labels = cluster_graph(snn, resolution, algorithm=params.algorithm, seed=params.seed)
+        iteration = Iteration(
+            resolution, labels, selected_gene_counts(data, labels, n_genes, params.fdr)
+        )
+        iterations.append(iteration)
+        _log(len(iterations), iteration)
+        if iteration.failing_pair is None:
+            if len(iterations) == 1 and iteration.n_clusters > 1:
+                warnings.warn(
+                    f"every cluster pair was supported at the starting resolution {resolution}: "
+                    "the data may be under-clustered; consider a higher --resolution-start",
+                    stacklevel=2,
+                )
+            return iterations
+        resolution *= 1 - params.reduction_percentage
+    raise CalibrationError(
+        f"no calibrated clustering after {params.max_iterations} iterations "
+        f"(last resolution {iterations[-1].resolution:.4g}, {iterations[-1].n_clusters} "
+        "clusters); raise --max-iterations or --reduction-percentage"
+    )
+
+
+def _log(number: int, iteration: Iteration) -> None:
+    pair = iteration.failing_pair
+    verdict = (
+        f"pair {pair} selected 0 genes: lowering the resolution"
+        if pair
+        else "every pair selected genes: done"
+        if iteration.n_clusters > 1
+        else "one cluster: done"
+    )
+    logger.info(
+        "iteration %d: resolution %.4g, %d clusters, %d pairs tested; %s",
+        number,
+        iteration.resolution,
+        iteration.n_clusters,
+        iteration.n_clusters * (iteration.n_clusters - 1) // 2,
+        verdict,
+    )

@@ -1,0 +1,190 @@
+"""``recall``: one cell matrix from counts to calibrated labels, stage by stage.
+
+counts -> variable genes -> artificial genes from their nulls -> augmented, log-normalized
+matrix (kept on the workers) -> scaling and exact PCA -> gathered embedding -> kNN and SNN
+graph -> calibration loop -> labels in ``obs``, embedding in ``obsm``, trace in ``uns``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import dask.array as da
+import distributed
+import numpy as np
+import pandas as pd
+
+from recall_dask import io
+from recall_dask.calibrate import Iteration, calibrate
+from recall_dask.errors import InputError
+from recall_dask.graph import nearest_neighbors, shared_nearest_neighbors
+from recall_dask.nulls import fit_null
+from recall_dask.params import RecallParams
+from recall_dask.pca import cell_embeddings, pca_from_gram, scaled_gram
+from recall_dask.preprocess import (
+    augmented_log_normalized,
+    feature_scaling,
+    gene_moments,
+    scale_factors,
+    select_variable_genes,
+)
+
+logger = logging.getLogger(__name__)
+
+_VERSIONED = ("recall-dask", "dask", "distributed", "anndata", "zarr", "numpy", "scipy",
+              "numba", "igraph", "leidenalg", "scikit-misc")
+
+
+@contextmanager
+def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+    logger.info("%s ...", name)
+    start = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - start, 3)
+    logger.info("%s done in %.2f s", name, timings[name])
+
+
+def augment(
+    counts: da.Array, var: pd.DataFrame, params: RecallParams, timings: dict[str, float]
+) -> tuple[np.ndarray, da.Array]:
+    """Variable genes and the persisted log-normalized [genes | artificial genes] matrix."""
+    with _stage("variable genes", timings):
+        moments = gene_moments(counts).compute()
+        genes = select_variable_genes(counts, var, params.n_hvg, moments)
+    with _stage("null fits", timings):
+        null = fit_null(counts[:, genes], params.null_method)
+    with _stage("artificial genes and normalization", timings):
+        data = _persist(
+            augmented_log_normalized(counts, genes, null, params.seed, params.target_sum)
+        )
+    return genes, data
+
+
+def embed(data: da.Array, params: RecallParams, timings: dict[str, float]) -> np.ndarray:
+    """Exact PCA of the scaled augmented data, gathered as cells x PCs."""
+    with _stage("scaling and PCA", timings):
+        mean, std = feature_scaling(data)
+        inv_std = scale_factors(std)
+        gram = scaled_gram(data, mean, inv_std, params.scale_max).compute()
+        pca = pca_from_gram(gram, min(params.n_pcs, data.shape[0]))
+        return cell_embeddings(data, mean, inv_std, params.scale_max, pca).compute()
+
+
+def run_recall(
+    counts: da.Array, var: pd.DataFrame, params: RecallParams
+) -> tuple[np.ndarray, list[Iteration], dict[str, Any]]:
+    """Embedding, calibration iterations and the ``uns['recall']`` record for a count matrix."""
+    n_cells = counts.shape[0]
+    if n_cells < params.k_neighbors:
+        raise InputError(f"fewer cells ({n_cells}) than neighbours (k = {params.k_neighbors})")
+    timings: dict[str, float] = {}
+    genes, data = augment(counts, var, params, timings)
+    embedding = embed(data, params, timings)
+    with _stage("neighbour graph", timings):
+        knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors)
+        snn = shared_nearest_neighbors(knn, params.snn_prune)
+    with _stage("calibration", timings):
+        iterations = calibrate(snn, data, genes.size, params)
+    record = {
+        "params": params.as_dict(),
+        "seed": params.seed,
+        "versions": _versions(),
+        "variable_genes": np.asarray(var.index[genes], dtype=str),
+        "iterations": {str(i): it.summary() for i, it in enumerate(iterations)},
+        "n_iterations": len(iterations),
+        "resolution": iterations[-1].resolution,
+        "n_clusters": iterations[-1].n_clusters,
+        "timings_s": timings,
+    }
+    return embedding, iterations, record
+
+
+def recall(
+    data: ad.AnnData | str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    layer: str | None = None,
+    chunk_size: int = 5000,
+    **options: Any,
+) -> ad.AnnData:
+    """Cluster cells with knockoff-calibrated resolution (recall), like a scanpy ``tl`` function.
+
+    ``data`` is an in-memory AnnData of raw counts (in ``X`` or ``layers[layer]``) or a path to
+    a Cell Ranger folder or .h5, an .h5ad or an AnnData .zarr store. ``options`` are the fields
+    of :class:`~recall_dask.params.RecallParams` (``resolution_start``, ``fdr``, ``seed`` ...).
+    Adds ``obs['recall_clusters']``, ``obs['initial_clusters']`` (the first clustering, before
+    calibration), ``obsm['X_pca']`` and ``uns['recall']``. A path is ingested into the Zarr
+    store ``out`` (a temporary one if not given) and the result is written there too; an
+    AnnData is annotated in place and returned. Runs on the active Dask client, if any.
+    """
+    params = RecallParams(**options)
+    if isinstance(data, ad.AnnData):
+        counts = io.counts_from_anndata(data, layer=layer, chunk_size=chunk_size)
+        embedding, iterations, record = run_recall(counts, data.var, params)
+        _annotate(data, embedding, iterations, record)
+        if out is not None:
+            data.write_zarr(out)
+        return data
+    if out is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = _recall_store(data, Path(tmp) / "recall.zarr", layer, chunk_size, params)
+            return result.to_memory()
+    return _recall_store(data, Path(out), layer, chunk_size, params)
+
+
+def _recall_store(
+    source: str | os.PathLike, store: Path, layer: str | None, chunk_size: int,
+    params: RecallParams,
+) -> ad.AnnData:
+    """Ingest ``source`` into ``store``, run, and write the results into the store."""
+    io.ingest(source, store, chunk_size=chunk_size, layer=layer)
+    try:
+        adata = io.open_counts(store)
+        embedding, iterations, record = run_recall(adata.X, adata.var, params)
+        _annotate(adata, embedding, iterations, record)
+        io.write_results(store, obs=adata.obs, obsm={"X_pca": embedding}, uns={"recall": record})
+    except BaseException:
+        shutil.rmtree(store, ignore_errors=True)  # never leave a half-written output behind
+        raise
+    return adata
+
+
+def _annotate(
+    adata: ad.AnnData, embedding: np.ndarray, iterations: list[Iteration], record: dict
+) -> None:
+    adata.obs["recall_clusters"] = _categorical(iterations[-1].labels, adata.obs_names)
+    adata.obs["initial_clusters"] = _categorical(iterations[0].labels, adata.obs_names)
+    adata.obsm["X_pca"] = embedding
+    adata.uns["recall"] = record
+
+
+def _categorical(labels: np.ndarray, index: pd.Index) -> pd.Series:
+    names = [str(i) for i in range(int(labels.max()) + 1)]
+    return pd.Series(pd.Categorical.from_codes(labels, categories=names), index=index)
+
+
+def _persist(array: da.Array) -> da.Array:
+    """Keep ``array`` in worker memory for the passes and iterations that reuse it."""
+    array = array.persist()
+    distributed.wait(distributed.futures_of(array))  # so that stage timings are honest
+    return array
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in _VERSIONED:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "unknown"
+    return found
