@@ -1,0 +1,477 @@
+"""Read raw count matrices and keep them in AnnData Zarr stores that Dask streams by rows.
+
+Readers (one per input format) only turn a path into cell and gene annotations plus an
+iterator of row chunks; the writer validates and appends those chunks to a CSR matrix in
+Zarr without knowing where they came from. Downstream code sees a dask array of float32
+``scipy.sparse.csr_matrix`` blocks, one block per chunk of cells.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import anndata as ad
+import dask
+import dask.array as da
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.io
+import scipy.sparse as sp
+import zarr
+from anndata.experimental import read_elem_lazy
+from anndata.io import read_elem, write_elem
+
+from recall_dask.errors import InputError
+
+BUNDLED_PBMC3K: Path = Path(__file__).resolve().parent / "data" / "pbmc3k"
+
+# Zarr format of the stores we write; pinned so the layout does not change with anndata's default.
+_ZARR_FORMAT = 2
+# Stored chunk length (entries) of X/data and X/indices; X/indptr is chunked by cells instead.
+_NNZ_CHUNK = 1 << 20
+_CSR_META = sp.csr_matrix((0, 0), dtype=np.float32)
+# What reading a damaged or foreign file raises, across gzip, scipy, pandas, h5py and zarr.
+_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zlib.error)
+
+Block = np.ndarray | sp.spmatrix | sp.sparray
+
+
+# -- validation (shared by ingest and counts_from_anndata) -------------------------------
+
+
+def _check_chunk(chunk: Block, where: str) -> int:
+    """Raise InputError unless ``chunk`` holds raw counts; return its number of nonzero counts."""
+    values = chunk.data if sp.issparse(chunk) else np.asarray(chunk)
+    if not np.isfinite(values).all():
+        problem = "NaN or infinite values"
+    elif (values < 0).any():
+        problem = "negative values"
+    elif (values != np.round(values)).any():
+        problem = "non-integer values"
+    else:
+        return int(np.count_nonzero(values))
+    raise InputError(f"{where}: {problem} in the count matrix; expected raw integer UMI counts")
+
+
+def _check_totals(n_obs: int, n_vars: int, nnz: int, where: str) -> None:
+    """Reject matrices that cannot be clustered: no cells, no genes, or no counts at all."""
+    if n_obs == 0 or n_vars == 0:
+        raise InputError(f"{where}: empty matrix ({n_obs} cells x {n_vars} genes)")
+    if nnz == 0:
+        raise InputError(f"{where}: no genes detected (all {n_obs} x {n_vars} counts are zero)")
+
+
+def _to_csr32(chunk: Block) -> sp.csr_matrix:
+    """Convert any dense or sparse block to the float32 CSR block the pipeline computes on."""
+    return sp.csr_matrix(chunk, dtype=np.float32)
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
+        raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+
+
+# -- readers: path -> annotations + row chunks -------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """A readable input: annotations in memory, and row chunks of counts on demand.
+
+    ``rows(chunk_size)`` opens the input itself, so no file handle outlives the iteration.
+    """
+
+    obs: pd.DataFrame
+    var: pd.DataFrame
+    rows: Callable[[int], Iterator[Block]]
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Report a damaged or unreadable input as one InputError line naming the path."""
+    try:
+        yield
+    except InputError:
+        raise
+    except _READ_ERRORS as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+
+
+def _guarded(chunks: Iterator[Block], path: Path) -> Iterator[Block]:
+    """Read errors while iterating become InputErrors; errors of the consumer stay as they are."""
+    with _reading(path):
+        yield from chunks
+
+
+def _row_slices(matrix: Any, chunk_size: int) -> Iterator[Block]:
+    """Yield consecutive row slices of anything sliceable: arrays, CSR matrices, h5/zarr arrays."""
+    for start in range(0, matrix.shape[0], chunk_size):
+        yield matrix[start : start + chunk_size]
+
+
+def _csr_group_rows(group: Any, shape: Sequence[int], chunk_size: int) -> Iterator[sp.csr_matrix]:
+    """Stream a CSR matrix stored as data/indices/indptr arrays (h5py or zarr), reading
+    only the entries of one chunk of rows at a time."""
+    n_rows, n_cols = (int(n) for n in shape)
+    for start in range(0, n_rows, chunk_size):
+        stop = min(start + chunk_size, n_rows)
+        indptr = group["indptr"][start : stop + 1].astype(np.int64)
+        lo, hi = int(indptr[0]), int(indptr[-1])
+        parts = (group["data"][lo:hi], group["indices"][lo:hi], indptr - lo)
+        yield sp.csr_matrix(parts, shape=(stop - start, n_cols))
+
+
+def _gene_table(
+    ids: Sequence[str], symbols: Sequence[str], types: Sequence[str] | None
+) -> pd.DataFrame:
+    """Genes indexed by unique symbols (anndata's ``var_names_make_unique``), ids kept aside."""
+    var = pd.DataFrame({"gene_ids": np.asarray(ids, dtype=str)})
+    if types is not None:
+        var["feature_types"] = np.asarray(types, dtype=str)
+    var.index = ad.utils.make_index_unique(pd.Index(np.asarray(symbols, dtype=str)))
+    return var
+
+
+def _cell_table(barcodes: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame(index=pd.Index(np.asarray(barcodes, dtype=str)))
+
+
+def _no_layer(layer: str | None, path: Path) -> None:
+    if layer is not None:
+        raise InputError(f"{path}: layer={layer!r} applies only to .h5ad and .zarr inputs")
+
+
+def _first_existing(folder: Path, names: Sequence[str], what: str) -> Path:
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    raise InputError(f"{folder}: no {what} file ({' or '.join(names)})")
+
+
+def _read_tsv(path: Path) -> pd.DataFrame:
+    """A headerless tab-separated table (gz or plain); an empty file is an empty table."""
+    try:
+        return pd.read_csv(path, sep="\t", header=None, dtype=str)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=[0])
+
+
+def _read_mtx_dir(path: Path, layer: str | None) -> _Counts:
+    """Cell Ranger matrix folder: matrix.mtx is genes x cells; features.tsv (v3) or genes.tsv (v2).
+
+    MatrixMarket is unordered text, so the matrix is parsed whole before rows are sliced.
+    """
+    _no_layer(layer, path)
+    genes = _read_tsv(_first_existing(path, _GENE_FILES, "features/genes"))
+    barcodes = _read_tsv(_first_existing(path, _BARCODE_FILES, "barcodes"))
+    matrix_path = _first_existing(path, _MTX_FILES, "matrix")
+    symbols = genes[min(1, genes.shape[1] - 1)]
+    var = _gene_table(genes[0], symbols, genes[2] if genes.shape[1] > 2 else None)
+
+    def rows(chunk_size: int) -> Iterator[Block]:
+        cells = sp.csr_matrix(scipy.io.mmread(matrix_path).T)
+        yield from _row_slices(cells, chunk_size)
+
+    return _Counts(_cell_table(barcodes[0]), var, rows)
+
+
+def _10x_group(file: h5py.File, path: Path) -> str:
+    """Name of the matrix group: ``matrix`` (v3), or the single genome group (v2)."""
+    if "matrix" in file:
+        return "matrix"
+    genomes = [name for name, item in file.items() if isinstance(item, h5py.Group)]
+    if len(genomes) != 1 or "genes" not in file[genomes[0]]:
+        raise InputError(f"{path}: not a Cell Ranger .h5 (no 'matrix' group)")
+    return genomes[0]
+
+
+def _read_10x_h5(path: Path, layer: str | None) -> _Counts:
+    """Cell Ranger .h5: CSC genes x cells, i.e. CSR cells x genes, streamed by cells."""
+    _no_layer(layer, path)
+    with h5py.File(path, "r") as file:
+        name = _10x_group(file, path)
+        group = file[name]
+        n_genes, n_cells = group["shape"][:]
+        barcodes = group["barcodes"].asstr()[:]
+        if "features" in group:
+            ids, symbols, types = (group[f"features/{k}"] for k in ("id", "name", "feature_type"))
+            var = _gene_table(ids.asstr()[:], symbols.asstr()[:], types.asstr()[:])
+        else:
+            var = _gene_table(group["genes"].asstr()[:], group["gene_names"].asstr()[:], None)
+
+    def rows(chunk_size: int) -> Iterator[Block]:
+        with h5py.File(path, "r") as file:
+            yield from _csr_group_rows(file[name], (n_cells, n_genes), chunk_size)
+
+    return _Counts(_cell_table(barcodes), var, rows)
+
+
+def _csc_element_rows(elem: Any, chunk_size: int) -> Iterator[Block]:
+    """CSC cannot be read by rows, so it is loaded whole (in memory) and converted once."""
+    return _row_slices(sp.csr_matrix(read_elem(elem)), chunk_size)
+
+
+# Row-chunk readers of anndata-encoded matrix elements, by their encoding-type.
+_ELEMENT_ROWS: dict[str, Callable[[Any, int], Iterator[Block]]] = {
+    "csr_matrix": lambda elem, size: _csr_group_rows(elem, elem.attrs["shape"], size),
+    "csc_matrix": _csc_element_rows,
+    "array": _row_slices,
+}
+
+
+def _anndata_reader(open_root: Callable[[Path], Any]) -> Callable[[Path, str | None], _Counts]:
+    """Reader for an AnnData container (h5ad or zarr) given how to open its root group."""
+
+    def read(path: Path, layer: str | None) -> _Counts:
+        key = "X" if layer is None else f"layers/{layer}"
+        with open_root(path) as root:
+            if key not in root:
+                raise InputError(f"{path}: no {key} matrix in this AnnData file")
+            encoding = root[key].attrs.get("encoding-type")
+            if encoding not in _ELEMENT_ROWS:
+                raise InputError(f"{path}: {key} has unsupported encoding {encoding!r}")
+            obs, var = read_elem(root["obs"]), read_elem(root["var"])
+
+        def rows(chunk_size: int) -> Iterator[Block]:
+            with open_root(path) as root:
+                yield from _ELEMENT_ROWS[encoding](root[key], chunk_size)
+
+        return _Counts(obs, var, rows)
+
+    return read
+
+
+def _open_h5ad(path: Path) -> h5py.File:
+    return h5py.File(path, "r")
+
+
+def _open_zarr(path: Path) -> nullcontext:
+    return nullcontext(zarr.open_group(path, mode="r"))
+
+
+_MTX_FILES = ("matrix.mtx.gz", "matrix.mtx")
+_GENE_FILES = ("features.tsv.gz", "features.tsv", "genes.tsv.gz", "genes.tsv")
+_BARCODE_FILES = ("barcodes.tsv.gz", "barcodes.tsv")
+# Directories are recognised by a marker file inside them, files by their suffix.
+_DIR_READERS = {
+    "matrix.mtx.gz": _read_mtx_dir,
+    "matrix.mtx": _read_mtx_dir,
+    "zarr.json": _anndata_reader(_open_zarr),
+    ".zgroup": _anndata_reader(_open_zarr),
+}
+_FILE_READERS = {".h5": _read_10x_h5, ".h5ad": _anndata_reader(_open_h5ad)}
+
+
+def _reader_for(path: Path) -> Callable[[Path, str | None], _Counts]:
+    """Pick the reader for ``path`` from what it is; unknown inputs are an InputError."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if path.is_dir():
+        for marker, reader in _DIR_READERS.items():
+            if (path / marker).is_file():
+                return reader
+        raise InputError(f"{path}: directory holds neither matrix.mtx[.gz] nor a Zarr store")
+    reader = _FILE_READERS.get(path.suffix.lower())
+    if reader is None:
+        raise InputError(
+            f"{path}: unknown input format {path.suffix!r}; expected a Cell Ranger folder, "
+            ".h5, .h5ad or .zarr"
+        )
+    return reader
+
+
+# -- writer: row chunks -> AnnData Zarr store --------------------------------------------
+
+
+def _create_csr(root: zarr.Group, n_vars: int, chunk_size: int) -> zarr.Group:
+    """An empty anndata-encoded CSR group; indptr is chunked by ``chunk_size`` cells."""
+    group = root.create_group("X")
+    group.attrs.update(
+        {"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": [0, n_vars]}
+    )
+    group.create_array("indptr", shape=(1,), chunks=(chunk_size,), dtype="int64", fill_value=0)
+    group["indptr"][:] = 0
+    group.create_array("indices", shape=(0,), chunks=(_NNZ_CHUNK,), dtype="int32")
+    group.create_array("data", shape=(0,), chunks=(_NNZ_CHUNK,), dtype="float32")
+    return group
+
+
+def _append_rows(group: zarr.Group, chunk: sp.csr_matrix) -> None:
+    offset = group["data"].shape[0]
+    group["indptr"].append(chunk.indptr[1:].astype(np.int64) + offset)
+    group["indices"].append(chunk.indices.astype(np.int32))
+    group["data"].append(chunk.data)
+
+
+def _stream_x(counts: _Counts, root: zarr.Group, chunk_size: int, where: Path) -> None:
+    """Validate each row chunk and append it to X; then check the totals and set the shape."""
+    n_obs, n_vars = len(counts.obs), len(counts.var)
+    group = _create_csr(root, n_vars, chunk_size)
+    n_rows = nnz = 0
+    for chunk in _guarded(counts.rows(chunk_size), where):
+        cells = f"{where} (cells {n_rows}-{n_rows + chunk.shape[0] - 1})"
+        nnz += _check_chunk(chunk, cells)
+        if chunk.shape[1] != n_vars:
+            raise InputError(f"{cells}: {chunk.shape[1]} genes in the matrix, {n_vars} listed")
+        _append_rows(group, _to_csr32(chunk))
+        n_rows += chunk.shape[0]
+    if n_rows != n_obs:
+        raise InputError(f"{where}: {n_rows} cells in the matrix, {n_obs} barcodes listed")
+    _check_totals(n_obs, n_vars, nnz, str(where))
+    group.attrs["shape"] = [n_obs, n_vars]
+
+
+def _write_store(counts: _Counts, path: Path, chunk_size: int, where: Path) -> None:
+    root = zarr.open_group(path, mode="w", zarr_format=_ZARR_FORMAT)
+    root.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+    write_elem(root, "obs", counts.obs)
+    write_elem(root, "var", counts.var)
+    write_elem(root, "obsm", {})
+    write_elem(root, "uns", {})
+    _stream_x(counts, root, chunk_size, where)
+    zarr.consolidate_metadata(root.store)
+
+
+def _check_distinct(source: Path, store: Path) -> None:
+    """Refuse outputs that would overwrite, contain or sit inside the input."""
+    if store == source or store in source.parents or source in store.parents:
+        raise InputError(f"output store {store} is or overlaps the input {source}")
+
+
+def _replace(partial: Path, store: Path) -> None:
+    if store.is_dir() and not store.is_symlink():
+        shutil.rmtree(store)
+    elif store.exists() or store.is_symlink():
+        store.unlink()
+    partial.rename(store)
+
+
+def ingest(
+    source: str | Path, store: str | Path, *, chunk_size: int = 5000, layer: str | None = None
+) -> None:
+    """Convert raw counts in any supported format into an AnnData Zarr store at ``store``.
+
+    X is written as float32 CSR one chunk of ``chunk_size`` cells at a time, validating each
+    chunk, into a hidden sibling directory that replaces ``store`` only once complete; so a
+    failure leaves neither partial output nor a damaged previous store, and ``source`` is
+    only ever opened read-only.
+    """
+    source, store = (Path(p).expanduser().resolve() for p in (source, store))
+    _check_chunk_size(chunk_size)
+    _check_distinct(source, store)
+    with _reading(source):
+        counts = _reader_for(source)(source, layer)
+    partial = store.with_name(f".{store.name}.partial-{uuid4().hex}")
+    try:
+        _write_store(counts, partial, chunk_size, source)
+        _replace(partial, store)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+# -- lazy access and results -------------------------------------------------------------
+
+
+def _open_group(store: str | Path, mode: str) -> zarr.Group:
+    path = Path(store)
+    if not path.is_dir():
+        raise InputError(f"{path}: no such Zarr store")
+    with _reading(path):
+        return zarr.open_group(path, mode=mode, use_consolidated=None if mode == "r" else False)
+
+
+def open_counts(store: str | Path, *, chunk_size: int | None = None) -> ad.AnnData:
+    """Open a store written by :func:`ingest`: obs and var in memory, X lazy.
+
+    X is a dask array of float32 ``csr_matrix`` blocks of ``chunk_size`` cells (default: the
+    chunking stored by ingest). Its tasks hold the store path and key, not open handles.
+    """
+    root = _open_group(store, "r")
+    x = root.get("X")
+    if x is None or x.attrs.get("encoding-type") != "csr_matrix":
+        raise InputError(f"{store}: X is not a CSR count matrix; create the store with ingest()")
+    rows = x["indptr"].chunks[0] if chunk_size is None else chunk_size
+    _check_chunk_size(rows)
+    obs, var = read_elem(root["obs"]), read_elem(root["var"])
+    return ad.AnnData(X=read_elem_lazy(x, chunks=(rows, len(var))), obs=obs, var=var)
+
+
+def _row_blocked(matrix: Any, chunk_size: int) -> da.Array:
+    """Any in-memory or dask matrix as a dask array chunked by rows only (no copy to disk)."""
+    if isinstance(matrix, da.Array):
+        return matrix.rechunk((chunk_size, -1))
+    matrix = sp.csr_matrix(matrix) if sp.issparse(matrix) else np.asarray(matrix)
+    return da.from_array(matrix, chunks=(chunk_size, -1), asarray=False)
+
+
+def counts_from_anndata(
+    adata: ad.AnnData, *, layer: str | None = None, chunk_size: int = 5000
+) -> da.Array:
+    """Validated raw counts of an in-memory AnnData as row chunks of float32 CSR blocks.
+
+    Takes ``adata.X`` or ``adata.layers[layer]`` (dense, CSR, CSC or dask). The checks of
+    :func:`ingest` run eagerly, one pass over the blocks, so errors surface here.
+    """
+    _check_chunk_size(chunk_size)
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    matrix = adata.X if layer is None else adata.layers.get(layer)
+    if matrix is None:
+        raise InputError(f"{where} is missing")
+    blocks = _row_blocked(matrix, chunk_size)
+    checks = [dask.delayed(_check_chunk)(b, where) for b in blocks.to_delayed().ravel()]
+    _check_totals(*blocks.shape, sum(dask.compute(*checks)), where)
+    return blocks.map_blocks(_to_csr32, dtype=np.float32, meta=_CSR_META)
+
+
+def _writable(value: Any) -> Any:
+    """Make ``value`` writable by anndata: dicts recurse; a list holding dicts becomes a dict
+    keyed "0", "1", ... (read back with ``[d[str(i)] for i in range(len(d))]``); other lists
+    become numpy arrays."""
+    if isinstance(value, Mapping):
+        return {str(key): _writable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        if any(isinstance(item, Mapping) for item in value):
+            return {str(i): _writable(item) for i, item in enumerate(value)}
+        return np.asarray(value)
+    return value
+
+
+def write_results(
+    store: str | Path, *, obs: pd.DataFrame, obsm: Mapping[str, np.ndarray], uns: Mapping[str, Any]
+) -> None:
+    """Store clustering results next to the counts: replace obs (same cells, same order),
+    add or replace the given obsm and uns entries; X is left untouched.
+
+    uns values may nest dicts, scalars, strings, arrays and lists; see :func:`_writable` for
+    how lists of dicts are stored.
+    """
+    root = _open_group(store, "r+")
+    cells = read_elem(root["obs"]).index
+    if not obs.index.equals(cells):
+        raise InputError(f"{store}: obs index differs from the cells in the store")
+    for key, value in obsm.items():
+        if np.shape(value)[0] != len(cells):
+            raise InputError(f"obsm[{key!r}] has {np.shape(value)[0]} rows, expected {len(cells)}")
+    write_elem(root, "obs", obs)
+    for name, entries in (("obsm", {k: np.asarray(v) for k, v in obsm.items()}), ("uns", uns)):
+        if name not in root:
+            write_elem(root, name, {})
+        for key, value in entries.items():
+            write_elem(root[name], key, _writable(value))
+    zarr.consolidate_metadata(root.store)
+
+
+def write_labels_csv(path: str | Path, barcodes: Sequence[str], labels: Sequence[Any]) -> None:
+    """Write one ``barcode,cluster`` row per cell, in input order, under that header."""
+    if len(barcodes) != len(labels):
+        raise InputError(f"{len(barcodes)} barcodes but {len(labels)} labels")
+    frame = pd.DataFrame({"barcode": np.asarray(barcodes), "cluster": np.asarray(labels)})
+    frame.to_csv(path, index=False)
