@@ -80,16 +80,19 @@ def pairwise_log_pvalues(
 ) -> np.ndarray:
     """Natural-log rank-sum p-values for every cluster pair and feature, ``(n_pairs, n_features)``.
 
-    ``data`` is a dask array ``(n_cells, n_features)`` of non-negative values whose blocks are
-    scipy sparse (or dense) matrices; ``labels`` holds a cluster id in ``0..n_clusters-1`` per
-    cell. Rows follow :func:`cluster_pairs`. A pair is reported with ``log p = 0`` where all its
-    values are tied or one of its clusters is empty (R gives NaN there). The result does not
-    depend on the row chunking. One task per ``feature_block`` columns; computed at once.
+    ``data`` is a dask array ``(n_cells, n_features)`` (expression values, mostly zeros; negative
+    values are ranked correctly too) whose blocks are scipy sparse or dense matrices; ``labels``
+    holds a cluster id in ``0..n_clusters-1`` per cell. Rows follow :func:`cluster_pairs`. A pair
+    gets ``log p = 0`` where all its values tie or one of its clusters is empty (R gives NaN).
+    The result does not depend on the row chunking. One task per ``feature_block`` columns holds
+    that block for all cells in memory; all tasks are computed at once.
     """
     labels = np.asarray(labels)
     n_cells, n_features = data.shape
     if labels.shape != (n_cells,):
         raise InputError(f"labels has shape {labels.shape}, expected ({n_cells},)")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() >= n_clusters):
         raise InputError(f"labels must lie in 0..{n_clusters - 1}")
     if feature_block < 1:

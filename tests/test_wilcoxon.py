@@ -175,7 +175,9 @@ def test_dense_blocks_accepted(four_clusters):
 
 
 @pytest.mark.parametrize(
-    "labels", [np.array([0, 1, 4]), np.array([0, -1, 1]), np.array([0, 1])], ids=str
+    "labels",
+    [np.array([0, 1, 4]), np.array([0, -1, 1]), np.array([0, 1]), np.array([0.0, 1.0, 2.0])],
+    ids=str,
 )
 def test_bad_labels_rejected(labels):
     with pytest.raises(InputError):
