@@ -1,0 +1,255 @@
+"""Oracle tests for kNN, SNN and modularity clustering (recall_dask.graph)."""
+
+import json
+import subprocess
+import sys
+
+import igraph as ig
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.spatial.distance import cdist
+from sklearn.metrics import adjusted_rand_score
+
+from recall_dask.errors import InputError
+from recall_dask.graph import (
+    _group_singletons,
+    _min_shared,
+    _order_by_size,
+    cluster_graph,
+    nearest_neighbors,
+    shared_nearest_neighbors,
+)
+
+
+def _blobs(n_blobs, per_blob, dim=10, spread=12.0, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=spread, size=(n_blobs, dim))
+    truth = np.repeat(np.arange(n_blobs), per_blob)
+    return centers[truth] + rng.normal(size=(truth.size, dim)), truth
+
+
+def _snn_of(x):
+    return shared_nearest_neighbors(nearest_neighbors(x, k=20))
+
+
+@pytest.fixture(scope="module")
+def five_blobs():
+    x, truth = _blobs(5, 200)
+    return _snn_of(x), truth
+
+
+@pytest.fixture(scope="module")
+def one_blob():
+    return _snn_of(np.random.default_rng(1).normal(size=(2000, 10)))
+
+
+def _modularity(snn, labels, resolution):
+    upper = sp.triu(snn, k=1, format="coo")
+    graph = ig.Graph(n=snn.shape[0], edges=np.column_stack((upper.row, upper.col)))
+    return graph.modularity(labels.tolist(), weights=upper.data.tolist(), resolution=resolution)
+
+
+# --- kNN -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,dim,k", [(300, 5, 20), (50, 3, 1), (20, 2, 20)], ids=str)
+def test_knn_matches_brute_force(n, dim, k):
+    x = np.random.default_rng(n).normal(size=(n, dim))
+    oracle = np.argsort(cdist(x, x), axis=1, kind="stable")[:, :k]
+    knn = nearest_neighbors(x, k=k)
+    assert knn.shape == (n, k)
+    np.testing.assert_array_equal(knn, oracle)
+    np.testing.assert_array_equal(knn[:, 0], np.arange(n))
+
+
+def test_knn_self_first_among_duplicates():
+    x = np.zeros((30, 4))  # every distance ties at 0; more duplicates than k
+    knn = nearest_neighbors(x, k=20)
+    np.testing.assert_array_equal(knn[:, 0], np.arange(30))
+    assert all(len(set(row)) == 20 for row in knn.tolist())
+    np.testing.assert_array_equal(knn, nearest_neighbors(x, k=20))
+
+
+def test_knn_too_few_cells():
+    with pytest.raises(InputError, match=r"fewer cells \(5\) than neighbours \(20\)"):
+        nearest_neighbors(np.zeros((5, 3)), k=20)
+
+
+# --- SNN -------------------------------------------------------------------------------
+
+
+def _snn_oracle(knn, prune):
+    n, k = knn.shape
+    sets = [set(row) for row in knn.tolist()]
+    shared = np.array([[len(a & b) for b in sets] for a in sets], dtype=float)
+    weight = shared / (2 * k - shared)
+    weight[weight < prune] = 0.0
+    return shared, weight
+
+
+def _random_lists(n, k, seed):
+    """Arbitrary kNN lists (self first), giving many pairs sharing exactly 2 and 3 cells."""
+    rng = np.random.default_rng(seed)
+    rows = [[i, *rng.choice(np.delete(np.arange(n), i), k - 1, replace=False)] for i in range(n)]
+    return np.array(rows)
+
+
+@pytest.mark.parametrize(
+    "knn",
+    [
+        pytest.param(_random_lists(100, 20, 0), id="random-lists-k20"),
+        pytest.param(nearest_neighbors(np.random.default_rng(3).normal(size=(250, 4))), id="knn"),
+    ],
+)
+def test_snn_matches_brute_force(knn):
+    shared, oracle = _snn_oracle(knn, 1 / 15)
+    snn = shared_nearest_neighbors(knn)
+    assert isinstance(snn, sp.csr_matrix) and snn.has_sorted_indices
+    np.testing.assert_allclose(snn.toarray(), oracle, rtol=0, atol=1e-15)
+    assert (abs(snn - snn.T)).nnz == 0
+    np.testing.assert_array_equal(snn.diagonal(), 1.0)  # s_ii = k, kept as in Seurat
+    assert not np.any(snn.data == 0)
+
+
+def test_snn_prune_edge_at_k20():
+    knn = _random_lists(100, 20, 0)
+    shared, _ = _snn_oracle(knn, 1 / 15)
+    snn = shared_nearest_neighbors(knn, prune=1 / 15).toarray()
+    assert np.any(shared == 2) and np.any(shared == 3)
+    assert np.all(snn[shared == 2] == 0)  # 2/38 < 1/15: pruned
+    np.testing.assert_allclose(snn[shared == 3], 3 / 37)  # 3/37 >= 1/15: kept
+    assert _min_shared(20, 1 / 15) == 3
+    assert _min_shared(20, 3 / 37) == 3  # equal to prune is kept
+    assert _min_shared(20, 0.0) == 0
+    kept_all = shared_nearest_neighbors(knn, prune=0.0).toarray()
+    np.testing.assert_allclose(kept_all, shared / (40 - shared))
+
+
+# --- clustering ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["louvain", "leiden"])
+def test_blobs_recovered(five_blobs, algorithm):
+    snn, truth = five_blobs
+    labels = cluster_graph(snn, 0.8, algorithm=algorithm)
+    assert labels.dtype.kind == "i"
+    assert adjusted_rand_score(truth, labels) == 1.0
+    np.testing.assert_array_equal(np.unique(labels), np.arange(5))
+
+
+def test_resolution_controls_cluster_count(one_blob):
+    counts = {r: cluster_graph(one_blob, r, n_starts=3).max() + 1 for r in (0.01, 0.05, 0.8)}
+    assert counts[0.8] >= 3  # over-clustering of a single population
+    assert counts[0.01] <= 2 and counts[0.05] <= 2
+    assert counts[0.8] > counts[0.05]
+
+
+def test_resolution_sweep_monotone(one_blob):
+    counts = [cluster_graph(one_blob, r, n_starts=3).max() + 1 for r in (0.3, 0.6, 1.0, 1.5)]
+    assert counts == sorted(counts) and counts[-1] > counts[0]
+
+
+@pytest.mark.parametrize("algorithm", ["louvain", "leiden"])
+def test_deterministic(one_blob, algorithm):
+    first = cluster_graph(one_blob, 0.8, algorithm=algorithm, seed=7, n_starts=2)
+    again = cluster_graph(one_blob, 0.8, algorithm=algorithm, seed=7, n_starts=2)
+    np.testing.assert_array_equal(first, again)
+
+
+def test_deterministic_across_processes(tmp_path):
+    script = (
+        "import numpy as np\n"
+        "from recall_dask.graph import cluster_graph, nearest_neighbors, "
+        "shared_nearest_neighbors\n"
+        "x = np.random.default_rng(5).normal(size=(600, 10))\n"
+        "snn = shared_nearest_neighbors(nearest_neighbors(x))\n"
+        "print(cluster_graph(snn, 1.0, seed=3, n_starts=3).tolist())\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        for _ in range(2)
+    ]
+    assert runs[0].stdout == runs[1].stdout and len(set(json.loads(runs[0].stdout))) > 1
+
+
+def test_labels_ordered_by_size(one_blob):
+    labels = cluster_graph(one_blob, 1.2, n_starts=2)
+    sizes = np.bincount(labels)
+    assert np.all(np.diff(sizes) <= 0) and sizes.size > 2
+
+
+def test_order_by_size_ties_by_first_cell():
+    labels = np.array([7, 3, 3, 9, 7, 9, 5, 5, 5])
+    np.testing.assert_array_equal(_order_by_size(labels), [1, 2, 2, 3, 1, 3, 0, 0, 0])
+
+
+def test_multistart_at_least_as_good_as_one_start(one_blob):
+    one = cluster_graph(one_blob, 0.8, n_starts=1, seed=11)
+    many = cluster_graph(one_blob, 0.8, n_starts=6, seed=11)
+    assert _modularity(one_blob, many, 0.8) >= _modularity(one_blob, one, 0.8) - 1e-12
+
+
+def test_warm_start_keeps_good_partition(five_blobs):
+    snn, truth = five_blobs
+    labels = cluster_graph(snn, 0.8, n_starts=1, initial=truth[::-1].copy())
+    assert adjusted_rand_score(truth, labels) == 1.0
+    with pytest.raises(InputError, match="initial partition"):
+        cluster_graph(snn, 0.8, initial=truth[:10])
+
+
+def test_unknown_algorithm(five_blobs):
+    with pytest.raises(InputError, match="unknown clustering algorithm"):
+        cluster_graph(five_blobs[0], 0.8, algorithm="walktrap")
+
+
+# --- singletons ------------------------------------------------------------------------
+
+
+def _sym(n, edges):
+    rows, cols, vals = zip(*edges, strict=True)
+    m = sp.coo_matrix((vals, (rows, cols)), shape=(n, n))
+    return sp.csr_matrix(m + m.T)
+
+
+def test_singleton_joins_highest_mean_connectivity():
+    # cluster 0 = cells 0-3, cluster 1 = cells 4-5, cell 6 alone (label 2).
+    labels = np.array([0, 0, 0, 0, 1, 1, 2])
+    snn = _sym(7, [(6, 0, 0.2), (6, 1, 0.2), (6, 2, 0.2), (6, 3, 0.2), (6, 4, 0.35)])
+    # mean to cluster 0 = 0.8 / 4 = 0.2; to cluster 1 = 0.35 / 2 = 0.175 -> 0
+    np.testing.assert_array_equal(_group_singletons(labels, snn)[6], 0)
+    snn = _sym(7, [(6, 0, 0.2), (6, 1, 0.2), (6, 4, 0.3), (6, 5, 0.1)])
+    # mean to 0 = 0.1, to 1 = 0.2 although the sums tie at 0.4 -> 1
+    np.testing.assert_array_equal(_group_singletons(labels, snn)[6], 1)
+
+
+def test_singleton_ties_and_isolated_go_to_lowest_label():
+    labels = np.array([0, 0, 1, 1, 2, 3])
+    snn = _sym(6, [(4, 0, 0.2), (4, 2, 0.2), (0, 1, 0.5), (2, 3, 0.5)])
+    merged = _group_singletons(labels, snn)
+    assert merged[4] == 0 and merged[5] == 0  # 4 ties 0 vs 1; 5 is isolated
+    assert set(merged) == {0, 1}
+
+
+def test_cluster_graph_merges_isolated_cell(five_blobs):
+    snn, truth = five_blobs
+    n = snn.shape[0]
+    padded = sp.csr_matrix(sp.block_diag([snn, sp.identity(1)]))  # cell n has only self
+    labels = cluster_graph(padded, 0.8, n_starts=2)
+    assert adjusted_rand_score(truth, labels[:n]) == 1.0
+    assert np.bincount(labels).min() > 1 and labels[n] == 0
+
+
+def test_snn_rejects_out_of_range_indices():
+    with pytest.raises(InputError, match="knn indices"):
+        shared_nearest_neighbors(np.array([[0, 1], [1, 2]]))
+
+
+@pytest.mark.parametrize("algorithm", ["louvain", "leiden"])
+def test_modularity_close_to_igraph_multilevel(one_blob, algorithm):
+    upper = sp.triu(one_blob, k=1, format="coo")
+    graph = ig.Graph(n=one_blob.shape[0], edges=np.column_stack((upper.row, upper.col)))
+    reference = graph.community_multilevel(weights=upper.data.tolist(), resolution=0.8)
+    ours = cluster_graph(one_blob, 0.8, algorithm=algorithm, n_starts=3)
+    best_known = _modularity(one_blob, np.array(reference.membership), 0.8)
+    assert _modularity(one_blob, ours, 0.8) >= 0.99 * best_known
