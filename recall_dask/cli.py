@@ -31,29 +31,60 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     add = parser.add_argument
     add("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
-    add("--resolution-start", type=float, default=d.resolution_start,
-        help="first clustering resolution (default %(default)s)")
-    add("--reduction-percentage", type=float, default=d.reduction_percentage,
-        help="fraction by which the resolution drops per iteration (default %(default)s)")
+    add(
+        "--resolution-start",
+        type=float,
+        default=d.resolution_start,
+        help="first clustering resolution (default %(default)s)",
+    )
+    add(
+        "--reduction-percentage",
+        type=float,
+        default=d.reduction_percentage,
+        help="fraction by which the resolution drops per iteration (default %(default)s)",
+    )
     add("--dims", type=int, default=d.dims, help="PCs used for the kNN graph (default %(default)s)")
-    add("--n-hvg", type=int, default=d.n_hvg,
-        help="number of variable genes, each with one artificial twin (default %(default)s)")
-    add("--algorithm", choices=ALGORITHMS, default=d.algorithm,
-        help="modularity clustering (default %(default)s)")
-    add("--null-method", choices=NULL_METHODS, default=d.null_method,
-        help="null distribution of the artificial genes (default %(default)s)")
+    add(
+        "--n-hvg",
+        type=int,
+        default=d.n_hvg,
+        help="number of variable genes, each with one artificial twin (default %(default)s)",
+    )
+    add(
+        "--algorithm",
+        choices=ALGORITHMS,
+        default=d.algorithm,
+        help="modularity clustering (default %(default)s)",
+    )
+    add(
+        "--null-method",
+        choices=NULL_METHODS,
+        default=d.null_method,
+        help="null distribution of the artificial genes (default %(default)s)",
+    )
     add("--fdr", type=float, default=d.fdr, help="knockoff+ target FDR q (default %(default)s)")
-    add("--max-iterations", type=int, default=d.max_iterations,
-        help="give up after this many resolutions (default %(default)s)")
+    add(
+        "--max-iterations",
+        type=int,
+        default=d.max_iterations,
+        help="give up after this many resolutions (default %(default)s)",
+    )
     add("--chunk-size", type=int, default=5000, help="cells per row chunk (default %(default)s)")
     add("--layer", default=None, help="counts layer of an .h5ad/.zarr input (default: X)")
     add("--n-workers", type=int, default=1, help="local cluster workers (default %(default)s)")
-    add("--threads-per-worker", type=int, default=None,
-        help="threads per local worker (default: cores / workers)")
+    add(
+        "--threads-per-worker",
+        type=int,
+        default=None,
+        help="threads per local worker (default: cores / workers)",
+    )
     add("--memory-limit", default="auto", help="memory per local worker, e.g. 4GiB (default auto)")
-    add("--scheduler", default=None,
+    add(
+        "--scheduler",
+        default=None,
         help="address of an existing Dask scheduler (default: DASK_SCHEDULER_ADDRESS or a "
-             "local cluster on 127.0.0.1)")
+        "local cluster on 127.0.0.1)",
+    )
     add("--quiet", action="store_true", help="print only warnings and errors")
 
 
@@ -65,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = commands.add_parser(
-        "run", help="cluster a count matrix with calibrated resolution",
+        "run",
+        help="cluster a count matrix with calibrated resolution",
         description="Cluster cells of INPUT (Cell Ranger folder or .h5, .h5ad, AnnData .zarr) "
         "and write an AnnData Zarr store with obs['recall_clusters'].",
     )
@@ -74,13 +106,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--labels-csv", default=None, help="also write barcode,cluster to this CSV")
     _add_recall_options(run)
     demo = commands.add_parser(
-        "demo", help="run on the bundled PBMC 3k data",
+        "demo",
+        help="run on the bundled PBMC 3k data",
         description="Run recall on the bundled 10x PBMC 3k data (CC BY 4.0, 10x Genomics).",
     )
-    demo.add_argument("-o", "--out", default="recall_demo.zarr",
-                      help="output store (default %(default)s)")
-    demo.add_argument("--labels-csv", default="recall_demo_labels.csv",
-                      help="labels CSV (default %(default)s)")
+    demo.add_argument(
+        "-o", "--out", default="recall_demo.zarr", help="output store (default %(default)s)"
+    )
+    demo.add_argument(
+        "--labels-csv", default="recall_demo_labels.csv", help="labels CSV (default %(default)s)"
+    )
     _add_recall_options(demo)
     return parser
 
@@ -92,7 +127,7 @@ def _params(args: argparse.Namespace) -> RecallParams:
 
 
 def _run(args: argparse.Namespace, source: str | Path) -> None:
-    from recall_dask.pipeline import recall
+    from recall_dask.pipeline import ingested, recall_store
 
     params = _params(args)
     if args.chunk_size < 1:
@@ -103,18 +138,21 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         threads_per_worker=args.threads_per_worker,
         memory_limit=args.memory_limit,
     )
-    with dask_client(cluster):
-        adata = recall(
-            source, out=args.out, layer=args.layer, chunk_size=args.chunk_size,
-            **params.as_dict(),
-        )
+    with (
+        ingested(source, args.out, chunk_size=args.chunk_size, layer=args.layer) as store,
+        dask_client(cluster),
+    ):
+        adata = recall_store(store, params)
     labels = adata.obs["recall_clusters"]
     if args.labels_csv:
         io.write_labels_csv(args.labels_csv, adata.obs_names, labels.to_numpy())
     record = adata.uns["recall"]
     logger.info(
         "%d clusters after %d iteration(s) (resolution %.4g); wrote %s%s",
-        record["n_clusters"], record["n_iterations"], record["resolution"], args.out,
+        record["n_clusters"],
+        record["n_iterations"],
+        record["resolution"],
+        args.out,
         f" and {args.labels_csv}" if args.labels_csv else "",
     )
 

@@ -14,6 +14,7 @@ import dask.array as da
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+from scipy.sparse.linalg import eigsh
 
 from recall_dask._chunks import map_row_blocks, sum_row_blocks
 from recall_dask.preprocess import clip_excess
@@ -50,7 +51,9 @@ def _scaled_gram(
     return gram
 
 
-def scaled_gram(data: da.Array, mean: np.ndarray, inv_std: np.ndarray, scale_max: float) -> da.Array:
+def scaled_gram(
+    data: da.Array, mean: np.ndarray, inv_std: np.ndarray, scale_max: float
+) -> da.Array:
     """Lazy features x features Gram matrix of the scaled, clipped data."""
     n = data.shape[1]
     return sum_row_blocks(data, _scaled_gram, (n, n), mean, inv_std, scale_max)
@@ -64,7 +67,10 @@ def pca_from_gram(gram: np.ndarray, n_pcs: int) -> PCA:
     """
     n = gram.shape[0]
     n_pcs = min(n_pcs, n)
-    eigenvalues, vectors = scipy.linalg.eigh(gram, subset_by_index=[n - n_pcs, n - 1])
+    if n_pcs < n - 1:  # Lanczos to machine precision; the fixed start vector keeps it repeatable
+        eigenvalues, vectors = eigsh(gram, k=n_pcs, which="LA", v0=np.ones(n), tol=0)
+    else:
+        eigenvalues, vectors = scipy.linalg.eigh(gram, subset_by_index=[n - n_pcs, n - 1])
     order = np.argsort(eigenvalues)[::-1]
     eigenvalues, vectors = eigenvalues[order], vectors[:, order]
     signs = np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])])

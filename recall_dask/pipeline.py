@@ -41,8 +41,19 @@ from recall_dask.preprocess import (
 
 logger = logging.getLogger(__name__)
 
-_VERSIONED = ("recall-dask", "dask", "distributed", "anndata", "zarr", "numpy", "scipy",
-              "numba", "igraph", "leidenalg", "scikit-misc")
+_VERSIONED = (
+    "recall-dask",
+    "dask",
+    "distributed",
+    "anndata",
+    "zarr",
+    "numpy",
+    "scipy",
+    "numba",
+    "igraph",
+    "leidenalg",
+    "scikit-misc",
+)
 
 
 @contextmanager
@@ -123,39 +134,53 @@ def recall(
     a Cell Ranger folder or .h5, an .h5ad or an AnnData .zarr store. ``options`` are the fields
     of :class:`~recall_dask.params.RecallParams` (``resolution_start``, ``fdr``, ``seed`` ...).
     Adds ``obs['recall_clusters']``, ``obs['initial_clusters']`` (the first clustering, before
-    calibration), ``obsm['X_pca']`` and ``uns['recall']``. A path is ingested into the Zarr
-    store ``out`` (a temporary one if not given) and the result is written there too; an
-    AnnData is annotated in place and returned. Runs on the active Dask client, if any.
+    calibration), ``obsm['X_pca']`` and ``uns['recall']``. An AnnData is annotated in place and
+    returned. A path is ingested into the Zarr store ``out``, the results are written there
+    too, and the store is returned with X as a lazy dask array; without ``out`` a temporary
+    store is used and the result is loaded into memory. Runs on the active Dask client, if any.
     """
     params = RecallParams(**options)
     if isinstance(data, ad.AnnData):
         counts = io.counts_from_anndata(data, layer=layer, chunk_size=chunk_size)
-        embedding, iterations, record = run_recall(counts, data.var, params)
-        _annotate(data, embedding, iterations, record)
+        _annotate(data, *run_recall(counts, data.var, params))
         if out is not None:
             data.write_zarr(out)
         return data
     if out is None:
         with tempfile.TemporaryDirectory() as tmp:
-            result = _recall_store(data, Path(tmp) / "recall.zarr", layer, chunk_size, params)
-            return result.to_memory()
-    return _recall_store(data, Path(out), layer, chunk_size, params)
+            return recall(
+                data, out=Path(tmp) / "recall.zarr", layer=layer, chunk_size=chunk_size, **options
+            ).to_memory()
+    with ingested(data, out, chunk_size=chunk_size, layer=layer):
+        return recall_store(out, params)
 
 
-def _recall_store(
-    source: str | os.PathLike, store: Path, layer: str | None, chunk_size: int,
-    params: RecallParams,
-) -> ad.AnnData:
-    """Ingest ``source`` into ``store``, run, and write the results into the store."""
+@contextmanager
+def ingested(
+    source: str | os.PathLike, store: str | os.PathLike, *, chunk_size: int, layer: str | None
+) -> Iterator[Path]:
+    """Ingest ``source`` into a new ``store``; remove the store if the work inside fails.
+
+    A failed run never leaves a half-written output behind.
+    """
     io.ingest(source, store, chunk_size=chunk_size, layer=layer)
     try:
-        adata = io.open_counts(store)
-        embedding, iterations, record = run_recall(adata.X, adata.var, params)
-        _annotate(adata, embedding, iterations, record)
-        io.write_results(store, obs=adata.obs, obsm={"X_pca": embedding}, uns={"recall": record})
+        yield Path(store)
     except BaseException:
-        shutil.rmtree(store, ignore_errors=True)  # never leave a half-written output behind
+        shutil.rmtree(store, ignore_errors=True)
         raise
+
+
+def recall_store(store: str | os.PathLike, params: RecallParams) -> ad.AnnData:
+    """Run recall on an ingested AnnData Zarr store and write the results into it."""
+    adata = io.open_counts(store)
+    _annotate(adata, *run_recall(adata.X, adata.var, params))
+    io.write_results(
+        store,
+        obs=adata.obs,
+        obsm={"X_pca": adata.obsm["X_pca"]},
+        uns={"recall": adata.uns["recall"]},
+    )
     return adata
 
 
@@ -176,7 +201,9 @@ def _categorical(labels: np.ndarray, index: pd.Index) -> pd.Series:
 def _persist(array: da.Array) -> da.Array:
     """Keep ``array`` in worker memory for the passes and iterations that reuse it."""
     array = array.persist()
-    distributed.wait(distributed.futures_of(array))  # so that stage timings are honest
+    futures = distributed.futures_of(array)  # none without a distributed client
+    if futures:
+        distributed.wait(futures)  # so that stage timings are honest
     return array
 
 

@@ -53,7 +53,7 @@ def _vst_expected_variance(mean: np.ndarray, variance: np.ndarray) -> np.ndarray
         raise InputError(f"only {int(varying.sum())} genes vary across cells; need at least 10")
     fit = loess(np.log10(mean[varying]), np.log10(variance[varying]), span=LOESS_SPAN, degree=2)
     fit.fit()
-    expected[varying] = 10 ** fit.outputs.fitted_values
+    expected[varying] = 10**fit.outputs.fitted_values
     return expected
 
 
@@ -95,7 +95,9 @@ def select_variable_genes(
 ) -> np.ndarray:
     """Indices of the variable genes: ``var['highly_variable']`` if given, else vst's top genes.
 
-    Genes are returned in rank order (most variable first), as Seurat's ``VariableFeatures``.
+    Genes are returned in ``var`` order, not in Seurat's rank order: the order only decides
+    which random stream each artificial gene gets, and ``var`` order keeps it independent of
+    floating-point noise in the scores (which can swap near-equal ranks between chunkings).
     Genes constant over all cells are never selected: they would carry no signal.
     """
     if "highly_variable" in var.columns:
@@ -104,7 +106,7 @@ def select_variable_genes(
     else:
         score = vst_standardized_variance(counts, moments)
         ranked = np.argsort(-score, kind="stable")
-        chosen = ranked[: min(n_top, int((score > 0).sum()))]
+        chosen = np.sort(ranked[: min(n_top, int((score > 0).sum()))])
     if chosen.size < 2:
         raise InputError(f"only {chosen.size} variable genes; need at least 2")
     return chosen
@@ -118,7 +120,7 @@ def _augment_block(
     seed: int,
     target_sum: float,
 ) -> sp.csr_matrix:
-    """[variable genes | artificial genes] of one row block, log-normalized (Seurat LogNormalize)."""
+    """[variable genes | artificial genes] of one row block, log-normalized (LogNormalize)."""
     real = sp.csr_matrix(block[:, genes], dtype=np.float64)
     artificial = null.sample(first_row, block.shape[0], seed)
     augmented = sp.hstack([real, artificial], format="csr", dtype=np.float64)
@@ -139,14 +141,15 @@ def augmented_log_normalized(
     Artificial counts are drawn on the workers, block by block, keyed by absolute cell index,
     so the result does not depend on chunking or on the number of workers.
     """
-    return map_row_blocks(
-        counts, _augment_block, 2 * genes.size, genes, null, seed, target_sum
-    )
+    return map_row_blocks(counts, _augment_block, 2 * genes.size, genes, null, seed, target_sum)
 
 
 def _feature_sums(block: sp.csr_matrix) -> np.ndarray:
     return np.vstack(
-        [np.asarray(block.sum(axis=0)).ravel(), np.asarray(block.multiply(block).sum(axis=0)).ravel()]
+        [
+            np.asarray(block.sum(axis=0)).ravel(),
+            np.asarray(block.multiply(block).sum(axis=0)).ravel(),
+        ]
     )
 
 
@@ -178,4 +181,3 @@ def clip_excess(
     clipped = sp.csr_matrix((excess, features.copy(), block.indptr.copy()), shape=block.shape)
     clipped.eliminate_zeros()  # in place: hence the copies, so ``block`` stays intact
     return clipped
-

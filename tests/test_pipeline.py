@@ -1,0 +1,87 @@
+"""End to end on simulated data with known groups, and the AnnData interface."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from recall_dask.cluster import ClusterConfig, dask_client
+from recall_dask.errors import InputError
+from recall_dask.pipeline import recall
+from recall_dask.simulate import simulate
+
+FAST = {"n_hvg": 500}
+
+
+@pytest.fixture(scope="module")
+def five_groups():
+    adata = simulate(1500, 1500, 5, de_prob=0.1, seed=7)
+    return recall(adata, seed=1, **FAST)
+
+
+def test_homogeneous_population_is_one_cluster():
+    adata = simulate(2000, 1500, 1, seed=11)
+    recall(adata, seed=1, **FAST)
+    assert adata.obs["initial_clusters"].nunique() >= 2, "plain clustering at 0.8 over-clusters"
+    assert adata.obs["recall_clusters"].nunique() == 1
+    assert adata.uns["recall"]["n_clusters"] == 1
+
+
+def test_five_groups_recovered(five_groups):
+    labels = five_groups.obs["recall_clusters"]
+    assert labels.nunique() == 5
+    assert adjusted_rand_score(five_groups.obs["group"], labels) >= 0.95
+
+
+def test_results_land_where_scanpy_users_look(five_groups):
+    adata = five_groups
+    assert isinstance(adata.obs["recall_clusters"].dtype, pd.CategoricalDtype)
+    assert isinstance(adata.obs["initial_clusters"].dtype, pd.CategoricalDtype)
+    assert adata.obsm["X_pca"].shape == (adata.n_obs, 50)
+    record = adata.uns["recall"]
+    assert record["params"]["n_hvg"] == 500 and record["seed"] == 1
+    assert set(record["versions"]) >= {"dask", "anndata", "zarr", "recall-dask"}
+    iterations = [record["iterations"][str(i)] for i in range(record["n_iterations"])]
+    assert iterations[-1]["n_clusters"] == record["n_clusters"]
+    assert iterations[-1]["failing_pair"] == []
+    selected = iterations[-1]["n_selected"]
+    assert selected.shape == (5, 5)
+    assert (np.diag(selected) == -1).all() and (selected[~np.eye(5, dtype=bool)] > 0).all()
+    for earlier in iterations[:-1]:
+        a, b = earlier["failing_pair"]
+        assert earlier["n_selected"][a, b] == 0
+    resolutions = [it["resolution"] for it in iterations]
+    np.testing.assert_allclose(resolutions, 0.8 * 0.8 ** np.arange(len(iterations)))
+
+
+def test_counts_from_a_layer_give_the_same_labels(five_groups):
+    adata = simulate(1500, 1500, 5, de_prob=0.1, seed=7)
+    adata.layers["counts"] = adata.X.copy()
+    adata.X = adata.X * 0.5  # not counts: must be ignored
+    recall(adata, layer="counts", seed=1, **FAST)
+    np.testing.assert_array_equal(adata.obs["recall_clusters"], five_groups.obs["recall_clusters"])
+
+
+def test_chunk_boundaries_do_not_change_the_result(five_groups):
+    adata = simulate(1500, 1500, 5, de_prob=0.1, seed=7)
+    recall(adata, chunk_size=37, seed=1, **FAST)
+    np.testing.assert_allclose(adata.obsm["X_pca"], five_groups.obsm["X_pca"], atol=1e-8)
+    np.testing.assert_array_equal(adata.obs["recall_clusters"], five_groups.obs["recall_clusters"])
+
+
+def test_same_seed_same_labels_on_one_and_two_workers():
+    labels = []
+    for n_workers in (1, 2):
+        adata = simulate(600, 800, 3, de_prob=0.15, seed=5)
+        with dask_client(ClusterConfig(n_workers=n_workers, threads_per_worker=1)):
+            recall(adata, chunk_size=150, seed=3, n_hvg=300)
+        labels.append(adata.obs["recall_clusters"].to_numpy())
+    np.testing.assert_array_equal(*labels)
+    assert len(set(labels[0])) == 3
+
+
+def test_fewer_cells_than_neighbours_is_an_input_error():
+    with pytest.raises(InputError, match="fewer cells"):
+        recall(simulate(15, 200, 1, seed=1), n_hvg=50)
