@@ -1,0 +1,199 @@
+"""The command line: help, bad input as one clear line with exit 2, and the PBMC 3k run."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+import scipy.sparse as sp
+
+from recall_dask.cli import main
+from recall_dask.io import BUNDLED_PBMC3K
+
+
+def cellranger_folder(path: Path, counts: np.ndarray) -> Path:
+    """A Cell Ranger v3 folder holding ``counts`` (cells x genes)."""
+    path.mkdir()
+    n_cells, n_genes = counts.shape
+    with gzip.open(path / "matrix.mtx.gz", "wb") as handle:
+        scipy.io.mmwrite(handle, sp.coo_matrix(counts.T))
+    genes = "".join(f"ENSG{j}\tG{j}\tGene Expression\n" for j in range(n_genes))
+    barcodes = "".join(f"CELL{i}-1\n" for i in range(n_cells))
+    (path / "features.tsv.gz").write_bytes(gzip.compress(genes.encode()))
+    (path / "barcodes.tsv.gz").write_bytes(gzip.compress(barcodes.encode()))
+    return path
+
+
+def tree_digest(path: Path) -> str:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+
+
+def counts(rng, n_cells=60, n_genes=40) -> np.ndarray:
+    return rng.poisson(1.0, size=(n_cells, n_genes)).astype(float)
+
+
+def bad_inputs(tmp: Path, rng) -> dict[str, tuple[Path, list[str]]]:
+    """Each case: the input path and extra options."""
+    good = counts(rng)
+    negative, fractional, nan, inf = (good.copy() for _ in range(4))
+    negative[3, 4] = -1
+    fractional[5, 6] = 0.5
+    nan[1, 1] = np.nan
+    inf[2, 2] = np.inf
+    corrupt = tmp / "corrupt.h5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\nthis is not really hdf5")
+    truncated = cellranger_folder(tmp / "truncated", good)
+    data = (truncated / "matrix.mtx.gz").read_bytes()
+    (truncated / "matrix.mtx.gz").write_bytes(data[: len(data) // 2])
+    unknown = tmp / "counts.xlsx"
+    unknown.write_text("not a matrix")
+    return {
+        "missing path": (tmp / "nope", []),
+        "unknown format": (unknown, []),
+        "corrupt h5": (corrupt, []),
+        "truncated mtx": (truncated, []),
+        "negative": (cellranger_folder(tmp / "neg", negative), []),
+        "non-integer": (cellranger_folder(tmp / "frac", fractional), []),
+        "nan": (cellranger_folder(tmp / "nan", nan), []),
+        "inf": (cellranger_folder(tmp / "inf", inf), []),
+        "empty": (cellranger_folder(tmp / "empty", np.zeros((0, 5))), []),
+        "no genes detected": (cellranger_folder(tmp / "zeros", np.zeros((30, 5))), []),
+        "fewer cells than neighbours": (cellranger_folder(tmp / "tiny", good[:12]), []),
+        "fdr out of range": (cellranger_folder(tmp / "ok1", good), ["--fdr", "1.5"]),
+        "unknown algorithm": (cellranger_folder(tmp / "ok2", good), ["--algorithm", "x"]),
+        "unknown null": (cellranger_folder(tmp / "ok3", good), ["--null-method", "beta"]),
+        "bad resolution": (cellranger_folder(tmp / "ok4", good), ["--resolution-start", "-1"]),
+    }
+
+
+CASES = [
+    "missing path",
+    "unknown format",
+    "corrupt h5",
+    "truncated mtx",
+    "negative",
+    "non-integer",
+    "nan",
+    "inf",
+    "empty",
+    "no genes detected",
+    "fewer cells than neighbours",
+    "fdr out of range",
+    "unknown algorithm",
+    "unknown null",
+    "bad resolution",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2_nothing_left(case, tmp_path, rng, capsys):
+    (tmp_path / "in").mkdir()
+    source, options = bad_inputs(tmp_path / "in", rng)[case]
+    before = tree_digest(source) if source.exists() else None
+    out = tmp_path / "out.zarr"
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(main(["run", str(source), "-o", str(out), "--quiet", *options]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "error" in err[0] and "Traceback" not in err[0]
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.zarr*")), "no partial output either"
+    if before is not None:
+        assert tree_digest(source) == before, "the input must never be modified"
+
+
+def test_entry_point_reports_without_traceback(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"garbage")
+    result = subprocess.run(
+        [sys.executable, "-m", "recall_dask", "run", str(bad), "-o", str(tmp_path / "o.zarr")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["demo"]])
+def test_help_for_every_command(command):
+    result = subprocess.run(
+        [sys.executable, "-m", "recall_dask", *command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "usage: recall-dask" in result.stdout
+    for option in ("--seed", "--fdr", "--scheduler") if command else ("run", "demo"):
+        assert option in result.stdout
+
+
+@pytest.fixture(scope="module")
+def pbmc3k_run(tmp_path_factory):
+    """The R package's defaults on the bundled PBMC 3k, through the command line."""
+    tmp = tmp_path_factory.mktemp("pbmc")
+    out, labels_csv = tmp / "pbmc.zarr", tmp / "labels.csv"
+    code = main(["run", str(BUNDLED_PBMC3K), "-o", str(out), "--labels-csv", str(labels_csv)])
+    assert code == 0
+    return out, labels_csv
+
+
+def test_pbmc3k_labels_csv_in_input_order(pbmc3k_run):
+    _, labels_csv = pbmc3k_run
+    assert labels_csv.read_text().splitlines()[0] == "barcode,cluster"
+    labels = pd.read_csv(labels_csv)
+    barcodes = gzip.decompress((BUNDLED_PBMC3K / "barcodes.tsv.gz").read_bytes()).decode().split()
+    assert labels["barcode"].tolist() == barcodes
+
+
+def test_pbmc3k_store_holds_results(pbmc3k_run):
+    import anndata as ad
+
+    out, labels_csv = pbmc3k_run
+    adata = ad.read_zarr(out)
+    assert adata.shape == (2700, 13714)
+    assert {"recall_clusters", "initial_clusters"} <= set(adata.obs.columns)
+    assert adata.obsm["X_pca"].shape == (2700, 50)
+    record = adata.uns["recall"]
+    assert record["params"]["resolution_start"] == 0.8 and record["params"]["n_hvg"] == 2000
+    first = record["iterations"]["0"]
+    assert first["resolution"] == 0.8
+    assert adata.obs["initial_clusters"].nunique() == first["n_clusters"]
+    labels = pd.read_csv(labels_csv)
+    np.testing.assert_array_equal(labels["cluster"], adata.obs["recall_clusters"].astype(int))
+
+
+def r_reference(labels_csv: Path) -> tuple[pd.Series, pd.DataFrame]:
+    labels = pd.read_csv(labels_csv, index_col="barcode")["cluster"]
+    reference = pd.read_csv(BUNDLED_PBMC3K / "r_reference_clusters.csv", index_col="barcode")
+    return labels, reference.loc[labels.index]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known miss: seed 0 calibrates to 5 clusters where R gives 9 (see README, 'PBMC 3k')",
+)
+def test_pbmc3k_cluster_count_matches_r(pbmc3k_run):
+    labels, _ = r_reference(pbmc3k_run[1])
+    assert 8 <= labels.nunique() <= 10
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known miss: ARI against the R reference is below 0.85 (see README, 'PBMC 3k')",
+)
+def test_pbmc3k_agrees_with_r_recall(pbmc3k_run):
+    from sklearn.metrics import adjusted_rand_score
+
+    labels, reference = r_reference(pbmc3k_run[1])
+    assert adjusted_rand_score(reference["recall_cluster"], labels) >= 0.85
