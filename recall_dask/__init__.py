@@ -1,3 +1,7 @@
 """recall_dask: knockoff-calibrated single-cell clustering on Dask."""
 
 __version__ = "0.1.0"
+
+from recall_dask.pipeline import recall  # noqa: E402
+
+__all__ = ["recall", "__version__"]

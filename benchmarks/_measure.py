@@ -1,0 +1,39 @@
+"""Run a command and record its wall time and the peak resident memory of its process tree."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+
+def run_measured(command: list[str], interval: float = 0.05) -> tuple[float, float]:
+    """Wall seconds and peak summed RSS (GiB) of ``command`` and all its children."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    root = psutil.Process(process.pid)
+    peak = 0
+    while process.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(interval)
+    elapsed = time.perf_counter() - start
+    stderr = process.stderr.read()
+    if process.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{stderr}")
+    return elapsed, peak / 2**30
+
+
+def replace_readme_section(readme: Path, name: str, text: str) -> None:
+    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.DOTALL)
+    content = readme.read_text()
+    if not pattern.search(content):
+        raise SystemExit(f"README.md has no '{name}' markers")
+    readme.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), content))
