@@ -65,4 +65,4 @@ def sum_row_blocks(
         da.from_delayed(call(block, *shared), shape, dtype=np.float64)
         for block in _row_blocks(array)
     ]
-    return da.stack(parts).sum(axis=0, split_every=8)
+    return da.stack(parts).sum(axis=0, split_every=4)

@@ -114,3 +114,42 @@ def pairwise_rank_sum_stats(values, offsets, sizes, pairs, n_features):
             var = n_a * n_b / 12.0 * ((n + 1.0) - ties / (n * (n - 1.0)))
             sigma[p, j] = np.sqrt(var) if var > 0 else 0.0
     return delta, sigma
+
+
+@numba.njit(nogil=True, cache=True)
+def accumulate_gram(indptr, indices, data, out):
+    """Add X^T X of a CSR block to the upper triangle of ``out`` (features x features).
+
+    Each row adds the products of its nonzero pairs only, so the cost is the sum of squared
+    row counts, not rows x features^2. Column indices need not be sorted.
+    """
+    for row in range(indptr.size - 1):
+        start, stop = indptr[row], indptr[row + 1]
+        for a in range(start, stop):
+            feature_a, value_a = indices[a], data[a]
+            for b in range(a, stop):
+                feature_b = indices[b]
+                if feature_a <= feature_b:
+                    out[feature_a, feature_b] += value_a * data[b]
+                else:
+                    out[feature_b, feature_a] += value_a * data[b]
+
+
+@numba.njit(nogil=True, cache=True)
+def centre_and_scale_gram(upper, col_sum, mean, inv_std, n_rows):
+    """Full symmetric (X - 1 mean^T)^T (X - 1 mean^T) scaled by inv_std on both sides.
+
+    ``upper`` holds the upper triangle of X^T X and ``col_sum`` the column sums of X.
+    """
+    n = col_sum.size
+    gram = np.empty((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            centred = (
+                upper[i, j]
+                - mean[i] * col_sum[j]
+                - col_sum[i] * mean[j]
+                + n_rows * mean[i] * mean[j]
+            )
+            gram[i, j] = gram[j, i] = centred * inv_std[i] * inv_std[j]
+    return gram

@@ -69,9 +69,14 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
         default=d.max_iterations,
         help="give up after this many resolutions (default %(default)s)",
     )
-    add("--chunk-size", type=int, default=5000, help="cells per row chunk (default %(default)s)")
+    add(
+        "--chunk-size",
+        type=int,
+        default=io.DEFAULT_CHUNK_SIZE,
+        help="cells per row chunk (default %(default)s)",
+    )
     add("--layer", default=None, help="counts layer of an .h5ad/.zarr input (default: X)")
-    add("--n-workers", type=int, default=1, help="local cluster workers (default %(default)s)")
+    add("--n-workers", type=int, default=2, help="local cluster workers (default %(default)s)")
     add(
         "--threads-per-worker",
         type=int,

@@ -24,7 +24,7 @@ class ClusterConfig:
     """Where to run: an external scheduler address, or the shape of a local cluster."""
 
     scheduler: str | None = None
-    n_workers: int = 1
+    n_workers: int = 2
     threads_per_worker: int | None = None
     memory_limit: str = "auto"
 

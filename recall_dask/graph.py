@@ -15,6 +15,7 @@ Known differences from Seurat:
 
 from __future__ import annotations
 
+import dask
 import igraph as ig
 import leidenalg as la
 import numba
@@ -161,21 +162,31 @@ def cluster_graph(
     if not snn.has_canonical_format:
         snn = snn.copy()
         snn.sum_duplicates()
-    graph = _to_igraph(snn)
     if initial is not None:
         initial = np.asarray(initial)
         if initial.shape != (snn.shape[0],):
             raise InputError(f"initial partition has shape {initial.shape}, not ({snn.shape[0]},)")
         initial = _order_by_size(initial).tolist()
-    best, best_quality = None, -np.inf
-    for start in range(n_starts):
-        part = _optimise(
-            graph, resolution, algorithm, (seed + start) % 2**31, n_iterations, initial
-        )
-        if part.quality() > best_quality:
-            best, best_quality = np.asarray(part.membership, dtype=np.int64), part.quality()
+    # Each random start is a task, so starts spread over the workers' processes; the graph
+    # is shipped once. The best quality wins, the earliest start on ties, whatever ran where.
+    shared = dask.delayed(snn, traverse=False)
+    start = dask.delayed(_one_start, pure=True)
+    results = dask.compute(
+        *[
+            start(shared, resolution, algorithm, (seed + r) % 2**31, n_iterations, initial)
+            for r in range(n_starts)
+        ]
+    )
+    qualities = [quality for quality, _ in results]
+    best = results[int(np.argmax(qualities))][1]
     labels = _group_singletons(_order_by_size(best), snn)
     return _order_by_size(labels)
+
+
+def _one_start(snn, resolution, algorithm, rng_seed, n_iterations, initial):
+    """Quality and membership of one random start."""
+    part = _optimise(_to_igraph(snn), resolution, algorithm, rng_seed, n_iterations, initial)
+    return part.quality(), np.asarray(part.membership, dtype=np.int64)
 
 
 def _to_igraph(snn: sp.csr_matrix) -> ig.Graph:

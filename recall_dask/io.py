@@ -32,6 +32,8 @@ from anndata.io import read_elem, write_elem
 from recall_dask.errors import InputError
 
 BUNDLED_PBMC3K: Path = Path(__file__).resolve().parent / "data" / "pbmc3k"
+#: Cells per row chunk: a multiple of the artificial genes' RNG block (1,024 cells).
+DEFAULT_CHUNK_SIZE = 2048
 
 # Zarr format of the stores we write; pinned so the layout does not change with anndata's default.
 _ZARR_FORMAT = 2
@@ -355,7 +357,11 @@ def _replace(partial: Path, store: Path) -> None:
 
 
 def ingest(
-    source: str | Path, store: str | Path, *, chunk_size: int = 5000, layer: str | None = None
+    source: str | Path,
+    store: str | Path,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    layer: str | None = None,
 ) -> None:
     """Convert raw counts in any supported format into an AnnData Zarr store at ``store``.
 
@@ -413,7 +419,7 @@ def _row_blocked(matrix: Any, chunk_size: int) -> da.Array:
 
 
 def counts_from_anndata(
-    adata: ad.AnnData, *, layer: str | None = None, chunk_size: int = 5000
+    adata: ad.AnnData, *, layer: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> da.Array:
     """Validated raw counts of an in-memory AnnData as row chunks of float32 CSR blocks.
 

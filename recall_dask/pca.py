@@ -3,7 +3,9 @@
 Seurat's ``RunPCA`` takes the truncated SVD of the scaled data without centring it again
 (the clipping at 10 leaves it slightly off-centre), and returns cell embeddings U * S. The
 same subspace comes exactly from the eigenvectors of the features x features Gram matrix
-Z^T Z, which is summed over row blocks in float64 and never needs the dense N x 2p Z.
+Z^T Z. With Z = (capped X - mean) / sd, Z^T Z expands into the sparse product of the capped
+matrix with itself and its column sums, both summed over row blocks in float64; the centring
+and scaling are applied once at the end, so the dense N x 2p Z is never formed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import eigsh
 
 from recall_dask._chunks import map_row_blocks, sum_row_blocks
-from recall_dask.preprocess import clip_excess
+from recall_dask._kernels import accumulate_gram, centre_and_scale_gram
+from recall_dask.preprocess import Scaling
 
 
 @dataclass(frozen=True)
@@ -28,42 +31,32 @@ class PCA:
     singular_values: np.ndarray
 
 
-def _scaled_gram(
-    block: sp.csr_matrix, mean: np.ndarray, inv_std: np.ndarray, scale_max: float
-) -> np.ndarray:
-    """Z^T Z of one block, Z = (X - mean) * inv_std - E with E the sparse clip excess.
-
-    Expanding the products keeps every term sparse: X^T X, the column sums of X and of E,
-    and the sparse cross products with E.
-    """
-    n_rows = block.shape[0]
-    excess = clip_excess(block, mean, inv_std, scale_max)
-    col_sum = np.asarray(block.sum(axis=0)).ravel()
-    centred = (block.T @ block).toarray()
-    centred -= np.outer(mean, col_sum) + np.outer(col_sum, mean) - n_rows * np.outer(mean, mean)
-    gram = centred * np.outer(inv_std, inv_std)
-    if excess.nnz:
-        excess_sum = np.asarray(excess.sum(axis=0)).ravel()
-        cross = inv_std[:, None] * (block.T @ excess).toarray()
-        cross -= np.outer(inv_std * mean, excess_sum)
-        gram -= cross + cross.T
-        gram += (excess.T @ excess).toarray()
-    return gram
+def _gram_partial(block: sp.csr_matrix, scaling: Scaling) -> np.ndarray:
+    """Upper triangle of C^T C (rows 0..F-1) and column sums of C (row F), C = capped block."""
+    capped = scaling.capped(block)
+    n = block.shape[1]
+    partial = np.zeros((n + 1, n))
+    accumulate_gram(capped.indptr, capped.indices, capped.data.astype(np.float64), partial[:n])
+    partial[n] = np.asarray(capped.sum(axis=0)).ravel()
+    return partial
 
 
-def scaled_gram(
-    data: da.Array, mean: np.ndarray, inv_std: np.ndarray, scale_max: float
-) -> da.Array:
-    """Lazy features x features Gram matrix of the scaled, clipped data."""
-    n = data.shape[1]
-    return sum_row_blocks(data, _scaled_gram, (n, n), mean, inv_std, scale_max)
+def scaled_gram(data: da.Array, scaling: Scaling) -> np.ndarray:
+    """Features x features Gram matrix Z^T Z of the scaled, clipped data."""
+    n_cells, n = data.shape
+    partial = sum_row_blocks(data, _gram_partial, (n + 1, n), scaling).compute()
+    # Arrays deserialized from a worker may be unaligned, which makes BLAS ten times slower.
+    partial = np.require(partial, requirements=["C", "A"])
+    return centre_and_scale_gram(
+        partial[:n], partial[n], scaling.mean, scaling.inv_std, float(n_cells)
+    )
 
 
 def pca_from_gram(gram: np.ndarray, n_pcs: int) -> PCA:
     """Top ``n_pcs`` eigenvectors of the Gram matrix, signs fixed for reproducibility.
 
     Each component is oriented so that its largest-magnitude loading is positive, which makes
-    the embedding independent of LAPACK's arbitrary sign choice.
+    the embedding independent of the eigensolver's arbitrary sign choice.
     """
     n = gram.shape[0]
     n_pcs = min(n_pcs, n)
@@ -78,30 +71,15 @@ def pca_from_gram(gram: np.ndarray, n_pcs: int) -> PCA:
 
 
 def _project(
-    block: sp.csr_matrix,
-    first_row: int,
-    mean: np.ndarray,
-    inv_std: np.ndarray,
-    scale_max: float,
-    loadings: np.ndarray,
+    block: sp.csr_matrix, first_row: int, scaling: Scaling, weighted: np.ndarray
 ) -> np.ndarray:
-    """Z V of one block, kept sparse as in ``_scaled_gram``."""
-    weighted = inv_std[:, None] * loadings
-    embedding = block @ weighted - (mean @ weighted)[None, :]
-    return embedding - clip_excess(block, mean, inv_std, scale_max) @ loadings
+    """Z V of one block: capped X (V / sd) minus the constant mean (V / sd)."""
+    return scaling.capped(block) @ weighted - scaling.mean @ weighted
 
 
-def cell_embeddings(
-    data: da.Array, mean: np.ndarray, inv_std: np.ndarray, scale_max: float, pca: PCA
-) -> da.Array:
+def cell_embeddings(data: da.Array, scaling: Scaling, pca: PCA) -> da.Array:
     """Lazy cells x PCs embedding, U * S as Seurat's ``Embeddings(obj, 'pca')``."""
+    weighted = scaling.inv_std[:, None] * pca.loadings
     return map_row_blocks(
-        data,
-        _project,
-        pca.loadings.shape[1],
-        mean,
-        inv_std,
-        scale_max,
-        pca.loadings,
-        meta=np.empty((0, 0)),
+        data, _project, weighted.shape[1], scaling, weighted, meta=np.empty((0, 0))
     )

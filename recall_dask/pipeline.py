@@ -35,7 +35,6 @@ from recall_dask.preprocess import (
     augmented_log_normalized,
     feature_scaling,
     gene_moments,
-    scale_factors,
     select_variable_genes,
 )
 
@@ -84,11 +83,9 @@ def augment(
 def embed(data: da.Array, params: RecallParams, timings: dict[str, float]) -> np.ndarray:
     """Exact PCA of the scaled augmented data, gathered as cells x PCs."""
     with _stage("scaling and PCA", timings):
-        mean, std = feature_scaling(data)
-        inv_std = scale_factors(std)
-        gram = scaled_gram(data, mean, inv_std, params.scale_max).compute()
-        pca = pca_from_gram(gram, min(params.n_pcs, data.shape[0]))
-        return cell_embeddings(data, mean, inv_std, params.scale_max, pca).compute()
+        scaling = feature_scaling(data, params.scale_max)
+        pca = pca_from_gram(scaled_gram(data, scaling), min(params.n_pcs, data.shape[0]))
+        return cell_embeddings(data, scaling, pca).compute()
 
 
 def run_recall(
@@ -125,7 +122,7 @@ def recall(
     *,
     out: str | os.PathLike | None = None,
     layer: str | None = None,
-    chunk_size: int = 5000,
+    chunk_size: int = io.DEFAULT_CHUNK_SIZE,
     **options: Any,
 ) -> ad.AnnData:
     """Cluster cells with knockoff-calibrated resolution (recall), like a scanpy ``tl`` function.

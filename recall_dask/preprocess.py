@@ -9,6 +9,7 @@ at 10). Each function is either a per-block kernel or a streaming pass over row 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
@@ -145,39 +146,44 @@ def augmented_log_normalized(
 
 
 def _feature_sums(block: sp.csr_matrix) -> np.ndarray:
+    squared = block.multiply(block)
     return np.vstack(
-        [
-            np.asarray(block.sum(axis=0)).ravel(),
-            np.asarray(block.multiply(block).sum(axis=0)).ravel(),
-        ]
+        [np.asarray(block.sum(axis=0)).ravel(), np.asarray(squared.sum(axis=0)).ravel()]
     )
 
 
-def feature_scaling(data: da.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and standard deviation (n - 1), as Seurat's ``ScaleData``."""
+@dataclass(frozen=True)
+class Scaling:
+    """Seurat's ``ScaleData``: z = (x - mean) / sd per feature, clipped above at ``scale_max``.
+
+    Constant features (sd = 0) scale to 0. Because only values above ``mean + scale_max * sd``
+    clip, clipping is a cap on the stored (nonzero) values in expression space: the scaled
+    matrix is exactly ``(capped X - mean) / sd``, which keeps every pass sparse.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    scale_max: float
+
+    @property
+    def inv_std(self) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return np.where(self.std > 0, 1.0 / self.std, 0.0)
+
+    @property
+    def cap(self) -> np.ndarray:
+        return self.mean + self.scale_max * self.std
+
+    def capped(self, block: sp.csr_matrix) -> sp.csr_matrix:
+        """A copy of ``block`` with every value above its feature's cap set to the cap."""
+        data = np.minimum(block.data, self.cap[block.indices])
+        return sp.csr_matrix((data, block.indices, block.indptr), shape=block.shape)
+
+
+def feature_scaling(data: da.Array, scale_max: float = 10.0) -> Scaling:
+    """Per-feature mean and standard deviation (n - 1) over all cells, in one pass."""
     n_cells = data.shape[0]
     total, total_sq = sum_row_blocks(data, _feature_sums, (2, data.shape[1])).compute()
     mean = total / n_cells
     variance = np.maximum(total_sq - n_cells * mean**2, 0.0) / (n_cells - 1)
-    return mean, np.sqrt(variance)
-
-
-def scale_factors(std: np.ndarray) -> np.ndarray:
-    """1/sd, with 0 for constant features so that their scaled values are 0 (as Seurat)."""
-    with np.errstate(divide="ignore"):
-        return np.where(std > 0, 1.0 / std, 0.0)
-
-
-def clip_excess(
-    block: sp.csr_matrix, mean: np.ndarray, inv_std: np.ndarray, scale_max: float
-) -> sp.csr_matrix:
-    """Sparse amount by which scaled values exceed ``scale_max``.
-
-    Only stored (nonzero) entries can exceed it: a zero scales to -mean/sd <= 0. Scaled data is
-    then ``(X - mean) * inv_std - clip_excess``, which keeps every kernel sparse.
-    """
-    features = block.indices
-    excess = np.maximum((block.data - mean[features]) * inv_std[features] - scale_max, 0.0)
-    clipped = sp.csr_matrix((excess, features.copy(), block.indptr.copy()), shape=block.shape)
-    clipped.eliminate_zeros()  # in place: hence the copies, so ``block`` stays intact
-    return clipped
+    return Scaling(mean, np.sqrt(variance), scale_max)

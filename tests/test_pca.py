@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from conftest import ROW_CHUNKINGS, as_row_chunked
 
 from recall_dask.pca import cell_embeddings, pca_from_gram, scaled_gram
-from recall_dask.preprocess import feature_scaling, scale_factors
+from recall_dask.preprocess import feature_scaling
 
 
 def dense_scaled(x: np.ndarray, scale_max: float) -> np.ndarray:
@@ -33,24 +33,23 @@ def log_data(rng) -> sp.csr_matrix:
 @pytest.mark.parametrize("chunks", ROW_CHUNKINGS.values(), ids=ROW_CHUNKINGS.keys())
 def test_gram_and_scaling_match_dense(log_data, chunks):
     data = as_row_chunked(log_data, chunks)
-    mean, std = feature_scaling(data)
     dense = log_data.toarray()
-    np.testing.assert_allclose(mean, dense.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(std, dense.std(axis=0, ddof=1), rtol=1e-10, atol=1e-14)
     for scale_max in (10.0, 2.0):
+        scaling = feature_scaling(data, scale_max)
+        np.testing.assert_allclose(scaling.mean, dense.mean(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(scaling.std, dense.std(axis=0, ddof=1), rtol=1e-10, atol=1e-14)
         z = dense_scaled(dense, scale_max)
         assert (z == scale_max).any(), "fixture must exercise clipping"
-        gram = scaled_gram(data, mean, scale_factors(std), scale_max).compute()
+        gram = scaled_gram(data, scaling)
         np.testing.assert_allclose(gram, z.T @ z, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("chunks", ROW_CHUNKINGS.values(), ids=ROW_CHUNKINGS.keys())
 def test_embedding_matches_svd(log_data, chunks):
     data = as_row_chunked(log_data, chunks)
-    mean, std = feature_scaling(data)
-    inv_std = scale_factors(std)
-    pca = pca_from_gram(scaled_gram(data, mean, inv_std, 2.0).compute(), n_pcs=6)
-    embedding = cell_embeddings(data, mean, inv_std, 2.0, pca).compute()
+    scaling = feature_scaling(data, 2.0)
+    pca = pca_from_gram(scaled_gram(data, scaling), n_pcs=6)
+    embedding = cell_embeddings(data, scaling, pca).compute()
     z = dense_scaled(log_data.toarray(), 2.0)
     u, s, vt = np.linalg.svd(z, full_matrices=False)
     np.testing.assert_allclose(pca.singular_values, s[:6], rtol=1e-9)
