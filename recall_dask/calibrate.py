@@ -42,9 +42,9 @@ class Iteration:
 
     @property
     def failing_pair(self) -> tuple[int, int] | None:
-        """The first pair (in R's loop order) that selects no gene, if any."""
-        a, b = np.nonzero(np.triu(self.n_selected == 0, k=1))
-        return (int(a[0]), int(b[0])) if a.size else None
+        """The first pair in R's loop order ((1, 0), (2, 0), (2, 1), ...) that selects nothing."""
+        later, earlier = np.nonzero(np.tril(self.n_selected == 0, k=-1))
+        return (int(earlier[0]), int(later[0])) if later.size else None
 
     def summary(self) -> dict[str, object]:
         pair = self.failing_pair
@@ -90,10 +90,11 @@ def calibrate(
         iterations.append(iteration)
         _log(len(iterations), iteration)
         if iteration.failing_pair is None:
-            if len(iterations) == 1 and iteration.n_clusters > 1:
+            if len(iterations) == 1:
                 warnings.warn(
-                    f"every cluster pair was supported at the starting resolution {resolution}: "
-                    "the data may be under-clustered; consider a higher --resolution-start",
+                    f"the starting resolution {resolution} was accepted after a single "
+                    "iteration: the clusters may be under-clustered; consider a higher "
+                    "--resolution-start",
                     stacklevel=2,
                 )
             return iterations
