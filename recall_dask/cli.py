@@ -137,6 +137,8 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
     params = _params(args)
     if args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1 (got {args.chunk_size})")
+    if args.labels_csv and not Path(args.labels_csv).resolve().parent.is_dir():
+        raise InputError(f"--labels-csv: directory of {args.labels_csv} does not exist")
     cluster = ClusterConfig(
         scheduler=args.scheduler,
         n_workers=args.n_workers,
@@ -157,8 +159,8 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         record["n_clusters"],
         record["n_iterations"],
         record["resolution"],
-        args.out,
-        f" and {args.labels_csv}" if args.labels_csv else "",
+        Path(args.out).resolve(),
+        f" and {Path(args.labels_csv).resolve()}" if args.labels_csv else "",
     )
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import dask.config
 from distributed import Client, LocalCluster
 
+from recall_dask.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,6 +29,12 @@ class ClusterConfig:
     n_workers: int = 2
     threads_per_worker: int | None = None
     memory_limit: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.n_workers < 1:
+            raise InputError(f"--n-workers must be >= 1 (got {self.n_workers})")
+        if self.threads_per_worker is not None and self.threads_per_worker < 1:
+            raise InputError(f"--threads-per-worker must be >= 1 (got {self.threads_per_worker})")
 
     def scheduler_address(self) -> str | None:
         return self.scheduler or dask.config.get("scheduler-address", None)

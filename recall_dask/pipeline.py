@@ -112,7 +112,11 @@ def run_recall(
         "n_iterations": len(iterations),
         "resolution": iterations[-1].resolution,
         "n_clusters": iterations[-1].n_clusters,
-        "timings_s": timings,
+        # Two parallel arrays, because stores sort dict keys and the stage order matters.
+        "stage_seconds": {
+            "stage": np.array(list(timings), dtype=str),
+            "seconds": np.array(list(timings.values())),
+        },
     }
     return embedding, iterations, record
 

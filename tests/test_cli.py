@@ -71,6 +71,8 @@ def bad_inputs(tmp: Path, rng) -> dict[str, tuple[Path, list[str]]]:
         "unknown algorithm": (cellranger_folder(tmp / "ok2", good), ["--algorithm", "x"]),
         "unknown null": (cellranger_folder(tmp / "ok3", good), ["--null-method", "beta"]),
         "bad resolution": (cellranger_folder(tmp / "ok4", good), ["--resolution-start", "-1"]),
+        "no workers": (cellranger_folder(tmp / "ok5", good), ["--n-workers", "0"]),
+        "bad chunk size": (cellranger_folder(tmp / "ok6", good), ["--chunk-size", "0"]),
     }
 
 
@@ -90,6 +92,8 @@ CASES = [
     "unknown algorithm",
     "unknown null",
     "bad resolution",
+    "no workers",
+    "bad chunk size",
 ]
 
 
