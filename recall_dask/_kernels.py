@@ -153,3 +153,41 @@ def centre_and_scale_gram(upper, col_sum, mean, inv_std, n_rows):
             )
             gram[i, j] = gram[j, i] = centred * inv_std[i] * inv_std[j]
     return gram
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def shared_neighbour_counts(
+    knn, starts, members, min_shared, bounds, row_ptr, indices, data, count_only
+):
+    """Sparse A @ A.T (A the kNN indicator) row by row, keeping counts >= ``min_shared``.
+
+    With ``count_only`` store each row's kept count in ``row_ptr``; otherwise ``row_ptr``
+    is the indptr and each row's sorted columns and Jaccard weights are written."""
+    n, k = knn.shape
+    for c in numba.prange(bounds.size - 1):
+        counts = np.zeros(n, dtype=np.int64)
+        touched = np.empty(n, dtype=np.int64)
+        for i in range(bounds[c], bounds[c + 1]):
+            n_touched = 0
+            for a in range(k):
+                m = knn[i, a]
+                for t in range(starts[m], starts[m + 1]):
+                    j = members[t]
+                    if counts[j] == 0:
+                        touched[n_touched] = j
+                        n_touched += 1
+                    counts[j] += 1
+            kept = 0
+            if not count_only:
+                touched[:n_touched].sort()
+                pos = row_ptr[i]
+            for t in range(n_touched):
+                j = touched[t]
+                if counts[j] >= min_shared:
+                    if not count_only:
+                        indices[pos + kept] = j
+                        data[pos + kept] = counts[j] / (k + (k - counts[j]))
+                    kept += 1
+                counts[j] = 0
+            if count_only:
+                row_ptr[i] = kept

@@ -14,7 +14,9 @@ from recall_dask import __version__, io
 from recall_dask.calibrate import CalibrationError
 from recall_dask.cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
-from recall_dask.params import ALGORITHMS, NULL_METHODS, RecallParams
+from recall_dask.graph import ALGORITHMS
+from recall_dask.nulls import NULL_METHODS
+from recall_dask.params import RecallParams
 
 logger = logging.getLogger("recall_dask")
 DEFAULTS = RecallParams()

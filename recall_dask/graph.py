@@ -23,9 +23,10 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from recall_dask._kernels import shared_neighbour_counts
 from recall_dask.errors import InputError
 
-_ALGORITHMS = ("louvain", "leiden")
+ALGORITHMS = ("louvain", "leiden")
 
 
 def nearest_neighbors(embedding: np.ndarray, k: int = 20) -> np.ndarray:
@@ -77,12 +78,14 @@ def shared_nearest_neighbors(knn: np.ndarray, prune: float = 1 / 15) -> sp.csr_m
     bounds = np.linspace(0, n, n_chunks + 1).astype(np.int64)
     row_nnz = np.zeros(n, dtype=np.int64)
     no_data = np.empty(0, dtype=np.float64)
-    _snn_pass(knn, starts, members, min_shared, bounds, row_nnz, row_nnz[:0], no_data, True)
+    shared_neighbour_counts(
+        knn, starts, members, min_shared, bounds, row_nnz, row_nnz[:0], no_data, True
+    )
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(row_nnz, out=indptr[1:])
     indices = np.empty(indptr[-1], dtype=np.int64)
     data = np.empty(indptr[-1], dtype=np.float64)
-    _snn_pass(knn, starts, members, min_shared, bounds, indptr, indices, data, False)
+    shared_neighbour_counts(knn, starts, members, min_shared, bounds, indptr, indices, data, False)
     if indptr[-1] < 2**31:
         indptr, indices = indptr.astype(np.int32), indices.astype(np.int32)
     out = sp.csr_matrix((data, indices, indptr), shape=(n, n))
@@ -96,42 +99,6 @@ def _min_shared(k: int, prune: float) -> int:
     s = np.arange(k + 1, dtype=np.float64)
     keep = np.nonzero(s / (k + (k - s)) >= prune)[0]
     return int(keep[0]) if keep.size else k + 1
-
-
-@numba.njit(nogil=True, cache=True, parallel=True)
-def _snn_pass(knn, starts, members, min_shared, bounds, row_ptr, indices, data, count_only):
-    """Sparse A @ A.T (A the kNN indicator) row by row, keeping counts >= ``min_shared``.
-
-    With ``count_only`` store each row's kept count in ``row_ptr``; otherwise ``row_ptr``
-    is the indptr and each row's sorted columns and Jaccard weights are written."""
-    n, k = knn.shape
-    for c in numba.prange(bounds.size - 1):
-        counts = np.zeros(n, dtype=np.int64)
-        touched = np.empty(n, dtype=np.int64)
-        for i in range(bounds[c], bounds[c + 1]):
-            n_touched = 0
-            for a in range(k):
-                m = knn[i, a]
-                for t in range(starts[m], starts[m + 1]):
-                    j = members[t]
-                    if counts[j] == 0:
-                        touched[n_touched] = j
-                        n_touched += 1
-                    counts[j] += 1
-            kept = 0
-            if not count_only:
-                touched[:n_touched].sort()
-                pos = row_ptr[i]
-            for t in range(n_touched):
-                j = touched[t]
-                if counts[j] >= min_shared:
-                    if not count_only:
-                        indices[pos + kept] = j
-                        data[pos + kept] = counts[j] / (k + (k - counts[j]))
-                    kept += 1
-                counts[j] = 0
-            if count_only:
-                row_ptr[i] = kept
 
 
 def cluster_graph(
@@ -154,8 +121,8 @@ def cluster_graph(
     singletons. Singletons are then merged (``GroupSingletons``) and labels renumbered
     0..K-1 by decreasing size, ties by smallest cell index.
     """
-    if algorithm not in _ALGORITHMS:
-        raise InputError(f"unknown clustering algorithm {algorithm!r}; use one of {_ALGORITHMS}")
+    if algorithm not in ALGORITHMS:
+        raise InputError(f"unknown clustering algorithm {algorithm!r}; use one of {ALGORITHMS}")
     if n_starts < 1 or n_iterations < 1:
         raise InputError("n_starts and n_iterations must be at least 1")
     snn = sp.csr_matrix(snn)

@@ -6,9 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from recall_dask.errors import InputError
-
-ALGORITHMS = ("louvain", "leiden")
-NULL_METHODS = ("zip", "nb")
+from recall_dask.graph import ALGORITHMS
+from recall_dask.nulls import NULL_METHODS
 
 
 @dataclass(frozen=True)
