@@ -191,3 +191,168 @@ def shared_neighbour_counts(
                 counts[j] = 0
             if count_only:
                 row_ptr[i] = kept
+
+
+# --- Louvain as Seurat's ModularityOptimizer (Waltman & van Eck), with Java's RNG -------------
+
+_JAVA_MULTIPLIER = np.uint64(0x5DEECE66D)
+_JAVA_MASK = np.uint64((1 << 48) - 1)
+
+
+@numba.njit(cache=True)
+def java_random(seed):
+    """State of ``java.util.Random(seed)``: Seurat's clustering draws from this generator."""
+    state = np.empty(1, dtype=np.uint64)
+    state[0] = (np.uint64(seed) ^ _JAVA_MULTIPLIER) & _JAVA_MASK
+    return state
+
+
+@numba.njit(nogil=True, cache=True)
+def _java_next31(state):
+    state[0] = (state[0] * _JAVA_MULTIPLIER + np.uint64(0xB)) & _JAVA_MASK
+    return np.int64(state[0] >> np.uint64(17))
+
+
+@numba.njit(nogil=True, cache=True)
+def _java_next_int(state, bound):
+    """``Random.nextInt(bound)``, including Java's 32-bit overflow test for rejection."""
+    if (bound & -bound) == bound:
+        return (bound * _java_next31(state)) >> 31
+    while True:
+        bits = _java_next31(state)
+        value = bits % bound
+        if bits - value + (bound - 1) <= 2**31 - 1:
+            return value
+
+
+@numba.njit(nogil=True, cache=True)
+def louvain_local_moving(indptr, indices, weights, node_weight, cluster, resolution, state):
+    """Move nodes, in a random order, to the neighbouring cluster that most improves quality.
+
+    Visits nodes cyclically until every node has stayed put once in a row; a node with no
+    positive gain moves to an empty cluster. Relabels clusters 0..K-1 by their old ids.
+    Returns (whether any node moved, number of clusters). ``cluster`` is updated in place.
+    """
+    n = node_weight.size
+    if n == 1:
+        return False, 1
+    order = np.arange(n)
+    for i in range(n):  # Seurat's Arrays2::generateRandomPermutation
+        j = _java_next_int(state, n)
+        order[i], order[j] = order[j], order[i]
+    cluster_weight = np.zeros(n)
+    cluster_size = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        cluster_weight[cluster[i]] += node_weight[i]
+        cluster_size[cluster[i]] += 1
+    unused = np.empty(n, dtype=np.int64)
+    n_unused = 0
+    for c in range(n - 1, -1, -1):
+        if cluster_size[c] == 0:
+            unused[n_unused] = c
+            n_unused += 1
+    weight_to = np.zeros(n)
+    neighbours = np.empty(n, dtype=np.int64)
+    update = False
+    n_stable = 0
+    i = 0
+    while n_stable < n:
+        node = order[i]
+        n_neighbours = 0
+        for e in range(indptr[node], indptr[node + 1]):
+            c = cluster[indices[e]]
+            if weight_to[c] == 0:
+                neighbours[n_neighbours] = c
+                n_neighbours += 1
+            weight_to[c] += weights[e]
+        current = cluster[node]
+        cluster_weight[current] -= node_weight[node]
+        cluster_size[current] -= 1
+        if cluster_size[current] == 0:
+            unused[n_unused] = current
+            n_unused += 1
+        best, best_gain = -1, 0.0
+        for t in range(n_neighbours):
+            c = neighbours[t]
+            gain = weight_to[c] - node_weight[node] * cluster_weight[c] * resolution
+            if gain > best_gain or (gain == best_gain and c < best):
+                best, best_gain = c, gain
+            weight_to[c] = 0.0
+        if best_gain == 0.0:
+            n_unused -= 1
+            best = unused[n_unused]
+        cluster_weight[best] += node_weight[node]
+        cluster_size[best] += 1
+        if best == current:
+            n_stable += 1
+        else:
+            cluster[node] = best
+            n_stable = 1
+            update = True
+        i = i + 1 if i < n - 1 else 0
+    relabel = np.full(n, -1, dtype=np.int64)
+    n_clusters = 0
+    for c in range(n):
+        if cluster_size[c] > 0:
+            relabel[c] = n_clusters
+            n_clusters += 1
+    for i in range(n):
+        cluster[i] = relabel[cluster[i]]
+    return update, n_clusters
+
+
+@numba.njit(nogil=True, cache=True)
+def reduce_network(indptr, indices, weights, node_weight, cluster, n_clusters):
+    """The network of clusters: summed node weights and between-cluster edge weights."""
+    members_start = np.zeros(n_clusters + 1, dtype=np.int64)
+    for i in range(cluster.size):
+        members_start[cluster[i] + 1] += 1
+    members_start = np.cumsum(members_start)
+    fill = members_start[:-1].copy()
+    members = np.empty(cluster.size, dtype=np.int64)
+    for i in range(cluster.size):
+        members[fill[cluster[i]]] = i
+        fill[cluster[i]] += 1
+    reduced_weight = np.zeros(n_clusters)
+    reduced_indptr = np.zeros(n_clusters + 1, dtype=np.int64)
+    reduced_indices = np.empty(indices.size, dtype=np.int64)
+    reduced_weights = np.empty(indices.size)
+    weight_to = np.zeros(n_clusters)
+    neighbours = np.empty(n_clusters, dtype=np.int64)
+    n_edges = 0
+    for c in range(n_clusters):
+        n_neighbours = 0
+        for m in range(members_start[c], members_start[c + 1]):
+            node = members[m]
+            reduced_weight[c] += node_weight[node]
+            for e in range(indptr[node], indptr[node + 1]):
+                other = cluster[indices[e]]
+                if other != c:
+                    if weight_to[other] == 0:
+                        neighbours[n_neighbours] = other
+                        n_neighbours += 1
+                    weight_to[other] += weights[e]
+        for t in range(n_neighbours):
+            reduced_indices[n_edges + t] = neighbours[t]
+            reduced_weights[n_edges + t] = weight_to[neighbours[t]]
+            weight_to[neighbours[t]] = 0.0
+        n_edges += n_neighbours
+        reduced_indptr[c + 1] = n_edges
+    return reduced_indptr, reduced_indices[:n_edges], reduced_weights[:n_edges], reduced_weight
+
+
+@numba.njit(nogil=True, cache=True)
+def partition_quality(indptr, indices, weights, node_weight, cluster, resolution):
+    """Within-cluster edge weight minus resolution x squared cluster weights (Seurat's quality,
+    up to a positive constant), for choosing the best random start."""
+    quality = 0.0
+    for i in range(node_weight.size):
+        for e in range(indptr[i], indptr[i + 1]):
+            if cluster[indices[e]] == cluster[i]:
+                quality += weights[e]
+    cluster_weight = np.zeros(node_weight.size)
+    for i in range(node_weight.size):
+        cluster_weight[cluster[i]] += node_weight[i]
+    for c in range(node_weight.size):
+        quality -= cluster_weight[c] * cluster_weight[c] * resolution
+    return quality

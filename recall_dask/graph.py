@@ -8,8 +8,9 @@ n x n dense.
 Known differences from Seurat:
 
 * Seurat's default ``nn.method = "annoy"`` is approximate; we use an exact kNN.
-* Louvain/Leiden come from leidenalg, not Seurat's Java-derived ModularityOptimizer, so
-  random streams differ and partitions match in quality, not bit for bit.
+* Louvain is Seurat's ModularityOptimizer algorithm, ported step for step (numba kernels in
+  ``_kernels``) with the same ``java.util.Random`` stream; Leiden comes from leidenalg, as
+  Seurat's algorithm 4 does.
 * ``GroupSingletons`` breaks connectivity ties by ``sample()``; we take the lowest label.
 """
 
@@ -23,7 +24,13 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
-from recall_dask._kernels import shared_neighbour_counts
+from recall_dask._kernels import (
+    java_random,
+    louvain_local_moving,
+    partition_quality,
+    reduce_network,
+    shared_neighbour_counts,
+)
 from recall_dask.errors import InputError
 
 ALGORITHMS = ("louvain", "leiden")
@@ -115,11 +122,11 @@ def cluster_graph(
 
     Optimizes standard modularity with resolution ``resolution`` (Seurat modularity
     function 1) on the off-diagonal SNN. ``algorithm`` is ``"louvain"`` (Seurat algorithm 1)
-    or ``"leiden"`` (algorithm 4). Start ``r`` uses RNG seed ``seed + r``; each start
-    iterates until no improvement or ``n_iterations`` passes; the best-quality start wins
-    (first on ties). ``initial`` warm-starts every start from that partition instead of
-    singletons. Singletons are then merged (``GroupSingletons``) and labels renumbered
-    0..K-1 by decreasing size, ties by smallest cell index.
+    or ``"leiden"`` (algorithm 4). Each of ``n_starts`` random starts iterates until no
+    improvement or ``n_iterations`` passes; the best-quality start wins (first on ties).
+    ``seed`` is Seurat's ``random.seed``. ``initial`` warm-starts every start from that
+    partition instead of singletons. Singletons are then merged (``GroupSingletons``) and
+    labels renumbered 0..K-1 by decreasing size, ties by smallest cell index.
     """
     if algorithm not in ALGORITHMS:
         raise InputError(f"unknown clustering algorithm {algorithm!r}; use one of {ALGORITHMS}")
@@ -134,25 +141,92 @@ def cluster_graph(
         if initial.shape != (snn.shape[0],):
             raise InputError(f"initial partition has shape {initial.shape}, not ({snn.shape[0]},)")
         initial = _order_by_size(initial).tolist()
-    # Each random start is a task, so starts spread over the workers' processes; the graph
-    # is shipped once. The best quality wins, the earliest start on ties, whatever ran where.
-    shared = dask.delayed(snn, traverse=False)
-    start = dask.delayed(_one_start, pure=True)
-    results = dask.compute(
-        *[
-            start(shared, resolution, algorithm, (seed + r) % 2**31, n_iterations, initial)
-            for r in range(n_starts)
-        ]
-    )
-    qualities = [quality for quality, _ in results]
-    best = results[int(np.argmax(qualities))][1]
+    optimise = _seurat_louvain if algorithm == "louvain" else _leiden
+    best = optimise(snn, resolution, seed, n_starts, n_iterations, initial)
     labels = _group_singletons(_order_by_size(best), snn)
     return _order_by_size(labels)
 
 
-def _one_start(snn, resolution, algorithm, rng_seed, n_iterations, initial):
-    """Quality and membership of one random start."""
-    part = _optimise(_to_igraph(snn), resolution, algorithm, rng_seed, n_iterations, initial)
+def _seurat_louvain(snn, resolution, seed, n_starts, n_iterations, initial):
+    """Seurat's ``RunModularityClustering`` with algorithm 1 (Louvain), step for step.
+
+    One ``java.util.Random(seed)`` stream drives every start, as in Seurat; each start runs
+    the Louvain algorithm up to ``n_iterations`` times while it still improves, and the start
+    with the best quality wins (the first on ties). Quality uses Seurat's resolution scaling,
+    resolution / (2 x total edge weight).
+    """
+    network = _network(snn)
+    scaled_resolution = resolution / network[2].sum()
+    state = java_random(seed)
+    best, best_quality = None, -np.inf
+    for _ in range(n_starts):
+        cluster = np.arange(snn.shape[0]) if initial is None else np.array(initial)
+        for _ in range(n_iterations):
+            if not _louvain(network, cluster, scaled_resolution, state):
+                break
+        quality = partition_quality(*network, cluster, scaled_resolution)
+        if quality > best_quality:
+            best, best_quality = cluster.copy(), quality
+    return best
+
+
+def _louvain(network, cluster, resolution, state) -> bool:
+    """One Louvain run from ``cluster`` (Seurat's ``runLouvainAlgorithm``): local moving, then
+    the same on the network of clusters, recursively; ``cluster`` is updated in place."""
+    update, n_clusters = louvain_local_moving(*network, cluster, resolution, state)
+    if n_clusters < network[3].size:
+        coarse = np.arange(n_clusters)
+        if _louvain(reduce_network(*network, cluster, n_clusters), coarse, resolution, state):
+            cluster[:] = coarse[cluster]
+            update = True
+    return update
+
+
+def _network(snn: sp.csr_matrix) -> tuple[np.ndarray, ...]:
+    """CSR parts of the SNN without its diagonal, and each node's total edge weight."""
+    off_diagonal = sp.csr_matrix(snn - sp.diags(snn.diagonal()))
+    off_diagonal.eliminate_zeros()
+    weights = off_diagonal.data.astype(np.float64)
+    node_weight = np.asarray(off_diagonal.sum(axis=1), dtype=np.float64).ravel()
+    return (
+        off_diagonal.indptr.astype(np.int64),
+        off_diagonal.indices.astype(np.int64),
+        weights,
+        node_weight,
+    )
+
+
+def _leiden(snn, resolution, seed, n_starts, n_iterations, initial):
+    """leidenalg's Leiden (Seurat's algorithm 4), best of ``n_starts`` seeds seed, seed + 1, ...
+
+    Each start is a task, so starts spread over the workers' processes and the graph is
+    shipped once; the best quality wins, the earliest start on ties, whatever ran where.
+    """
+    shared = dask.delayed(snn, traverse=False)
+    start = dask.delayed(_leiden_start, pure=True)
+    results = dask.compute(
+        *[
+            start(shared, resolution, (seed + r) % 2**31, n_iterations, initial)
+            for r in range(n_starts)
+        ]
+    )
+    qualities = [quality for quality, _ in results]
+    return results[int(np.argmax(qualities))][1]
+
+
+def _leiden_start(snn, resolution, rng_seed, n_iterations, initial):
+    """Quality and membership of one Leiden start."""
+    part = la.RBConfigurationVertexPartition(
+        _to_igraph(snn),
+        initial_membership=initial,
+        weights="weight",
+        resolution_parameter=resolution,
+    )
+    optimiser = la.Optimiser()
+    optimiser.set_rng_seed(rng_seed)
+    for _ in range(n_iterations):
+        if optimiser.optimise_partition(part, n_iterations=1) <= 0:
+            break
     return part.quality(), np.asarray(part.membership, dtype=np.int64)
 
 
@@ -165,41 +239,6 @@ def _to_igraph(snn: sp.csr_matrix) -> ig.Graph:
     graph.add_edges(edges)  # numpy in, no per-edge Python objects
     graph.es["weight"] = snn.data[keep].astype(np.float64)
     return graph
-
-
-def _optimise(graph, resolution, algorithm, rng_seed, n_iterations, initial):
-    """One random start: repeated Louvain/Leiden passes until no improvement."""
-    part = la.RBConfigurationVertexPartition(
-        graph, initial_membership=initial, weights="weight", resolution_parameter=resolution
-    )
-    optimiser = la.Optimiser()
-    optimiser.set_rng_seed(rng_seed)
-    one_pass = _leiden_pass if algorithm == "leiden" else _louvain_pass
-    for _ in range(n_iterations):
-        if one_pass(optimiser, part) <= 0:
-            break
-    return part
-
-
-def _leiden_pass(optimiser: la.Optimiser, part) -> float:
-    """One Leiden iteration (move, refine, aggregate) via leidenalg's own driver."""
-    return optimiser.optimise_partition(part, n_iterations=1)
-
-
-def _louvain_pass(optimiser: la.Optimiser, part) -> float:
-    """One Louvain iteration: local moving, then aggregate and move again until stable.
-
-    Built from ``move_nodes``/``aggregate_partition`` rather than ``optimise_partition``
-    with ``refine_partition = False``, which crashes in leidenalg 0.12 (native segfault
-    in ``Graph::cache_neighbours``, even on Zachary's karate club).
-    """
-    total = optimiser.move_nodes(part)
-    agg = part.aggregate_partition()
-    while (diff := optimiser.move_nodes(agg)) > 0:
-        total += diff
-        part.from_coarse_partition(agg)
-        agg = agg.aggregate_partition()
-    return total
 
 
 def _order_by_size(labels: np.ndarray) -> np.ndarray:

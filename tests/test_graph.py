@@ -253,3 +253,29 @@ def test_modularity_close_to_igraph_multilevel(one_blob, algorithm):
     ours = cluster_graph(one_blob, 0.8, algorithm=algorithm, n_starts=3)
     best_known = _modularity(one_blob, np.array(reference.membership), 0.8)
     assert _modularity(one_blob, ours, 0.8) >= 0.99 * best_known
+
+
+@pytest.mark.parametrize(("seed", "java_next_int"), [(42, -1170105035), (0, -1155484576)])
+def test_java_random_matches_java(seed, java_next_int):
+    """``new java.util.Random(seed).nextInt()``: Seurat's Louvain draws from this stream."""
+    from recall_dask._kernels import _java_next31, java_random
+
+    unsigned = java_next_int % 2**32  # next(32) as unsigned; next(31) drops its lowest bit
+    assert _java_next31(java_random(seed)) == unsigned >> 1
+
+
+def test_seurat_louvain_never_lowers_quality(rng):
+    from recall_dask._kernels import java_random, louvain_local_moving, partition_quality
+    from recall_dask.graph import _network
+
+    points = np.vstack([rng.normal(c, 1.0, size=(60, 5)) for c in (0, 6, 12)])
+    network = _network(shared_nearest_neighbors(nearest_neighbors(points, 15)))
+    resolution = 0.8 / network[2].sum()
+    cluster = np.arange(points.shape[0])
+    state = java_random(0)
+    quality = partition_quality(*network, cluster, resolution)
+    for _ in range(3):
+        louvain_local_moving(*network, cluster, resolution, state)
+        new_quality = partition_quality(*network, cluster, resolution)
+        assert new_quality >= quality - 1e-12
+        quality = new_quality
