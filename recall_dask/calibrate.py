@@ -83,7 +83,8 @@ def calibrate(
     iterations: list[Iteration] = []
     resolution = params.resolution_start
     for _ in range(params.max_iterations):
-        labels = cluster_graph(snn, resolution, algorithm=params.algorithm, seed=params.seed)
+        # Seurat's FindClusters keeps random.seed = 0 whatever the user's seed, and so do we.
+        labels = cluster_graph(snn, resolution, algorithm=params.algorithm, seed=0)
         iteration = Iteration(
             resolution, labels, selected_gene_counts(data, labels, n_genes, params.fdr)
         )
