@@ -41,6 +41,10 @@ class Iteration:
         return self.n_selected.shape[0]
 
     @property
+    def n_pairs(self) -> int:
+        return self.n_clusters * (self.n_clusters - 1) // 2
+
+    @property
     def failing_pair(self) -> tuple[int, int] | None:
         """The first pair in R's loop order ((1, 0), (2, 0), (2, 1), ...) that selects nothing."""
         later, earlier = np.nonzero(np.tril(self.n_selected == 0, k=-1))
@@ -51,7 +55,7 @@ class Iteration:
         return {
             "resolution": self.resolution,
             "n_clusters": self.n_clusters,
-            "n_pairs_tested": self.n_clusters * (self.n_clusters - 1) // 2,
+            "n_pairs_tested": self.n_pairs,
             "failing_pair": list(pair) if pair else [],
             "n_selected": self.n_selected,
         }
@@ -121,6 +125,6 @@ def _log(number: int, iteration: Iteration) -> None:
         number,
         iteration.resolution,
         iteration.n_clusters,
-        iteration.n_clusters * (iteration.n_clusters - 1) // 2,
+        iteration.n_pairs,
         verdict,
     )
