@@ -92,7 +92,6 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
         help="address of an existing Dask scheduler (default: DASK_SCHEDULER_ADDRESS or a "
         "local cluster on 127.0.0.1)",
     )
-    add("--quiet", action="store_true", help="print only warnings and errors")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,6 +123,48 @@ def _parser() -> argparse.ArgumentParser:
         "--labels-csv", default="recall_demo_labels.csv", help="labels CSV (default %(default)s)"
     )
     _add_recall_options(demo)
+    ingest = commands.add_parser(
+        "ingest",
+        help="stream counts into a row-chunked AnnData Zarr store",
+        description="Convert INPUT (Cell Ranger folder or .h5, .h5ad, AnnData .zarr) into an "
+        "AnnData Zarr store with X as row-chunked CSR, chunk by chunk; `run` reads such a store.",
+    )
+    ingest.add_argument("input", help="raw counts: Cell Ranger folder or .h5, .h5ad or .zarr")
+    ingest.add_argument("-o", "--out", required=True, help="output AnnData .zarr store")
+    ingest.add_argument(
+        "--chunk-size",
+        type=int,
+        default=io.DEFAULT_CHUNK_SIZE,
+        help="cells per row chunk (default %(default)s)",
+    )
+    ingest.add_argument(
+        "--layer", default=None, help="counts layer of an .h5ad/.zarr input (default: X)"
+    )
+    simulate = commands.add_parser(
+        "simulate",
+        help="write simulated counts with known groups",
+        description="Negative binomial counts with known groups in obs['group'], written chunk "
+        "by chunk to an AnnData Zarr store, for tests and benchmarks of any size.",
+    )
+    simulate.add_argument("-o", "--out", required=True, help="output AnnData .zarr store")
+    simulate.add_argument("--cells", type=int, required=True, help="number of cells")
+    simulate.add_argument("--genes", type=int, required=True, help="number of genes")
+    simulate.add_argument("--groups", type=int, required=True, help="number of true groups")
+    simulate.add_argument(
+        "--de-prob",
+        type=float,
+        default=0.1,
+        help="fraction of genes differentially expressed per group (default %(default)s)",
+    )
+    simulate.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    simulate.add_argument(
+        "--chunk-size",
+        type=int,
+        default=io.DEFAULT_CHUNK_SIZE,
+        help="cells per row chunk (default %(default)s)",
+    )
+    for command in (run, demo, ingest, simulate):
+        command.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     return parser
 
 
@@ -166,14 +207,41 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
     )
 
 
+def _ingest(args: argparse.Namespace) -> None:
+    io.ingest(args.input, args.out, chunk_size=args.chunk_size, layer=args.layer)
+    logger.info("wrote %s", Path(args.out).resolve())
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    from recall_dask.simulate import write_simulated
+
+    write_simulated(
+        args.out,
+        args.cells,
+        args.genes,
+        args.groups,
+        de_prob=args.de_prob,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+    )
+    logger.info("wrote %s", Path(args.out).resolve())
+
+
+_COMMANDS = {
+    "run": lambda args: _run(args, args.input),
+    "demo": lambda args: _run(args, io.BUNDLED_PBMC3K),
+    "ingest": _ingest,
+    "simulate": _simulate,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(format="%(message)s", stream=sys.stderr)
     logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
     warnings.simplefilter("default", UserWarning)
-    source = io.BUNDLED_PBMC3K if args.command == "demo" else args.input
     try:
-        _run(args, source)
+        _COMMANDS[args.command](args)
     except InputError as error:
         print(f"recall-dask: error: {error}", file=sys.stderr)
         return 2

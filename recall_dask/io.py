@@ -366,18 +366,39 @@ def ingest(
     """Convert raw counts in any supported format into an AnnData Zarr store at ``store``.
 
     X is written as float32 CSR one chunk of ``chunk_size`` cells at a time, validating each
-    chunk, into a hidden sibling directory that replaces ``store`` only once complete; so a
-    failure leaves neither partial output nor a damaged previous store, and ``source`` is
-    only ever opened read-only.
+    chunk (see :func:`write_stream`); ``source`` is only ever opened read-only.
     """
     source, store = (Path(p).expanduser().resolve() for p in (source, store))
     _check_chunk_size(chunk_size)
     _check_distinct(source, store)
     with _reading(source):
         counts = _reader_for(source)(source, layer)
+    _write_atomically(counts, store, chunk_size, source)
+
+
+def write_stream(
+    store: str | Path,
+    obs: pd.DataFrame,
+    var: pd.DataFrame,
+    rows: Callable[[int], Iterator[Block]],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> None:
+    """Write the counts that ``rows(chunk_size)`` yields, chunk by chunk, as an AnnData store.
+
+    Each chunk is validated as raw counts. The store is written into a hidden sibling
+    directory that replaces ``store`` only once complete, so a failure leaves neither partial
+    output nor a damaged previous store.
+    """
+    store = Path(store).expanduser().resolve()
+    _check_chunk_size(chunk_size)
+    _write_atomically(_Counts(obs, var, rows), store, chunk_size, store)
+
+
+def _write_atomically(counts: _Counts, store: Path, chunk_size: int, where: Path) -> None:
     partial = store.with_name(f".{store.name}.partial-{uuid4().hex}")
     try:
-        _write_store(counts, partial, chunk_size, source)
+        _write_store(counts, partial, chunk_size, where)
         _replace(partial, store)
     finally:
         shutil.rmtree(partial, ignore_errors=True)

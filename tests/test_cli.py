@@ -129,17 +129,65 @@ def test_entry_point_reports_without_traceback(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["demo"]])
+HELP_MENTIONS = {
+    "": ("run", "demo", "ingest", "simulate"),
+    "run": ("--seed", "--fdr", "--scheduler", "--labels-csv"),
+    "demo": ("--seed", "--fdr", "--scheduler"),
+    "ingest": ("--chunk-size", "--layer"),
+    "simulate": ("--cells", "--genes", "--groups", "--de-prob"),
+}
+
+
+@pytest.mark.parametrize("command", HELP_MENTIONS)
 def test_help_for_every_command(command):
     result = subprocess.run(
-        [sys.executable, "-m", "recall_dask", *command, "--help"],
+        [sys.executable, "-m", "recall_dask", *command.split(), "--help"],
         capture_output=True,
         text=True,
         check=True,
     )
     assert "usage: recall-dask" in result.stdout
-    for option in ("--seed", "--fdr", "--scheduler") if command else ("run", "demo"):
+    for option in HELP_MENTIONS[command]:
         assert option in result.stdout
+
+
+def test_ingest_command_writes_a_row_chunked_store(tmp_path):
+    from recall_dask.io import open_counts
+
+    out = tmp_path / "pbmc.zarr"
+    assert main(["ingest", str(BUNDLED_PBMC3K), "-o", str(out), "--chunk-size", "1000"]) == 0
+    adata = open_counts(out)
+    assert adata.shape == (2700, 13714)
+    assert adata.X.chunks[0] == (1000, 1000, 700)
+
+
+def test_simulate_command_and_its_errors(tmp_path, capsys):
+    from recall_dask.io import open_counts
+
+    out = tmp_path / "sim.zarr"
+    assert (
+        main(["simulate", "-o", str(out), "--cells", "300", "--genes", "50", "--groups", "3"]) == 0
+    )
+    assert open_counts(out).obs["group"].nunique() == 3
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "simulate",
+                "-o",
+                str(tmp_path / "bad.zarr"),
+                "--cells",
+                "-5",
+                "--genes",
+                "5",
+                "--groups",
+                "1",
+            ]
+        )
+        == 2
+    )
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.zarr").exists()
 
 
 @pytest.fixture(scope="module")
