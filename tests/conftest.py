@@ -40,3 +40,10 @@ def _identity(x):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20251125)
+
+
+def simulate_dense(*args, **kwargs):
+    """Simulated counts dense enough (log mean -1) that a few hundred genes carry the groups."""
+    from recall_dask.simulate import simulate
+
+    return simulate(*args, log_mean=-1.0, **kwargs)

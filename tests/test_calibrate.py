@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import simulate_dense
 
 from recall_dask.calibrate import CalibrationError, Iteration
 from recall_dask.pipeline import recall
-from recall_dask.simulate import simulate
 
 
 def selected_matrix(zero_pairs: list[tuple[int, int]], n: int = 4) -> np.ndarray:
@@ -32,13 +32,13 @@ def test_summary_records_the_trace():
 
 
 def test_first_resolution_accepted_warns():
-    adata = simulate(600, 800, 3, de_prob=0.2, seed=2)
+    adata = simulate_dense(600, 800, 3, de_prob=0.2, seed=2)
     with pytest.warns(UserWarning, match="under-clustered"):
         recall(adata, resolution_start=0.05, n_hvg=300)
     assert adata.uns["recall"]["n_iterations"] == 1
 
 
 def test_iteration_limit_stops_with_a_clear_message():
-    adata = simulate(600, 800, 1, seed=4)
+    adata = simulate_dense(600, 800, 1, seed=4)
     with pytest.raises(CalibrationError, match="after 1 iterations"):
         recall(adata, max_iterations=1, n_hvg=300)

@@ -5,24 +5,24 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import simulate_dense
 from sklearn.metrics import adjusted_rand_score
 
 from recall_dask.cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
 from recall_dask.pipeline import recall
-from recall_dask.simulate import simulate
 
 FAST = {"n_hvg": 500}
 
 
 @pytest.fixture(scope="module")
 def five_groups():
-    adata = simulate(1500, 1500, 5, de_prob=0.1, seed=7)
+    adata = simulate_dense(1500, 1500, 5, de_prob=0.1, seed=7)
     return recall(adata, seed=1, **FAST)
 
 
 def test_homogeneous_population_is_one_cluster():
-    adata = simulate(2000, 1500, 1, seed=11)
+    adata = simulate_dense(2000, 1500, 1, seed=11)
     recall(adata, seed=1, **FAST)
     assert adata.obs["initial_clusters"].nunique() >= 2, "plain clustering at 0.8 over-clusters"
     assert adata.obs["recall_clusters"].nunique() == 1
@@ -57,7 +57,7 @@ def test_results_land_where_scanpy_users_look(five_groups):
 
 
 def test_counts_from_a_layer_give_the_same_labels(five_groups):
-    adata = simulate(1500, 1500, 5, de_prob=0.1, seed=7)
+    adata = simulate_dense(1500, 1500, 5, de_prob=0.1, seed=7)
     adata.layers["counts"] = adata.X.copy()
     adata.X = adata.X * 0.5  # not counts: must be ignored
     recall(adata, layer="counts", seed=1, **FAST)
@@ -65,7 +65,7 @@ def test_counts_from_a_layer_give_the_same_labels(five_groups):
 
 
 def test_chunk_boundaries_do_not_change_the_result(five_groups):
-    adata = simulate(1500, 1500, 5, de_prob=0.1, seed=7)
+    adata = simulate_dense(1500, 1500, 5, de_prob=0.1, seed=7)
     recall(adata, chunk_size=37, seed=1, **FAST)
     np.testing.assert_allclose(adata.obsm["X_pca"], five_groups.obsm["X_pca"], atol=1e-8)
     np.testing.assert_array_equal(adata.obs["recall_clusters"], five_groups.obs["recall_clusters"])
@@ -74,7 +74,7 @@ def test_chunk_boundaries_do_not_change_the_result(five_groups):
 def test_same_seed_same_labels_on_one_and_two_workers():
     labels = []
     for n_workers in (1, 2):
-        adata = simulate(600, 800, 3, de_prob=0.15, seed=5)
+        adata = simulate_dense(600, 800, 3, de_prob=0.15, seed=5)
         with dask_client(ClusterConfig(n_workers=n_workers, threads_per_worker=1)):
             recall(adata, chunk_size=150, seed=3, n_hvg=300)
         labels.append(adata.obs["recall_clusters"].to_numpy())
@@ -84,4 +84,4 @@ def test_same_seed_same_labels_on_one_and_two_workers():
 
 def test_fewer_cells_than_neighbours_is_an_input_error():
     with pytest.raises(InputError, match="fewer cells"):
-        recall(simulate(15, 200, 1, seed=1), n_hvg=50)
+        recall(simulate_dense(15, 200, 1, seed=1), n_hvg=50)
