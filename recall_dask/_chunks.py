@@ -56,13 +56,22 @@ def map_row_blocks(
 
 
 def sum_row_blocks(
-    array: da.Array, func: Callable[..., np.ndarray], shape: tuple[int, ...], *args: Any
+    array: da.Array,
+    func: Callable[..., np.ndarray],
+    shape: tuple[int, ...],
+    *args: Any,
+    batch: int = 1,
 ) -> da.Array:
-    """Sum the float64 arrays ``func(block, *args)`` over row blocks with a tree reduction."""
+    """Sum the float64 arrays ``func(block, *args)`` over row blocks with a tree reduction.
+
+    With ``batch > 1``, ``func`` receives lists of up to ``batch`` consecutive blocks and
+    returns their summed partial, so that large partials (a Gram matrix) are accumulated in
+    place instead of being allocated, shipped and added once per block.
+    """
     shared = _shared(args)
     call = dask.delayed(func, pure=True)
-    parts = [
-        da.from_delayed(call(block, *shared), shape, dtype=np.float64)
-        for block in _row_blocks(array)
-    ]
+    blocks = _row_blocks(array)
+    if batch > 1:
+        blocks = [blocks[i : i + batch] for i in range(0, len(blocks), batch)]
+    parts = [da.from_delayed(call(block, *shared), shape, dtype=np.float64) for block in blocks]
     return da.stack(parts).sum(axis=0, split_every=4)

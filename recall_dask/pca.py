@@ -31,22 +31,28 @@ class PCA:
     singular_values: np.ndarray
 
 
-def _gram_partial(block: sp.csr_matrix, scaling: Scaling) -> np.ndarray:
-    """Upper triangle of C^T C (rows 0..F-1) and column sums of C (row F), C = capped block."""
-    capped = scaling.capped(block)
-    n = block.shape[1]
+#: Row blocks accumulated into one Gram partial: fewer 128 MB partials to ship and add.
+_GRAM_BATCH = 16
+
+
+def _gram_partial(blocks: list[sp.csr_matrix], scaling: Scaling) -> np.ndarray:
+    """Upper triangle of C^T C (rows 0..F-1) and column sums of C (row F), C = capped blocks."""
+    n = blocks[0].shape[1]
     partial = np.zeros((n + 1, n))
-    accumulate_gram(capped.indptr, capped.indices, capped.data.astype(np.float64), partial[:n])
-    partial[n] = np.asarray(capped.sum(axis=0)).ravel()
+    for block in blocks:
+        capped = scaling.capped(block)
+        data = capped.data.astype(np.float64)
+        accumulate_gram(capped.indptr, capped.indices, data, partial[:n])
+        partial[n] += np.asarray(capped.sum(axis=0)).ravel()
     return partial
 
 
 def scaled_gram(data: da.Array, scaling: Scaling) -> np.ndarray:
     """Features x features Gram matrix Z^T Z of the scaled, clipped data."""
     n_cells, n = data.shape
-    partial = sum_row_blocks(data, _gram_partial, (n + 1, n), scaling).compute()
+    partial = sum_row_blocks(data, _gram_partial, (n + 1, n), scaling, batch=_GRAM_BATCH)
     # Arrays deserialized from a worker may be unaligned, which makes BLAS ten times slower.
-    partial = np.require(partial, requirements=["C", "A"])
+    partial = np.require(partial.compute(), requirements=["C", "A"])
     return centre_and_scale_gram(
         partial[:n], partial[n], scaling.mean, scaling.inv_std, float(n_cells)
     )
