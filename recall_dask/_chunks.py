@@ -60,18 +60,18 @@ def sum_row_blocks(
     func: Callable[..., np.ndarray],
     shape: tuple[int, ...],
     *args: Any,
-    batch: int = 1,
+    batch: int | None = None,
 ) -> da.Array:
     """Sum the float64 arrays ``func(block, *args)`` over row blocks with a tree reduction.
 
-    With ``batch > 1``, ``func`` receives lists of up to ``batch`` consecutive blocks and
+    With ``batch`` set, ``func`` receives lists of up to ``batch`` consecutive blocks and
     returns their summed partial, so that large partials (a Gram matrix) are accumulated in
     place instead of being allocated, shipped and added once per block.
     """
     shared = _shared(args)
     call = dask.delayed(func, pure=True)
     blocks = _row_blocks(array)
-    if batch > 1:
+    if batch is not None:
         blocks = [blocks[i : i + batch] for i in range(0, len(blocks), batch)]
     parts = [da.from_delayed(call(block, *shared), shape, dtype=np.float64) for block in blocks]
     return da.stack(parts).sum(axis=0, split_every=4)

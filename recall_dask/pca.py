@@ -31,8 +31,9 @@ class PCA:
     singular_values: np.ndarray
 
 
-#: Row blocks accumulated into one Gram partial: fewer 128 MB partials to ship and add.
-_GRAM_BATCH = 16
+#: Gram partials per pass: each accumulates its share of row blocks in place, so few
+#: features x features partials are shipped and added, and the tasks still spread out.
+_GRAM_PARTIALS = 8
 
 
 def _gram_partial(blocks: list[sp.csr_matrix], scaling: Scaling) -> np.ndarray:
@@ -50,7 +51,8 @@ def _gram_partial(blocks: list[sp.csr_matrix], scaling: Scaling) -> np.ndarray:
 def scaled_gram(data: da.Array, scaling: Scaling) -> np.ndarray:
     """Features x features Gram matrix Z^T Z of the scaled, clipped data."""
     n_cells, n = data.shape
-    partial = sum_row_blocks(data, _gram_partial, (n + 1, n), scaling, batch=_GRAM_BATCH)
+    batch = -(-len(data.chunks[0]) // _GRAM_PARTIALS)
+    partial = sum_row_blocks(data, _gram_partial, (n + 1, n), scaling, batch=batch)
     # Arrays deserialized from a worker may be unaligned, which makes BLAS ten times slower.
     partial = np.require(partial.compute(), requirements=["C", "A"])
     return centre_and_scale_gram(
