@@ -17,6 +17,8 @@ from recall_dask.errors import InputError
 from recall_dask.graph import ALGORITHMS
 from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import RecallParams
+from recall_dask.pipeline import ingested, recall_store
+from recall_dask.simulate import write_simulated
 
 logger = logging.getLogger("recall_dask")
 DEFAULTS = RecallParams()
@@ -175,8 +177,6 @@ def _params(args: argparse.Namespace) -> RecallParams:
 
 
 def _run(args: argparse.Namespace, source: str | Path) -> None:
-    from recall_dask.pipeline import ingested, recall_store
-
     params = _params(args)
     if args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1 (got {args.chunk_size})")
@@ -213,8 +213,6 @@ def _ingest(args: argparse.Namespace) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> None:
-    from recall_dask.simulate import write_simulated
-
     write_simulated(
         args.out,
         args.cells,
