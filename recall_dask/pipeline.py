@@ -33,8 +33,8 @@ from recall_dask.params import RecallParams
 from recall_dask.pca import cell_embeddings, pca_from_gram, scaled_gram
 from recall_dask.preprocess import (
     augmented_log_normalized,
+    column_moments,
     feature_scaling,
-    gene_moments,
     select_variable_genes,
 )
 
@@ -69,7 +69,7 @@ def augment(
 ) -> tuple[np.ndarray, da.Array]:
     """Variable genes and the persisted log-normalized [genes | artificial genes] matrix."""
     with _stage("variable genes", timings):
-        moments = gene_moments(counts).compute()
+        moments = column_moments(counts).compute()
         genes = select_variable_genes(counts, var, params.n_hvg, moments)
     with _stage("null fits", timings):
         null = fit_null(counts[:, genes], params.null_method)

@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 LOESS_SPAN = 0.3
 
 
-def _gene_moments(block: sp.csr_matrix) -> np.ndarray:
-    """Per-gene sum, sum of squares and number of nonzero cells of one row block."""
+def _column_moments(block: sp.csr_matrix) -> np.ndarray:
+    """Per-column sum, sum of squares and number of nonzero cells of one row block."""
     block = sp.csr_matrix(block, dtype=np.float64)
     squared = block.multiply(block)
     nonzero = block.astype(bool)
@@ -39,9 +39,19 @@ def _gene_moments(block: sp.csr_matrix) -> np.ndarray:
     )
 
 
-def gene_moments(counts: da.Array) -> da.Array:
-    """Lazy (3, genes) array: per-gene sum, sum of squares and nonzero count over all cells."""
-    return sum_row_blocks(counts, _gene_moments, (3, counts.shape[1]))
+def column_moments(array: da.Array) -> da.Array:
+    """Lazy (3, columns) array: per-column sum, sum of squares and nonzero count over all cells.
+
+    One pass serves both the genes (variable-gene selection) and the augmented features
+    (scaling).
+    """
+    return sum_row_blocks(array, _column_moments, (3, array.shape[1]))
+
+
+def _mean_and_variance(total: np.ndarray, total_sq: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Mean and variance with the n - 1 denominator (R's ``var``), from column sums."""
+    mean = total / n
+    return mean, np.maximum(total_sq - n * mean**2, 0.0) / (n - 1)
 
 
 def _vst_expected_variance(mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
@@ -78,9 +88,8 @@ def vst_standardized_variance(counts: da.Array, moments: np.ndarray) -> np.ndarr
     """
     n_cells = counts.shape[0]
     total, total_sq, n_nonzero = moments
-    mean = total / n_cells
-    variance = (total_sq - n_cells * mean**2) / (n_cells - 1)
-    sd = np.sqrt(_vst_expected_variance(mean, np.maximum(variance, 0.0)))
+    mean, variance = _mean_and_variance(total, total_sq, n_cells)
+    sd = np.sqrt(_vst_expected_variance(mean, variance))
     nonzero_part = sum_row_blocks(
         counts, _clipped_square_sums, (1, mean.size), mean, sd, float(np.sqrt(n_cells))
     ).compute()[0]
@@ -145,13 +154,6 @@ def augmented_log_normalized(
     return map_row_blocks(counts, _augment_block, 2 * genes.size, genes, null, seed, target_sum)
 
 
-def _feature_sums(block: sp.csr_matrix) -> np.ndarray:
-    squared = block.multiply(block)
-    return np.vstack(
-        [np.asarray(block.sum(axis=0)).ravel(), np.asarray(squared.sum(axis=0)).ravel()]
-    )
-
-
 @dataclass(frozen=True)
 class Scaling:
     """Seurat's ``ScaleData``: z = (x - mean) / sd per feature, clipped above at ``scale_max``.
@@ -182,8 +184,6 @@ class Scaling:
 
 def feature_scaling(data: da.Array, scale_max: float = 10.0) -> Scaling:
     """Per-feature mean and standard deviation (n - 1) over all cells, in one pass."""
-    n_cells = data.shape[0]
-    total, total_sq = sum_row_blocks(data, _feature_sums, (2, data.shape[1])).compute()
-    mean = total / n_cells
-    variance = np.maximum(total_sq - n_cells * mean**2, 0.0) / (n_cells - 1)
+    total, total_sq, _ = column_moments(data).compute()
+    mean, variance = _mean_and_variance(total, total_sq, data.shape[0])
     return Scaling(mean, np.sqrt(variance), scale_max)

@@ -74,8 +74,7 @@ def simulate(
     log_mean: float = LOG_MEAN,
 ) -> ad.AnnData:
     """An in-memory AnnData of simulated counts with the true group in ``obs['group']``."""
-    means = group_means(n_genes, n_groups, de_prob, seed, log_mean)
-    obs, var = _annotations(n_cells, n_genes, n_groups)
+    means, obs, var = _design(n_cells, n_genes, n_groups, de_prob, seed, log_mean)
     return ad.AnnData(X=simulate_block(0, n_cells, means, seed), obs=obs, var=var)
 
 
@@ -94,24 +93,27 @@ def write_simulated(
 
     The matrix is never in memory as a whole; the result equals :func:`simulate`.
     """
-    for name, value, low in (("cells", n_cells, 1), ("genes", n_genes, 1), ("groups", n_groups, 1)):
-        if value < low:
-            raise InputError(f"--{name} must be >= {low} (got {value})")
-    if not 0 <= de_prob <= 1:
-        raise InputError(f"--de-prob must be in [0, 1] (got {de_prob})")
-    means = group_means(n_genes, n_groups, de_prob, seed, log_mean)
+    means, obs, var = _design(n_cells, n_genes, n_groups, de_prob, seed, log_mean)
 
     def rows(size: int) -> Iterator[sp.csr_matrix]:
         for first in range(0, n_cells, size):
             yield simulate_block(first, min(size, n_cells - first), means, seed)
 
-    obs, var = _annotations(n_cells, n_genes, n_groups)
     write_stream(store, obs, var, rows, chunk_size=chunk_size)
 
 
-def _annotations(n_cells: int, n_genes: int, n_groups: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _design(
+    n_cells: int, n_genes: int, n_groups: int, de_prob: float, seed: int, log_mean: float
+) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """Checked sizes, the group means, and obs (with the true group) and var."""
+    for name, value in (("cells", n_cells), ("genes", n_genes), ("groups", n_groups)):
+        if value < 1:
+            raise InputError(f"--{name} must be >= 1 (got {value})")
+    if not 0 <= de_prob <= 1:
+        raise InputError(f"--de-prob must be in [0, 1] (got {de_prob})")
     obs = pd.DataFrame(
         {"group": pd.Categorical(group_labels(n_cells, n_groups).astype(str))},
         index=[f"cell{i}" for i in range(n_cells)],
     )
-    return obs, pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)])
+    var = pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)])
+    return group_means(n_genes, n_groups, de_prob, seed, log_mean), obs, var

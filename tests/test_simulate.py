@@ -38,3 +38,5 @@ def test_bad_sizes_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="--de-prob"):
         write_simulated(tmp_path / "x.zarr", 10, 10, 2, de_prob=1.5)
     assert not (tmp_path / "x.zarr").exists()
+    with pytest.raises(InputError, match="--groups"):
+        simulate(10, 10, 0)
