@@ -1,8 +1,9 @@
 """``recall``: one cell matrix from counts to calibrated labels, stage by stage.
 
 counts -> variable genes -> artificial genes from their nulls -> augmented, log-normalized
-matrix (kept on the workers) -> scaling and exact PCA -> gathered embedding -> kNN and SNN
-graph -> calibration loop -> labels in ``obs``, embedding in ``obsm``, trace in ``uns``.
+matrix (in a Zarr work store, or in worker memory) -> scaling and exact PCA -> gathered
+embedding -> kNN and SNN graph -> calibration loop -> labels in ``obs``, embedding in
+``obsm``, trace in ``uns``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from recall_dask.preprocess import (
     feature_scaling,
     select_variable_genes,
 )
+from recall_dask.wilcoxon import FEATURE_BLOCK
+from recall_dask.workstore import work_store, write_tiles
 
 logger = logging.getLogger(__name__)
 
@@ -65,18 +68,28 @@ def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
 
 
 def augment(
-    counts: da.Array, var: pd.DataFrame, params: RecallParams, timings: dict[str, float]
+    counts: da.Array,
+    var: pd.DataFrame,
+    params: RecallParams,
+    timings: dict[str, float],
+    store: Path | None,
 ) -> tuple[np.ndarray, da.Array]:
-    """Variable genes and the persisted log-normalized [genes | artificial genes] matrix."""
+    """Variable genes and the log-normalized [genes | artificial genes] matrix, computed once.
+
+    The matrix goes to the work store ``store`` (out of core), or with ``None`` stays in worker
+    memory; either way it is tiled in feature blocks for the pairwise tests.
+    """
     with _stage("variable genes", timings):
         moments = column_moments(counts).compute()
         genes = select_variable_genes(counts, var, params.n_hvg, moments)
     with _stage("null fits", timings):
         null = fit_null(counts[:, genes], params.null_method)
     with _stage("artificial genes and normalization", timings):
-        data = _persist(
-            augmented_log_normalized(counts, genes, null, params.seed, params.target_sum)
-        )
+        data = augmented_log_normalized(counts, genes, null, params.seed, params.target_sum)
+        if store is None:
+            data = _persist(data.rechunk({1: FEATURE_BLOCK}))
+        else:
+            data = write_tiles(data, store, FEATURE_BLOCK)
     return genes, data
 
 
@@ -89,14 +102,18 @@ def embed(data: da.Array, params: RecallParams, timings: dict[str, float]) -> np
 
 
 def run_recall(
-    counts: da.Array, var: pd.DataFrame, params: RecallParams
+    counts: da.Array, var: pd.DataFrame, params: RecallParams, store: Path | None = None
 ) -> tuple[np.ndarray, list[Iteration], dict[str, Any]]:
-    """Embedding, calibration iterations and the ``uns['recall']`` record for a count matrix."""
+    """Embedding, calibration iterations and the ``uns['recall']`` record for a count matrix.
+
+    ``store`` is the path of the work store for the augmented matrix; ``None`` keeps it in
+    worker memory.
+    """
     n_cells = counts.shape[0]
     if n_cells < params.k_neighbors:
         raise InputError(f"fewer cells ({n_cells}) than neighbours (k = {params.k_neighbors})")
     timings: dict[str, float] = {}
-    genes, data = augment(counts, var, params, timings)
+    genes, data = augment(counts, var, params, timings, store)
     embedding = embed(data, params, timings)
     with _stage("neighbour graph", timings):
         knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors)
@@ -127,6 +144,7 @@ def recall(
     out: str | os.PathLike | None = None,
     layer: str | None = None,
     chunk_size: int = io.DEFAULT_CHUNK_SIZE,
+    work_dir: str | os.PathLike | None = None,
     **options: Any,
 ) -> ad.AnnData:
     """Cluster cells with knockoff-calibrated resolution (recall), like a scanpy ``tl`` function.
@@ -139,21 +157,35 @@ def recall(
     returned. A path is ingested into the Zarr store ``out``, the results are written there
     too, and the store is returned with X as a lazy dask array; without ``out`` a temporary
     store is used and the result is loaded into memory. Runs on the active Dask client, if any.
+
+    The augmented matrix (variable and artificial genes) is computed once and kept, for a path,
+    in a Zarr work store under ``work_dir`` (default: the system's temporary directory; on a
+    cluster, a directory every worker can reach), removed at the end. For an AnnData it stays
+    in worker memory, unless ``work_dir`` is given.
     """
     params = RecallParams(**options)
     if isinstance(data, ad.AnnData):
         counts = io.counts_from_anndata(data, layer=layer, chunk_size=chunk_size)
-        _annotate(data, *run_recall(counts, data.var, params))
+        if work_dir is None:
+            _annotate(data, *run_recall(counts, data.var, params))
+        else:
+            with work_store(work_dir) as store:
+                _annotate(data, *run_recall(counts, data.var, params, store))
         if out is not None:
             data.write_zarr(out)
         return data
     if out is None:
         with tempfile.TemporaryDirectory() as tmp:
             return recall(
-                data, out=Path(tmp) / "recall.zarr", layer=layer, chunk_size=chunk_size, **options
+                data,
+                out=Path(tmp) / "recall.zarr",
+                layer=layer,
+                chunk_size=chunk_size,
+                work_dir=work_dir,
+                **options,
             ).to_memory()
     with ingested(data, out, chunk_size=chunk_size, layer=layer):
-        return recall_store(out, params)
+        return recall_store(out, params, work_dir=work_dir)
 
 
 @contextmanager
@@ -172,10 +204,16 @@ def ingested(
         raise
 
 
-def recall_store(store: str | os.PathLike, params: RecallParams) -> ad.AnnData:
-    """Run recall on an ingested AnnData Zarr store and write the results into it."""
+def recall_store(
+    store: str | os.PathLike, params: RecallParams, *, work_dir: str | os.PathLike | None = None
+) -> ad.AnnData:
+    """Run recall on an ingested AnnData Zarr store and write the results into it.
+
+    The augmented matrix lives in a work store under ``work_dir`` while the run lasts.
+    """
     adata = io.open_counts(store)
-    _annotate(adata, *run_recall(adata.X, adata.var, params))
+    with work_store(work_dir) as augmented:
+        _annotate(adata, *run_recall(adata.X, adata.var, params, augmented))
     io.write_results(
         store,
         obs=adata.obs,

@@ -24,6 +24,8 @@ from recall_dask._kernels import group_nonzeros, pairwise_rank_sum_stats
 from recall_dask.errors import InputError
 
 _LOG2 = np.log(2.0)
+#: Features per pairwise-test task, and the width of the augmented matrix's stored tiles.
+FEATURE_BLOCK = 128
 
 
 def cluster_pairs(n_clusters: int) -> np.ndarray:
@@ -76,7 +78,7 @@ def _block_log_pvalues(
 
 
 def pairwise_log_pvalues(
-    data: da.Array, labels: np.ndarray, n_clusters: int, *, feature_block: int = 256
+    data: da.Array, labels: np.ndarray, n_clusters: int, *, feature_block: int | None = None
 ) -> np.ndarray:
     """Natural-log rank-sum p-values for every cluster pair and feature, ``(n_pairs, n_features)``.
 
@@ -84,8 +86,9 @@ def pairwise_log_pvalues(
     values are ranked correctly too) whose blocks are scipy sparse or dense matrices; ``labels``
     holds a cluster id in ``0..n_clusters-1`` per cell. Rows follow :func:`cluster_pairs`. A pair
     gets ``log p = 0`` where all its values tie or one of its clusters is empty (R gives NaN).
-    The result does not depend on the row chunking. One task per ``feature_block`` columns holds
-    that block for all cells in memory; all tasks are computed at once.
+    The result does not depend on the chunking. One task per block of features (``data``'s
+    column chunks, or ``feature_block`` columns) holds that block for all cells in memory; all
+    tasks are computed at once.
     """
     labels = np.asarray(labels)
     n_cells, n_features = data.shape
@@ -95,18 +98,16 @@ def pairwise_log_pvalues(
         raise InputError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() >= n_clusters):
         raise InputError(f"labels must lie in 0..{n_clusters - 1}")
-    if feature_block < 1:
+    if feature_block is not None and feature_block < 1:
         raise InputError(f"feature_block must be positive, got {feature_block}")
     pairs = cluster_pairs(n_clusters)
     shared_labels = dask.delayed(labels.astype(np.int64), pure=True)
-    tasks = []
-    for f0 in range(0, n_features, feature_block):
-        column = data[:, f0 : f0 + feature_block].rechunk({1: -1})
-        row_blocks = list(column.to_delayed()[:, 0])
-        tasks.append(
-            dask.delayed(_block_log_pvalues, pure=True)(
-                row_blocks, shared_labels, n_clusters, pairs
-            )
-        )
+    if feature_block is not None:
+        data = data.rechunk({1: feature_block})
+    test = dask.delayed(_block_log_pvalues, pure=True)
+    tasks = [
+        test(list(row_blocks), shared_labels, n_clusters, pairs)
+        for row_blocks in data.to_delayed().T
+    ]
     results = dask.compute(*tasks)
     return np.concatenate(results, axis=1) if results else np.zeros((len(pairs), 0))

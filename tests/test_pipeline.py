@@ -71,6 +71,18 @@ def test_chunk_boundaries_do_not_change_the_result(five_groups):
     np.testing.assert_array_equal(adata.obs["recall_clusters"], five_groups.obs["recall_clusters"])
 
 
+def test_out_of_core_work_store_gives_the_in_memory_result(five_groups, tmp_path):
+    """The Zarr work store, written and read at 37-cell chunks, changes nothing."""
+    adata = simulate_dense(1500, 1500, 5, de_prob=0.1, seed=7)
+    recall(adata, chunk_size=37, work_dir=tmp_path, seed=1, **FAST)
+    np.testing.assert_allclose(adata.obsm["X_pca"], five_groups.obsm["X_pca"], atol=1e-8)
+    np.testing.assert_array_equal(adata.obs["recall_clusters"], five_groups.obs["recall_clusters"])
+    iterations = adata.uns["recall"]["iterations"]
+    for key, expected in five_groups.uns["recall"]["iterations"].items():
+        np.testing.assert_array_equal(iterations[key]["n_selected"], expected["n_selected"])
+    assert list(tmp_path.iterdir()) == [], "the work store is removed after the run"
+
+
 def test_same_seed_same_labels_on_one_and_two_workers():
     labels = []
     for n_workers in (1, 2):
