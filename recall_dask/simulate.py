@@ -1,17 +1,36 @@
 """Simulated counts with known groups, for tests and benchmarks.
 
-Negative binomial counts (gamma-Poisson): each gene has a base mean drawn from a log-normal;
-in each group a fraction ``de_prob`` of genes is differentially expressed by a log-normal fold
-change up or down; each cell has a log-normal library size factor. Rows are generated in
-fixed blocks keyed by (seed, block), so any row range can be produced on its own.
+Negative binomial counts: each gene has a base mean drawn from a log-normal; in each group a
+fraction ``de_prob`` of genes is differentially expressed by a log-normal fold change up or
+down; each cell has a log-normal library size factor. The count of gene ``j`` in cell ``i`` is
+negative binomial with mean ``mu = group_mean[group(i), j] * size_factor[i]`` and variance
+``mu + 0.2 mu^2`` (size ``r = 5``), the gamma-Poisson mixture of typical UMI data.
+
+Each count is drawn exactly by inversion of the NB distribution function with one uniform per
+entry: the count is the smallest ``k`` with ``F(k) > u``. Most entries are zero and are
+decided without evaluating ``F``: ``P(X > 0) <= E[X] = mu`` (Markov), so ``u < 1 - mu``
+implies ``u < F(0)``. Otherwise ``F(0) = (r / (r + mu))^r`` is computed (in log space), and
+for ``u >= F(0)`` the pmf is summed upwards by its recurrence
+``P(k + 1) = P(k) (k + r) / (k + 1) mu / (r + mu)`` until the sum exceeds ``u``. This is exact
+up to floating-point rounding, which matters only for ``u`` within about 1e-16 of 1. The
+counts go straight into CSR arrays; no dense count matrix is formed.
+
+Rows are generated in fixed blocks of 1,024 cells, each with its own random generator keyed by
+(seed, block): first the block's size factors, then its uniforms row by row. So any row range
+can be produced on its own, and streamed and in-memory simulations are identical.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import anndata as ad
+import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -22,9 +41,99 @@ from recall_dask.io import DEFAULT_CHUNK_SIZE, write_stream
 _BLOCK_ROWS = 1024  # divides the default chunk size, so no block is drawn twice
 _STREAM = 0x73696D  # "sim"
 _DISPERSION = 0.2  # NB variance = mu + 0.2 mu^2, a typical UMI overdispersion
+_SIZE = 1 / _DISPERSION  # NB size r
+#: Uniforms held at a time while drawing a block (2 MB of float64); the rows of a block are
+#: drawn in batches of at most this many entries, which does not change the random stream.
+_BATCH_ENTRIES = 1 << 18
+#: Threads that draw row chunks ahead of the writer (each holds one chunk and one batch).
+_THREADS = min(4, os.cpu_count() or 1)
+_T = TypeVar("_T")
 #: Mean of log base expression: with sigma 2.3, about 5% of entries are nonzero and a cell
 #: has about 2,400 UMIs over 20,000 genes, like 10x data. Higher values give denser data.
 LOG_MEAN = -5.0
+
+
+@numba.njit(nogil=True, cache=True)
+def _nb_inverse(u, mu, r):
+    """The NB(mean ``mu``, size ``r``) quantile of ``u`` in [0, 1): smallest k with F(k) > u.
+
+    Zero is decided without computing F(0) when ``u < 1 - mu`` (Markov: 1 - F(0) <= mu).
+    If rounding keeps the summed F below ``u`` (``u`` within ~1e-16 of 1), the upward search
+    stops once it is past the mean and the pmf no longer changes the sum (at the latest when
+    the pmf underflows to 0), so it always ends as long as F(0) does not underflow, that is
+    for ``mu`` below ~1e60.
+    """
+    if u < 1.0 - mu:
+        return 0
+    pmf = np.exp(-r * np.log1p(mu / r))  # F(0) = (r / (r + mu))^r
+    cdf = pmf
+    q = mu / (r + mu)
+    k = 0
+    while cdf <= u:
+        pmf *= (k + r) / (k + 1) * q
+        k += 1
+        if cdf + pmf == cdf and k > mu:
+            break
+        cdf += pmf
+    return k
+
+
+@numba.njit(nogil=True, cache=True)
+def _nb_inverse_many(mu, u, r):
+    out = np.empty(mu.size, dtype=np.int64)
+    for i in range(mu.size):
+        out[i] = _nb_inverse(u[i], mu[i], r)
+    return out
+
+
+def nb_quantile(mu: np.ndarray, u: np.ndarray, size: float = _SIZE) -> np.ndarray:
+    """NB counts of means ``mu`` (variance ``mu + mu^2 / size``) by inversion of uniforms ``u``.
+
+    Each count is the smallest ``k`` with ``F(k) > u`` for ``u`` in [0, 1), so uniform ``u``
+    give NB counts. The elementwise sampler of :func:`simulate_block`, for testing it in
+    isolation; returns an int64 array of the broadcast shape.
+    """
+    mu, u = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(u, dtype=np.float64))
+    flat = _nb_inverse_many(np.ascontiguousarray(mu).ravel(), np.ascontiguousarray(u).ravel(), size)
+    return flat.reshape(mu.shape)
+
+
+@numba.njit(nogil=True, cache=True)
+def _nb_csr_rows(means, groups, size_factors, uniforms, r):
+    """NB counts of a batch of rows as CSR arrays (indptr int64, indices int32, data float32).
+
+    Row ``i`` has means ``means[groups[i]] * size_factors[i]``; ``uniforms`` is rows x genes.
+    """
+    n_rows, n_genes = uniforms.shape
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    capacity = max(1024, n_rows * n_genes // 16)
+    indices = np.empty(capacity, dtype=np.int32)
+    data = np.empty(capacity, dtype=np.float32)
+    nnz = 0
+    for i in range(n_rows):
+        row_means = means[groups[i]]
+        factor = size_factors[i]
+        for j in range(n_genes):
+            mu = row_means[j] * factor
+            u = uniforms[i, j]
+            if u < 1.0 - mu:
+                continue
+            k = _nb_inverse(u, mu, r)
+            if k == 0:
+                continue
+            if nnz == capacity:
+                capacity *= 2
+                grown_indices = np.empty(capacity, dtype=np.int32)
+                grown_indices[:nnz] = indices[:nnz]
+                indices = grown_indices
+                grown_data = np.empty(capacity, dtype=np.float32)
+                grown_data[:nnz] = data[:nnz]
+                data = grown_data
+            indices[nnz] = j
+            data[nnz] = k
+            nnz += 1
+        indptr[i + 1] = nnz
+    return indptr, indices[:nnz].copy(), data[:nnz].copy()
 
 
 def group_means(
@@ -47,19 +156,33 @@ def group_labels(n_cells: int, n_groups: int) -> np.ndarray:
     return np.arange(n_cells) % n_groups
 
 
+def _simulate_rng_block(block: int, means: np.ndarray, seed: int) -> sp.csr_matrix:
+    """The counts of the 1,024 cells of RNG block ``block`` as CSR float32."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _STREAM, 1, block]))
+    first = block * _BLOCK_ROWS
+    groups = np.arange(first, first + _BLOCK_ROWS) % means.shape[0]
+    size_factors = rng.lognormal(mean=0.0, sigma=0.3, size=_BLOCK_ROWS)
+    n_genes = means.shape[1]
+    batch = max(1, min(_BLOCK_ROWS, _BATCH_ENTRIES // n_genes))
+    indptrs, indices, data = [np.zeros(1, dtype=np.int64)], [], []
+    for start in range(0, _BLOCK_ROWS, batch):
+        stop = min(start + batch, _BLOCK_ROWS)
+        uniforms = rng.random((stop - start, n_genes))
+        ptr, idx, val = _nb_csr_rows(
+            means, groups[start:stop], size_factors[start:stop], uniforms, _SIZE
+        )
+        indptrs.append(ptr[1:] + indptrs[-1][-1])
+        indices.append(idx)
+        data.append(val)
+    parts = (np.concatenate(data), np.concatenate(indices), np.concatenate(indptrs))
+    return sp.csr_matrix(parts, shape=(_BLOCK_ROWS, n_genes))
+
+
 def simulate_block(first_row: int, n_rows: int, means: np.ndarray, seed: int) -> sp.csr_matrix:
     """Counts of cells ``first_row .. first_row + n_rows - 1`` as CSR float32."""
-    n_groups = means.shape[0]
     first_block, last_block = first_row // _BLOCK_ROWS, (first_row + n_rows - 1) // _BLOCK_ROWS
-    pieces = []
-    for block in range(first_block, last_block + 1):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, _STREAM, 1, block]))
-        rows = np.arange(block * _BLOCK_ROWS, (block + 1) * _BLOCK_ROWS)
-        size = rng.lognormal(mean=0.0, sigma=0.3, size=rows.size)
-        mu = means[rows % n_groups] * size[:, None]
-        rate = rng.gamma(1 / _DISPERSION, mu * _DISPERSION)
-        pieces.append(sp.csr_matrix(rng.poisson(rate).astype(np.float32)))
-    stacked = sp.vstack(pieces, format="csr")
+    pieces = [_simulate_rng_block(b, means, seed) for b in range(first_block, last_block + 1)]
+    stacked = pieces[0] if len(pieces) == 1 else sp.vstack(pieces, format="csr")
     start = first_row - first_block * _BLOCK_ROWS
     return stacked[start : start + n_rows]
 
@@ -96,10 +219,27 @@ def write_simulated(
     means, obs, var = _design(n_cells, n_genes, n_groups, de_prob, seed, log_mean)
 
     def rows(size: int) -> Iterator[sp.csr_matrix]:
-        for first in range(0, n_cells, size):
-            yield simulate_block(first, min(size, n_cells - first), means, seed)
+        starts = range(0, n_cells, size)
+        calls = [(first, min(size, n_cells - first), means, seed) for first in starts]
+        return _prefetched(simulate_block, calls)
 
     write_stream(store, obs, var, rows, chunk_size=chunk_size)
+
+
+def _prefetched(function: Callable[..., _T], calls: list[tuple]) -> Iterator[_T]:
+    """``function(*args)`` for each ``args`` of ``calls``, in order, computed ahead in threads.
+
+    At most ``_THREADS + 1`` results are pending at a time, which bounds the memory; the
+    kernels release the GIL, so the threads run in parallel with the consumer's writes.
+    """
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        pending: deque[Future[_T]] = deque()
+        for args in calls:
+            pending.append(pool.submit(function, *args))
+            if len(pending) > _THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _design(

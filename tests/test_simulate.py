@@ -1,13 +1,24 @@
-"""Simulated counts: streamed to Zarr chunk by chunk, equal to the in-memory simulation."""
+"""Simulated counts: streamed to Zarr chunk by chunk, equal to the in-memory simulation;
+the negative binomial sampler against scipy's distribution."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from recall_dask.errors import InputError
 from recall_dask.io import open_counts
-from recall_dask.simulate import simulate, write_simulated
+from recall_dask.simulate import (
+    _BLOCK_ROWS,
+    _DISPERSION,
+    _STREAM,
+    group_means,
+    nb_quantile,
+    simulate,
+    simulate_block,
+    write_simulated,
+)
 
 
 @pytest.mark.parametrize("chunk_size", [37, 1000, 5000], ids=["37-rows", "1000-rows", "one-chunk"])
@@ -40,3 +51,55 @@ def test_bad_sizes_are_input_errors(tmp_path):
     assert not (tmp_path / "x.zarr").exists()
     with pytest.raises(InputError, match="--groups"):
         simulate(10, 10, 0)
+
+
+# -- the negative binomial sampler -------------------------------------------------------
+
+NB_MEANS = [0.01, 0.5, 5.0, 50.0]
+
+
+def _nb(mu: float):
+    """scipy's NB with mean ``mu`` and variance ``mu + 0.2 mu^2`` (size 5)."""
+    size = 1 / _DISPERSION
+    return stats.nbinom(size, size / (size + mu))
+
+
+@pytest.mark.parametrize("mu", NB_MEANS)
+def test_nb_quantile_inverts_the_distribution_function(mu):
+    """Each draw k is the quantile of its uniform: F(k - 1) <= u < F(k), up to rounding."""
+    u = np.random.default_rng(3).random(20_000)
+    u[:4] = [0.0, 1 - 1e-16, 0.5, np.nextafter(1.0, 0.0)]
+    k = nb_quantile(np.full(u.size, mu), u)
+    cdf = _nb(mu).cdf
+    assert (cdf(k - 1) <= u + 1e-12).all()
+    assert (u < cdf(k) + 1e-12).all()
+
+
+@pytest.mark.parametrize("mu", NB_MEANS)
+def test_nb_quantile_has_the_model_moments(mu):
+    """Sample mean, variance and zero fraction within 5 standard errors of the NB values."""
+    n = 400_000
+    draws = nb_quantile(mu, np.random.default_rng(int(mu * 100)).random(n)).astype(np.float64)
+    dist = _nb(mu)
+    mean, var, _, excess = (float(m) for m in dist.stats(moments="mvsk"))
+    assert var == pytest.approx(mu + _DISPERSION * mu**2)
+    assert abs(draws.mean() - mean) < 5 * np.sqrt(var / n)
+    # standard error of the sample variance: sqrt((mu4 - var^2) / n), mu4 = (excess + 3) var^2
+    assert abs(draws.var(ddof=1) - var) < 5 * np.sqrt((excess + 2) * var**2 / n)
+    p0 = float(dist.pmf(0))
+    assert abs((draws == 0).mean() - p0) < 5 * np.sqrt(p0 * (1 - p0) / n)
+
+
+def test_blocks_are_the_sampler_applied_to_the_block_uniforms():
+    """One RNG block: its size factors, then its uniforms row by row, inverted entry by entry."""
+    n_genes, n_groups, seed = 700, 3, 4
+    means = group_means(n_genes, n_groups, 0.2, seed, log_mean=0.0)  # means up to ~1000
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _STREAM, 1, 1]))
+    size = rng.lognormal(mean=0.0, sigma=0.3, size=_BLOCK_ROWS)
+    uniforms = rng.random((_BLOCK_ROWS, n_genes))
+    rows = np.arange(_BLOCK_ROWS, 2 * _BLOCK_ROWS)
+    expected = nb_quantile(means[rows % n_groups] * size[:, None], uniforms)
+    block = simulate_block(_BLOCK_ROWS, _BLOCK_ROWS, means, seed)
+    assert block.dtype == np.float32 and block.has_sorted_indices
+    assert (block.data > 0).all()
+    np.testing.assert_array_equal(block.toarray(), expected)
