@@ -145,10 +145,18 @@ def _parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser(
         "simulate",
         help="write simulated counts with known groups",
-        description="Negative binomial counts with known groups in obs['group'], written chunk "
-        "by chunk to an AnnData Zarr store, for tests and benchmarks of any size.",
+        description="Negative binomial counts with known groups, written chunk by chunk, for "
+        "tests and benchmarks of any size: to an AnnData Zarr store with the true group in "
+        "obs['group'], or, if OUT ends in .h5, to a Cell Ranger v3 HDF5 file. A 10x file holds "
+        "no groups; its barcodes are cell0, cell1, ... and cell i is in group (i mod GROUPS) "
+        "(recall_dask.simulate.group_labels).",
     )
-    simulate.add_argument("-o", "--out", required=True, help="output AnnData .zarr store")
+    simulate.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="output: an AnnData .zarr store, or a Cell Ranger .h5 file if it ends in .h5",
+    )
     simulate.add_argument("--cells", type=int, required=True, help="number of cells")
     simulate.add_argument("--genes", type=int, required=True, help="number of genes")
     simulate.add_argument("--groups", type=int, required=True, help="number of true groups")

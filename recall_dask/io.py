@@ -43,6 +43,13 @@ _CSR_META = sp.csr_matrix((0, 0), dtype=np.float32)
 # What reading a damaged or foreign file raises, across gzip, scipy, pandas, h5py and zarr.
 _READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zlib.error)
 
+# Cell Ranger .h5 output: stored chunk length (entries) of the appended datasets, the chunk
+# cache that keeps the partly filled last chunks in memory between appends, and the filters
+# (standard HDF5 gzip and shuffle, readable from R and Python alike).
+_H5_CHUNK = 1 << 18
+_H5_CACHE_BYTES = 16 << 20
+_H5_FILTERS: dict[str, Any] = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
 Block = np.ndarray | sp.spmatrix | sp.sparray
 
 
@@ -402,6 +409,97 @@ def _write_atomically(counts: _Counts, store: Path, chunk_size: int, where: Path
         _replace(partial, store)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+# -- writer: row chunks -> Cell Ranger v3 HDF5 file -------------------------------------
+
+
+def _h5_strings(values: Any) -> np.ndarray:
+    """Strings as the fixed-length UTF-8 bytes Cell Ranger stores."""
+    return np.char.encode(np.asarray(values, dtype=str), "utf-8")
+
+
+def _write_10x_file(counts: _Counts, path: Path, chunk_size: int, where: Path) -> None:
+    """Validate each row chunk and append it to the 10x ``matrix`` group of a new file."""
+    n_obs, n_vars = len(counts.obs), len(counts.var)
+    with h5py.File(path, "w", rdcc_nbytes=_H5_CACHE_BYTES) as file:
+        file.attrs.update({"filetype": "matrix", "version": 2})
+        group = file.create_group("matrix")
+        features = group.create_group("features")
+        names = counts.var.index
+        for key, values in (
+            ("id", counts.var.get("gene_ids", names)),
+            ("name", names),
+            ("feature_type", counts.var.get("feature_types", ["Gene Expression"] * n_vars)),
+            ("genome", counts.var.get("genome", [""] * n_vars)),
+            ("_all_tag_keys", ["genome"]),
+        ):
+            features.create_dataset(key, data=_h5_strings(values), **_H5_FILTERS)
+        group.create_dataset("barcodes", data=_h5_strings(counts.obs.index), **_H5_FILTERS)
+        appendable = {
+            name: group.create_dataset(
+                name, shape=(0,), maxshape=(None,), chunks=(_H5_CHUNK,), dtype=dtype, **_H5_FILTERS
+            )
+            for name, dtype in (("data", np.int32), ("indices", np.int64), ("indptr", np.int64))
+        }
+        appendable["indptr"].resize((1,))
+        appendable["indptr"][0] = 0
+        n_rows = nnz = 0
+        for chunk in _guarded(counts.rows(chunk_size), where):
+            cells = f"{where} (cells {n_rows}-{n_rows + chunk.shape[0] - 1})"
+            nnz += _check_chunk(chunk, cells)
+            if chunk.shape[1] != n_vars:
+                raise InputError(f"{cells}: {chunk.shape[1]} genes in the matrix, {n_vars} listed")
+            rows = sp.csr_matrix(chunk, copy=True)
+            rows.eliminate_zeros()
+            rows.sort_indices()
+            if rows.nnz and rows.data.max() > np.iinfo(np.int32).max:
+                raise InputError(f"{cells}: counts above {np.iinfo(np.int32).max}")
+            offset = appendable["data"].shape[0]
+            for name, values in (
+                ("data", rows.data),
+                ("indices", rows.indices),
+                ("indptr", rows.indptr[1:].astype(np.int64) + offset),
+            ):
+                dataset = appendable[name]
+                start = dataset.shape[0]
+                dataset.resize((start + values.size,))
+                dataset[start:] = values.astype(dataset.dtype)
+            n_rows += chunk.shape[0]
+        if n_rows != n_obs:
+            raise InputError(f"{where}: {n_rows} cells in the matrix, {n_obs} barcodes listed")
+        _check_totals(n_obs, n_vars, nnz, str(where))
+        group.create_dataset("shape", data=np.array([n_vars, n_obs], dtype=np.int32))
+
+
+def write_10x_h5(
+    path: str | Path,
+    obs: pd.DataFrame,
+    var: pd.DataFrame,
+    rows: Callable[[int], Iterator[Block]],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> None:
+    """Write the counts that ``rows(chunk_size)`` yields as a Cell Ranger v3 ``.h5`` file.
+
+    The layout is that of Cell Ranger's feature-barcode matrix: group ``matrix`` holding the
+    genes x cells matrix as CSC (``data`` int32, ``indices`` int64, ``indptr`` int64,
+    ``shape`` = [genes, cells]), ``barcodes`` from ``obs.index``, and ``features/{id, name,
+    feature_type, genome}`` from ``var`` (columns ``gene_ids``, ``feature_types`` and
+    ``genome`` if present, else the var names, "Gene Expression" and ""). CSC by cell is CSR
+    by cell, so each row chunk is validated as raw counts (like :func:`write_stream`) and
+    appended to gzip-compressed, resizable datasets; the whole matrix is never in memory.
+    The file is written under a hidden sibling name that replaces ``path`` only once complete,
+    so a failure leaves neither partial output nor a damaged previous file.
+    """
+    path = Path(path).expanduser().resolve()
+    _check_chunk_size(chunk_size)
+    partial = path.with_name(f".{path.name}.partial-{uuid4().hex}")
+    try:
+        _write_10x_file(_Counts(obs, var, rows), partial, chunk_size, path)
+        _replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 # -- lazy access and results -------------------------------------------------------------

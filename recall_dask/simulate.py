@@ -36,7 +36,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recall_dask.errors import InputError
-from recall_dask.io import DEFAULT_CHUNK_SIZE, write_stream
+from recall_dask.io import DEFAULT_CHUNK_SIZE, write_10x_h5, write_stream
 
 _BLOCK_ROWS = 1024  # divides the default chunk size, so no block is drawn twice
 _STREAM = 0x73696D  # "sim"
@@ -212,9 +212,13 @@ def write_simulated(
     log_mean: float = LOG_MEAN,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> None:
-    """Write simulated counts straight to an AnnData Zarr store, one row chunk at a time.
+    """Write simulated counts one row chunk at a time, never holding the whole matrix.
 
-    The matrix is never in memory as a whole; the result equals :func:`simulate`.
+    ``store`` ending in ``.h5`` gets a Cell Ranger v3 HDF5 file (:func:`~recall_dask.io.
+    write_10x_h5`), anything else an AnnData Zarr store with the true group in
+    ``obs['group']``. A 10x file has no place for the groups: its barcodes are ``cell{i}``,
+    so the group of cell ``i`` is ``group_labels(n_cells, n_groups)[i]``. The counts, cell
+    and gene names equal those of :func:`simulate`.
     """
     means, obs, var = _design(n_cells, n_genes, n_groups, de_prob, seed, log_mean)
 
@@ -223,7 +227,8 @@ def write_simulated(
         calls = [(first, min(size, n_cells - first), means, seed) for first in starts]
         return _prefetched(simulate_block, calls)
 
-    write_stream(store, obs, var, rows, chunk_size=chunk_size)
+    write = write_10x_h5 if Path(store).suffix.lower() == ".h5" else write_stream
+    write(store, obs, var, rows, chunk_size=chunk_size)
 
 
 def _prefetched(function: Callable[..., _T], calls: list[tuple]) -> Iterator[_T]:

@@ -29,6 +29,7 @@ from recall_dask.io import (
     write_labels_csv,
     write_results,
 )
+from recall_dask.io import write_10x_h5 as stream_10x_h5
 
 N_CELLS, N_GENES = 53, 11
 SYMBOLS = ["G0", "G1", "G1", "G3", "G1", *(f"G{i}" for i in range(5, N_GENES))]
@@ -378,6 +379,97 @@ def test_counts_from_anndata_layer():
 def test_counts_from_anndata_validates(matrix, fragment):
     with pytest.raises(InputError, match=fragment):
         counts_from_anndata(annotated(matrix), chunk_size=16)
+
+
+# -- Cell Ranger .h5 writer --------------------------------------------------------------
+
+
+def _row_chunks(counts: np.ndarray):
+    """Row chunks as the writer receives them: CSR with an explicit zero, and dense floats."""
+
+    def rows(size: int):
+        for start in range(0, len(counts), size):
+            block = counts[start : start + size]
+            if start // size % 2:
+                yield block.astype(np.float64)
+            else:
+                csr = sp.csr_matrix(block)
+                csr.data[:1] = 0  # stored zero: dropped from the file
+                yield csr
+
+    return rows
+
+
+def _zero_first_stored(counts: np.ndarray, size: int) -> np.ndarray:
+    """``counts`` as ``_row_chunks`` yields it: the first stored count of even chunks zeroed."""
+    out = counts.copy()
+    for start in range(0, len(counts), 2 * size):
+        rows, cols = np.nonzero(out[start : start + size])
+        if rows.size:
+            out[start + rows[0], cols[0]] = 0
+    return out
+
+
+def test_write_10x_h5_layout_and_round_trip(tmp_path):
+    path = tmp_path / "out.h5"
+    obs = pd.DataFrame(index=BARCODES)
+    var = pd.DataFrame({"gene_ids": IDS}, index=UNIQUE_SYMBOLS)
+    stream_10x_h5(path, obs, var, _row_chunks(make_counts()), chunk_size=7)
+    expected = _zero_first_stored(make_counts(), 7)
+    with h5py.File(path, "r") as file:
+        matrix = file["matrix"]
+        dtypes = {k: matrix[k].dtype for k in ("data", "indices", "indptr")}
+        assert dtypes == {"data": np.int32, "indices": np.int64, "indptr": np.int64}
+        assert list(matrix["shape"][:]) == [N_GENES, N_CELLS]
+        csc = sp.csc_matrix(
+            tuple(matrix[k][:] for k in ("data", "indices", "indptr")), shape=(N_GENES, N_CELLS)
+        )
+        assert csc.has_sorted_indices and (csc.data > 0).all()
+        np.testing.assert_array_equal(csc.toarray(), expected.T)
+        assert matrix["barcodes"][:].tolist() == [b.encode() for b in BARCODES]
+        features = {k: matrix[f"features/{k}"][:].tolist() for k in matrix["features"]}
+    assert features == {
+        "_all_tag_keys": [b"genome"],
+        "id": [i.encode() for i in IDS],
+        "name": [n.encode() for n in UNIQUE_SYMBOLS],
+        "feature_type": [b"Gene Expression"] * N_GENES,
+        "genome": [b""] * N_GENES,
+    }
+    ingest(path, tmp_path / "out.zarr", chunk_size=10)
+    adata = ad.read_zarr(tmp_path / "out.zarr")
+    np.testing.assert_array_equal(adata.X.toarray(), expected)
+    assert list(adata.obs_names) == BARCODES
+    assert list(adata.var_names) == UNIQUE_SYMBOLS
+    assert list(adata.var["gene_ids"]) == IDS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5", "out.zarr"]
+
+
+def _row_slices(counts: np.ndarray, size: int):
+    for start in range(0, len(counts), size):
+        yield sp.csr_matrix(counts[start : start + size])
+
+
+@pytest.mark.parametrize(
+    ("counts", "n_barcodes", "fragment"),
+    [
+        (_with(make_counts(), 20, -1), N_CELLS, "cells 14-20.*negative values"),
+        (_with(make_counts(), 3, 0.5), N_CELLS, "non-integer"),
+        (make_counts(), N_CELLS - 1, "53 cells in the matrix, 52 barcodes"),
+        (np.zeros((N_CELLS, N_GENES)), N_CELLS, "no genes detected"),
+    ],
+    ids=["negative", "non-integer", "barcode-count", "all-zero"],
+)
+def test_write_10x_h5_failure_keeps_previous_file(tmp_path, counts, n_barcodes, fragment):
+    path = tmp_path / "out.h5"
+    var = pd.DataFrame(index=UNIQUE_SYMBOLS)
+    stream_10x_h5(path, pd.DataFrame(index=BARCODES), var, _row_chunks(make_counts()))
+    before = _snapshot(path)
+    obs = pd.DataFrame(index=BARCODES[:n_barcodes])
+    with pytest.raises(InputError, match=fragment) as error:
+        stream_10x_h5(path, obs, var, lambda size: _row_slices(counts, size), chunk_size=7)
+    assert str(path) in str(error.value)
+    assert _snapshot(path) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.h5"]
 
 
 # -- results -----------------------------------------------------------------------------

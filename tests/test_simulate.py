@@ -1,18 +1,22 @@
-"""Simulated counts: streamed to Zarr chunk by chunk, equal to the in-memory simulation;
-the negative binomial sampler against scipy's distribution."""
+"""Simulated counts: streamed to Zarr or 10x .h5 chunk by chunk, equal to the in-memory
+simulation; the negative binomial sampler against scipy's distribution."""
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from scipy import stats
 
+from recall_dask.cli import main
 from recall_dask.errors import InputError
-from recall_dask.io import open_counts
+from recall_dask.io import ingest, open_counts
 from recall_dask.simulate import (
     _BLOCK_ROWS,
     _DISPERSION,
     _STREAM,
+    group_labels,
     group_means,
     nb_quantile,
     simulate,
@@ -103,3 +107,35 @@ def test_blocks_are_the_sampler_applied_to_the_block_uniforms():
     assert block.dtype == np.float32 and block.has_sorted_indices
     assert (block.data > 0).all()
     np.testing.assert_array_equal(block.toarray(), expected)
+
+
+# -- Cell Ranger .h5 output --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [300, 5000], ids=["300-rows", "one-chunk"])
+def test_h5_output_equals_the_zarr_simulation(tmp_path, chunk_size):
+    args = (1100, 150, 3)
+    write_simulated(tmp_path / "sim.zarr", *args, seed=5, de_prob=0.3)
+    write_simulated(tmp_path / "sim.h5", *args, seed=5, de_prob=0.3, chunk_size=chunk_size)
+    ingest(tmp_path / "sim.h5", tmp_path / "from_h5.zarr")
+    expected, got = open_counts(tmp_path / "sim.zarr"), open_counts(tmp_path / "from_h5.zarr")
+    np.testing.assert_array_equal(got.X.compute().toarray(), expected.X.compute().toarray())
+    assert got.obs_names.equals(expected.obs_names)
+    assert got.var_names.equals(expected.var_names)
+    groups = group_labels(*args[::2]).astype(str)
+    assert expected.obs["group"].tolist() == groups.tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["from_h5.zarr", "sim.h5", "sim.zarr"]
+
+
+def test_simulate_command_writes_h5(tmp_path):
+    out = tmp_path / "sim.h5"
+    argv = ["simulate", "-o", str(out), "--cells", "300", "--genes", "50", "--groups", "3"]
+    assert main([*argv, "--quiet"]) == 0
+    with h5py.File(out, "r") as file:
+        matrix = file["matrix"]
+        assert list(matrix["shape"][:]) == [50, 300]
+        assert matrix["barcodes"][0] == b"cell0"
+        counts = sp.csr_matrix(
+            tuple(matrix[k][:] for k in ("data", "indices", "indptr")), shape=(300, 50)
+        )
+    np.testing.assert_array_equal(counts.toarray(), simulate(300, 50, 3).X.toarray())
