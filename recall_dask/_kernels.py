@@ -117,22 +117,32 @@ def pairwise_rank_sum_stats(values, offsets, sizes, pairs, n_features):
 
 
 @numba.njit(nogil=True, cache=True)
-def accumulate_gram(indptr, indices, data, out):
-    """Add X^T X of a CSR block to the upper triangle of ``out`` (features x features).
+def accumulate_gram(indptr, indices, data, out, block):
+    """Add X^T X of a CSR block with sorted column indices to the upper triangle of ``out``.
 
     Each row adds the products of its nonzero pairs only, so the cost is the sum of squared
-    row counts, not rows x features^2. Column indices need not be sorted.
+    row counts, not rows x features^2. The products are added one ``block`` x ``block`` tile
+    of ``out`` at a time, over all rows, so the tile being written stays in cache.
     """
-    for row in range(indptr.size - 1):
-        start, stop = indptr[row], indptr[row + 1]
-        for a in range(start, stop):
-            feature_a, value_a = indices[a], data[a]
-            for b in range(a, stop):
-                feature_b = indices[b]
-                if feature_a <= feature_b:
-                    out[feature_a, feature_b] += value_a * data[b]
-                else:
-                    out[feature_b, feature_a] += value_a * data[b]
+    n_rows = indptr.size - 1
+    n_tiles = (out.shape[1] + block - 1) // block
+    starts = np.empty((n_rows, n_tiles + 1), np.int64)  # first entry of each tile, per row
+    for row in range(n_rows):
+        position = indptr[row]
+        for tile in range(n_tiles):
+            while position < indptr[row + 1] and indices[position] < tile * block:
+                position += 1
+            starts[row, tile] = position
+        starts[row, n_tiles] = indptr[row + 1]
+    for tile_a in range(n_tiles):
+        for tile_b in range(tile_a, n_tiles):
+            for row in range(n_rows):
+                stop_b = starts[row, tile_b + 1]
+                for a in range(starts[row, tile_a], starts[row, tile_a + 1]):
+                    feature_a, value_a = indices[a], data[a]
+                    start_b = a if tile_a == tile_b else starts[row, tile_b]
+                    for b in range(start_b, stop_b):
+                        out[feature_a, indices[b]] += value_a * data[b]
 
 
 @numba.njit(nogil=True, cache=True)

@@ -31,6 +31,8 @@ class PCA:
     singular_values: np.ndarray
 
 
+#: Features per cache-resident tile of the Gram matrix while it accumulates (512 KiB).
+_GRAM_TILE = 256
 #: Gram partials per pass: each accumulates its share of row blocks in place, so few
 #: features x features partials are shipped and added, and the tasks still spread out.
 _GRAM_PARTIALS = 8
@@ -42,8 +44,9 @@ def _gram_partial(blocks: list[sp.csr_matrix], scaling: Scaling) -> np.ndarray:
     partial = np.zeros((n + 1, n))
     for block in blocks:
         capped = scaling.capped(block)
+        capped.sort_indices()
         data = capped.data.astype(np.float64)
-        accumulate_gram(capped.indptr, capped.indices, data, partial[:n])
+        accumulate_gram(capped.indptr, capped.indices, data, partial[:n], _GRAM_TILE)
         partial[n] += np.asarray(capped.sum(axis=0)).ravel()
     return partial
 

@@ -73,11 +73,12 @@ def augment(
     params: RecallParams,
     timings: dict[str, float],
     store: Path | None,
-) -> tuple[np.ndarray, da.Array]:
+) -> tuple[np.ndarray, da.Array, da.Array]:
     """Variable genes and the log-normalized [genes | artificial genes] matrix, computed once.
 
     The matrix goes to the work store ``store`` (out of core), or with ``None`` stays in worker
-    memory; either way it is tiled in feature blocks for the pairwise tests.
+    memory. It comes back twice, lazily: by row chunks, for the passes over the cells, and by
+    (row chunk, feature block) tiles, for the pairwise tests.
     """
     with _stage("variable genes", timings):
         moments = column_moments(counts).compute()
@@ -87,10 +88,10 @@ def augment(
     with _stage("artificial genes and normalization", timings):
         data = augmented_log_normalized(counts, genes, null, params.seed, params.target_sum)
         if store is None:
-            data = _persist(data.rechunk({1: FEATURE_BLOCK}))
-        else:
-            data = write_tiles(data, store, FEATURE_BLOCK)
-    return genes, data
+            rows = _persist(data)
+            return genes, rows, rows.rechunk({1: FEATURE_BLOCK})
+        tiles = write_tiles(data, store, FEATURE_BLOCK)
+    return genes, tiles.by_rows(), tiles.by_tiles()
 
 
 def embed(data: da.Array, params: RecallParams, timings: dict[str, float]) -> np.ndarray:
@@ -113,13 +114,13 @@ def run_recall(
     if n_cells < params.k_neighbors:
         raise InputError(f"fewer cells ({n_cells}) than neighbours (k = {params.k_neighbors})")
     timings: dict[str, float] = {}
-    genes, data = augment(counts, var, params, timings, store)
-    embedding = embed(data, params, timings)
+    genes, rows, tiles = augment(counts, var, params, timings, store)
+    embedding = embed(rows, params, timings)
     with _stage("neighbour graph", timings):
         knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors)
         snn = shared_nearest_neighbors(knn, params.snn_prune)
     with _stage("calibration", timings):
-        iterations = calibrate(snn, data, genes.size, params)
+        iterations = calibrate(snn, tiles, genes.size, params)
     record = {
         "params": params.as_dict(),
         "seed": params.seed,

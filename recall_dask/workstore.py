@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
@@ -48,17 +49,47 @@ def work_store(work_dir: str | os.PathLike | None) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def write_tiles(data: da.Array, path: str | os.PathLike, feature_block: int) -> da.Array:
-    """Compute row-chunked ``data`` into a new work store at ``path``, and read it back lazily.
+@dataclass(frozen=True)
+class Tiles:
+    """A matrix in a work store, read lazily either by row chunks or by tiles."""
 
-    The returned array has the shape and values of ``data``, with one chunk per (row chunk,
-    feature block) tile; every task reads only its tile from the store.
-    """
+    path: str
+    row_chunks: tuple[int, ...]
+    feature_bounds: tuple[int, ...]
+
+    @property
+    def _widths(self) -> tuple[int, ...]:
+        return tuple(np.diff(self.feature_bounds).tolist())
+
+    def by_rows(self) -> da.Array:
+        """One chunk per row chunk, all features: for passes over the cells."""
+        return da.map_blocks(
+            _read_rows,
+            chunks=(self.row_chunks, (self.feature_bounds[-1],)),
+            dtype=np.float64,
+            meta=CSR_META,
+            path=self.path,
+            widths=self._widths,
+        )
+
+    def by_tiles(self) -> da.Array:
+        """One chunk per (row chunk, feature block): for tests feature block by feature block."""
+        return da.map_blocks(
+            _read_tile,
+            chunks=(self.row_chunks, self._widths),
+            dtype=np.float64,
+            meta=CSR_META,
+            path=self.path,
+        )
+
+
+def write_tiles(data: da.Array, path: str | os.PathLike, feature_block: int) -> Tiles:
+    """Compute row-chunked ``data`` into a new work store at ``path``, one task per row chunk."""
     if len(data.chunks[1]) != 1:
         data = data.rechunk({1: -1})
     row_chunks = data.chunks[0]
     n_features = data.shape[1]
-    bounds = [*range(0, n_features, feature_block), n_features]
+    bounds = (*range(0, n_features, feature_block), n_features)
     root = zarr.open_group(str(path), mode="w", zarr_format=2)
     longest = max(row_chunks)
     for name, dtype in (("data", "float64"), ("indices", "int32")):
@@ -78,19 +109,11 @@ def write_tiles(data: da.Array, path: str | os.PathLike, feature_block: int) -> 
     )
     write = dask.delayed(_write_row_chunk, pure=True)
     blocks = data.to_delayed()[:, 0]
-    dask.compute(
-        *(write(block, r, str(path), bounds) for r, block in enumerate(blocks)),
-    )
-    return da.map_blocks(
-        _read_tile,
-        chunks=(row_chunks, tuple(np.diff(bounds))),
-        dtype=np.float64,
-        meta=CSR_META,
-        path=str(path),
-    )
+    dask.compute(*(write(block, r, str(path), bounds) for r, block in enumerate(blocks)))
+    return Tiles(str(path), row_chunks, bounds)
 
 
-def _write_row_chunk(block: sp.csr_matrix, r: int, path: str, bounds: list[int]) -> int:
+def _write_row_chunk(block: sp.csr_matrix, r: int, path: str, bounds: tuple[int, ...]) -> int:
     """Write one row chunk as its feature-block tiles; returns its number of nonzeros."""
     block = sp.csr_matrix(block)
     tiles = [block[:, a:b] for a, b in pairwise(bounds)]
@@ -126,3 +149,22 @@ def _read_tile(path: str, block_info: dict) -> sp.csr_matrix:
         (data[r, first:last], indices[r, first:last], pointers - first),
         shape=(n_rows, col_stop - col_start),
     )
+
+
+def _read_rows(path: str, widths: tuple[int, ...], block_info: dict) -> sp.csr_matrix:
+    """The whole row chunk at this block's location, its tiles side by side, in one read."""
+    info = block_info[None]
+    r = info["chunk-location"][0]
+    row_start, row_stop = info["array-location"][0]
+    n_rows = row_stop - row_start
+    data, indices, indptr = _arrays(path)
+    pointers = indptr[r, :, : n_rows + 1]
+    nnz = int(pointers[-1, -1])
+    values, columns = data[r, :nnz], indices[r, :nnz]
+    tiles = [
+        sp.csr_matrix(
+            (values[p[0] : p[-1]], columns[p[0] : p[-1]], p - p[0]), shape=(n_rows, width)
+        )
+        for p, width in zip(pointers, widths, strict=True)
+    ]
+    return sp.hstack(tiles, format="csr")

@@ -67,3 +67,16 @@ def test_pca_is_deterministic_in_sign(rng):
     flipped = pca_from_gram(gram * 1.0, 3).loadings
     np.testing.assert_array_equal(first, flipped)
     assert (first[np.abs(first).argmax(axis=0), np.arange(3)] > 0).all()
+
+
+def test_gram_spanning_several_cache_tiles_with_unsorted_columns(rng):
+    """Features beyond one Gram tile (256), and rows whose column indices are not sorted."""
+    x = sp.random(300, 700, density=0.05, format="csr", random_state=rng) * 3
+    for start, stop in zip(x.indptr[:-1], x.indptr[1:], strict=True):  # shuffle each row
+        perm = start + rng.permutation(stop - start)
+        x.indices[start:stop], x.data[start:stop] = x.indices[perm], x.data[perm]
+    x.has_sorted_indices = False
+    data = as_row_chunked(x, 37)
+    scaling = feature_scaling(data, 2.0)
+    z = dense_scaled(x.toarray(), 2.0)
+    np.testing.assert_allclose(scaled_gram(data, scaling), z.T @ z, rtol=1e-9, atol=1e-9)
