@@ -80,6 +80,12 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
         help="cells per row chunk (default %(default)s)",
     )
     add("--layer", default=None, help="counts layer of an .h5ad/.zarr input (default: X)")
+    add(
+        "--work-dir",
+        default=None,
+        help="directory for the temporary work store of the augmented matrix; on a cluster, "
+        "one every worker can reach (default: the system's temporary directory)",
+    )
     add("--n-workers", type=int, default=2, help="local cluster workers (default %(default)s)")
     add(
         "--threads-per-worker",
@@ -200,7 +206,7 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         ingested(source, args.out, chunk_size=args.chunk_size, layer=args.layer) as store,
         dask_client(cluster),
     ):
-        adata = recall_store(store, params)
+        adata = recall_store(store, params, work_dir=args.work_dir)
     labels = adata.obs["recall_clusters"]
     if args.labels_csv:
         io.write_labels_csv(args.labels_csv, adata.obs_names, labels.to_numpy())

@@ -31,6 +31,7 @@ import scipy.sparse as sp
 import zarr
 
 from recall_dask._chunks import CSR_META
+from recall_dask.errors import InputError
 
 _ENTRIES_PER_CHUNK = 1 << 16  # stored chunk of data and indices: 512 KiB of float64
 
@@ -42,6 +43,8 @@ def work_store(work_dir: str | os.PathLike | None) -> Iterator[Path]:
     ``None`` means the system's temporary directory. On a cluster whose workers do not share
     the client's disk, ``work_dir`` must be a directory that every worker can reach.
     """
+    if work_dir is not None and not Path(work_dir).is_dir():
+        raise InputError(f"work directory {work_dir} does not exist")
     directory = Path(tempfile.mkdtemp(prefix="recall-work-", dir=work_dir))
     try:
         yield directory / "augmented.zarr"

@@ -73,6 +73,7 @@ def bad_inputs(tmp: Path, rng) -> dict[str, tuple[Path, list[str]]]:
         "bad resolution": (cellranger_folder(tmp / "ok4", good), ["--resolution-start", "-1"]),
         "no workers": (cellranger_folder(tmp / "ok5", good), ["--n-workers", "0"]),
         "bad chunk size": (cellranger_folder(tmp / "ok6", good), ["--chunk-size", "0"]),
+        "missing work dir": (cellranger_folder(tmp / "ok7", good), ["--work-dir", str(tmp / "no")]),
     }
 
 
@@ -94,6 +95,7 @@ CASES = [
     "bad resolution",
     "no workers",
     "bad chunk size",
+    "missing work dir",
 ]
 
 
