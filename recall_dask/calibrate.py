@@ -4,24 +4,35 @@ At each resolution the graph is clustered and every pair of clusters is tested o
 variable genes and their artificial twins. A pair whose knockoff filter selects no gene is
 not supported by the data, so the resolution drops by ``reduction_percentage`` and the same
 graph is clustered again. The loop stops when every pair selects a gene or one cluster is left.
+
+Each clustering starts its own random stream (Seurat's ``random.seed = 0``), so the clustering
+at a resolution does not depend on the ones before it. The next resolutions are therefore
+clustered ahead, on other cores, while the current one is tested; a clustering that turns out
+not to be needed is abandoned at its next random start. Results are the same as one at a time.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 
-from recall_dask.graph import cluster_graph
+from recall_dask.graph import SNNGraph, cluster_graph
 from recall_dask.knockoff import knockoff_statistics, n_selected_per_pair
 from recall_dask.params import RecallParams
 from recall_dask.wilcoxon import cluster_pairs, pairwise_log_pvalues
 
 logger = logging.getLogger(__name__)
+
+#: Clusterings run at once in the client: the current resolution and the next ones.
+CLUSTERING_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 class CalibrationError(RuntimeError):
@@ -80,35 +91,64 @@ def selected_gene_counts(
     return counts
 
 
+def resolutions(params: RecallParams) -> list[float]:
+    """The resolutions the loop may try, each ``reduction_percentage`` below the one before."""
+    values = [params.resolution_start]
+    for _ in range(params.max_iterations - 1):
+        values.append(values[-1] * (1 - params.reduction_percentage))
+    return values
+
+
 def calibrate(
     snn: sp.csr_matrix, data: da.Array, n_genes: int, params: RecallParams
 ) -> list[Iteration]:
     """Lower the resolution until every cluster pair selects a gene; the last iteration wins."""
+    graph = SNNGraph.from_snn(snn)
+    steps = resolutions(params)
+    stop = threading.Event()
+    clusterings: dict[int, Future] = {}
     iterations: list[Iteration] = []
-    resolution = params.resolution_start
-    for _ in range(params.max_iterations):
-        # Seurat's FindClusters keeps random.seed = 0 whatever the user's seed, and so do we.
-        labels = cluster_graph(snn, resolution, algorithm=params.algorithm, seed=0)
-        iteration = Iteration(
-            resolution, labels, selected_gene_counts(data, labels, n_genes, params.fdr)
-        )
-        iterations.append(iteration)
-        _log(len(iterations), iteration)
-        if iteration.failing_pair is None:
-            if len(iterations) == 1:
-                warnings.warn(
-                    f"the starting resolution {resolution} was accepted after a single "
-                    "iteration: the clusters may be under-clustered; consider a higher "
-                    "--resolution-start",
-                    stacklevel=2,
+    with ThreadPoolExecutor(CLUSTERING_THREADS, thread_name_prefix="clustering") as pool:
+        try:
+            for number, resolution in enumerate(steps):
+                for ahead in range(number, min(number + CLUSTERING_THREADS + 1, len(steps))):
+                    if ahead not in clusterings:
+                        # Seurat's FindClusters keeps random.seed = 0 whatever the user's seed.
+                        clusterings[ahead] = pool.submit(
+                            cluster_graph,
+                            graph,
+                            steps[ahead],
+                            algorithm=params.algorithm,
+                            seed=0,
+                            stop=stop,
+                        )
+                labels = clusterings.pop(number).result()
+                iteration = Iteration(
+                    resolution, labels, selected_gene_counts(data, labels, n_genes, params.fdr)
                 )
-            return iterations
-        resolution *= 1 - params.reduction_percentage
+                iterations.append(iteration)
+                _log(len(iterations), iteration)
+                if iteration.failing_pair is None:
+                    _warn_if_first(iterations)
+                    return iterations
+        finally:
+            stop.set()
+            pool.shutdown(cancel_futures=True)
     raise CalibrationError(
         f"no calibrated clustering after {params.max_iterations} iterations "
         f"(last resolution {iterations[-1].resolution:.4g}, {iterations[-1].n_clusters} "
         "clusters); raise --max-iterations or --reduction-percentage"
     )
+
+
+def _warn_if_first(iterations: list[Iteration]) -> None:
+    if len(iterations) == 1:
+        warnings.warn(
+            f"the starting resolution {iterations[0].resolution} was accepted after a single "
+            "iteration: the clusters may be under-clustered; consider a higher "
+            "--resolution-start",
+            stacklevel=3,
+        )
 
 
 def _log(number: int, iteration: Iteration) -> None:

@@ -16,6 +16,9 @@ Known differences from Seurat:
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+
 import dask
 import igraph as ig
 import leidenalg as la
@@ -34,6 +37,30 @@ from recall_dask._kernels import (
 from recall_dask.errors import InputError
 
 ALGORITHMS = ("louvain", "leiden")
+
+
+class ClusteringStopped(Exception):
+    """A clustering abandoned between random starts because its result is no longer needed."""
+
+
+@dataclass(frozen=True)
+class SNNGraph:
+    """The SNN graph in the forms clustering needs, built once and shared by every clustering.
+
+    ``snn`` is the canonical CSR matrix; ``network`` its off-diagonal CSR arrays and each
+    node's total edge weight, as Louvain reads them.
+    """
+
+    snn: sp.csr_matrix
+    network: tuple[np.ndarray, ...]
+
+    @classmethod
+    def from_snn(cls, snn: sp.csr_matrix) -> SNNGraph:
+        snn = sp.csr_matrix(snn)
+        if not snn.has_canonical_format:
+            snn = snn.copy()
+            snn.sum_duplicates()
+        return cls(snn, _network(snn))
 
 
 def nearest_neighbors(embedding: np.ndarray, k: int = 20) -> np.ndarray:
@@ -109,7 +136,7 @@ def _min_shared(k: int, prune: float) -> int:
 
 
 def cluster_graph(
-    snn: sp.csr_matrix,
+    snn: sp.csr_matrix | SNNGraph,
     resolution: float,
     *,
     algorithm: str = "louvain",
@@ -117,6 +144,7 @@ def cluster_graph(
     n_starts: int = 10,
     n_iterations: int = 10,
     initial: np.ndarray | None = None,
+    stop: threading.Event | None = None,
 ) -> np.ndarray:
     """Modularity clustering of the SNN graph, as Seurat's ``FindClusters`` defaults.
 
@@ -126,28 +154,31 @@ def cluster_graph(
     improvement or ``n_iterations`` passes; the best-quality start wins (first on ties).
     ``seed`` is Seurat's ``random.seed``. ``initial`` warm-starts every start from that
     partition instead of singletons. Singletons are then merged (``GroupSingletons``) and
-    labels renumbered 0..K-1 by decreasing size, ties by smallest cell index.
+    labels renumbered 0..K-1 by decreasing size, ties by smallest cell index. Pass an
+    :class:`SNNGraph` to share one prepared graph between clusterings. Setting ``stop``
+    abandons the clustering at its next random start with :class:`ClusteringStopped`.
     """
     if algorithm not in ALGORITHMS:
         raise InputError(f"unknown clustering algorithm {algorithm!r}; use one of {ALGORITHMS}")
     if n_starts < 1 or n_iterations < 1:
         raise InputError("n_starts and n_iterations must be at least 1")
-    snn = sp.csr_matrix(snn)
-    if not snn.has_canonical_format:
-        snn = snn.copy()
-        snn.sum_duplicates()
+    graph = snn if isinstance(snn, SNNGraph) else SNNGraph.from_snn(snn)
+    snn = graph.snn
     if initial is not None:
         initial = np.asarray(initial)
         if initial.shape != (snn.shape[0],):
             raise InputError(f"initial partition has shape {initial.shape}, not ({snn.shape[0]},)")
         initial = _order_by_size(initial).tolist()
-    optimise = _seurat_louvain if algorithm == "louvain" else _leiden
-    best = optimise(snn, resolution, seed, n_starts, n_iterations, initial)
+    optimise, target = (
+        (_seurat_louvain, graph.network) if algorithm == "louvain" else (_leiden, snn)
+    )
+    stop = stop or threading.Event()
+    best = optimise(target, resolution, seed, n_starts, n_iterations, initial, stop)
     labels = _group_singletons(_order_by_size(best), snn)
     return _order_by_size(labels)
 
 
-def _seurat_louvain(snn, resolution, seed, n_starts, n_iterations, initial):
+def _seurat_louvain(network, resolution, seed, n_starts, n_iterations, initial, stop):
     """Seurat's ``RunModularityClustering`` with algorithm 1 (Louvain), step for step.
 
     One ``java.util.Random(seed)`` stream drives every start, as in Seurat; each start runs
@@ -155,12 +186,13 @@ def _seurat_louvain(snn, resolution, seed, n_starts, n_iterations, initial):
     with the best quality wins (the first on ties). Quality uses Seurat's resolution scaling,
     resolution / (2 x total edge weight).
     """
-    network = _network(snn)
     scaled_resolution = resolution / network[2].sum()
     state = java_random(seed)
     best, best_quality = None, -np.inf
     for _ in range(n_starts):
-        cluster = np.arange(snn.shape[0]) if initial is None else np.array(initial)
+        if stop.is_set():
+            raise ClusteringStopped
+        cluster = np.arange(network[3].size) if initial is None else np.array(initial)
         for _ in range(n_iterations):
             if not _louvain(network, cluster, scaled_resolution, state):
                 break
@@ -196,12 +228,14 @@ def _network(snn: sp.csr_matrix) -> tuple[np.ndarray, ...]:
     )
 
 
-def _leiden(snn, resolution, seed, n_starts, n_iterations, initial):
+def _leiden(snn, resolution, seed, n_starts, n_iterations, initial, stop):
     """leidenalg's Leiden (Seurat's algorithm 4), best of ``n_starts`` seeds seed, seed + 1, ...
 
     Each start is a task, so starts spread over the workers' processes and the graph is
     shipped once; the best quality wins, the earliest start on ties, whatever ran where.
     """
+    if stop.is_set():
+        raise ClusteringStopped
     shared = dask.delayed(snn, traverse=False)
     start = dask.delayed(_leiden_start, pure=True)
     results = dask.compute(

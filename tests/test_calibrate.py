@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from conftest import simulate_dense
 
-from recall_dask.calibrate import CalibrationError, Iteration
+from recall_dask import calibrate as calibrate_module
+from recall_dask.calibrate import CalibrationError, Iteration, resolutions
+from recall_dask.graph import (
+    ClusteringStopped,
+    cluster_graph,
+    nearest_neighbors,
+    shared_nearest_neighbors,
+)
+from recall_dask.params import RecallParams
 from recall_dask.pipeline import recall
 
 
@@ -42,3 +52,39 @@ def test_iteration_limit_stops_with_a_clear_message():
     adata = simulate_dense(600, 800, 1, seed=4)
     with pytest.raises(CalibrationError, match="after 1 iterations"):
         recall(adata, max_iterations=1, n_hvg=300)
+
+
+def test_resolutions_drop_by_the_reduction_percentage():
+    steps = resolutions(RecallParams(resolution_start=1.0, reduction_percentage=0.25))
+    assert len(steps) == RecallParams().max_iterations
+    np.testing.assert_allclose(steps[:4], [1.0, 0.75, 0.5625, 0.421875], rtol=1e-15)
+
+
+@pytest.mark.parametrize("algorithm", ["louvain", "leiden"])
+def test_clustering_ahead_changes_nothing(monkeypatch, algorithm):
+    """Resolutions clustered ahead on other threads give the one-at-a-time iterations."""
+    traces = []
+    for threads in (1, 3):
+        monkeypatch.setattr(calibrate_module, "CLUSTERING_THREADS", threads)
+        adata = simulate_dense(600, 800, 1, seed=4)
+        recall(adata, n_hvg=300, algorithm=algorithm)
+        record = adata.uns["recall"]
+        traces.append(
+            [
+                (it["resolution"], it["n_clusters"], it["n_selected"].tolist())
+                for it in (record["iterations"][str(i)] for i in range(record["n_iterations"]))
+            ]
+        )
+        traces[-1].append(adata.obs["recall_clusters"].tolist())
+    assert len(traces[0]) > 2, "the loop must take several iterations"
+    assert traces[0] == traces[1]
+
+
+def test_a_stopped_clustering_ends_at_its_next_start(rng):
+    x = rng.normal(size=(200, 5))
+    snn = shared_nearest_neighbors(nearest_neighbors(x, 10))
+    stop = threading.Event()
+    stop.set()
+    for algorithm in ("louvain", "leiden"):
+        with pytest.raises(ClusteringStopped):
+            cluster_graph(snn, 0.8, algorithm=algorithm, stop=stop)
