@@ -313,7 +313,11 @@ def louvain_local_moving(indptr, indices, weights, node_weight, cluster, resolut
 
 @numba.njit(nogil=True, cache=True)
 def reduce_network(indptr, indices, weights, node_weight, cluster, n_clusters):
-    """The network of clusters: summed node weights and between-cluster edge weights."""
+    """The network of clusters: summed node weights and between-cluster edge weights.
+
+    Two passes over the edges, one to count each cluster's neighbouring clusters and one to
+    fill them in, so the reduced network takes only the memory it needs.
+    """
     members_start = np.zeros(n_clusters + 1, dtype=np.int64)
     for i in range(cluster.size):
         members_start[cluster[i] + 1] += 1
@@ -325,30 +329,34 @@ def reduce_network(indptr, indices, weights, node_weight, cluster, n_clusters):
         fill[cluster[i]] += 1
     reduced_weight = np.zeros(n_clusters)
     reduced_indptr = np.zeros(n_clusters + 1, dtype=np.int64)
-    reduced_indices = np.empty(indices.size, dtype=np.int64)
-    reduced_weights = np.empty(indices.size)
     weight_to = np.zeros(n_clusters)
     neighbours = np.empty(n_clusters, dtype=np.int64)
-    n_edges = 0
-    for c in range(n_clusters):
-        n_neighbours = 0
-        for m in range(members_start[c], members_start[c + 1]):
-            node = members[m]
-            reduced_weight[c] += node_weight[node]
-            for e in range(indptr[node], indptr[node + 1]):
-                other = cluster[indices[e]]
-                if other != c:
-                    if weight_to[other] == 0:
-                        neighbours[n_neighbours] = other
-                        n_neighbours += 1
-                    weight_to[other] += weights[e]
-        for t in range(n_neighbours):
-            reduced_indices[n_edges + t] = neighbours[t]
-            reduced_weights[n_edges + t] = weight_to[neighbours[t]]
-            weight_to[neighbours[t]] = 0.0
-        n_edges += n_neighbours
-        reduced_indptr[c + 1] = n_edges
-    return reduced_indptr, reduced_indices[:n_edges], reduced_weights[:n_edges], reduced_weight
+    for counting in (True, False):
+        if not counting:
+            reduced_indices = np.empty(reduced_indptr[-1], dtype=np.int64)
+            reduced_weights = np.empty(reduced_indptr[-1])
+        for c in range(n_clusters):
+            n_neighbours = 0
+            for m in range(members_start[c], members_start[c + 1]):
+                node = members[m]
+                if not counting:
+                    reduced_weight[c] += node_weight[node]
+                for e in range(indptr[node], indptr[node + 1]):
+                    other = cluster[indices[e]]
+                    if other != c:
+                        if weight_to[other] == 0:
+                            neighbours[n_neighbours] = other
+                            n_neighbours += 1
+                        weight_to[other] += weights[e]
+            start = reduced_indptr[c]
+            for t in range(n_neighbours):
+                if not counting:
+                    reduced_indices[start + t] = neighbours[t]
+                    reduced_weights[start + t] = weight_to[neighbours[t]]
+                weight_to[neighbours[t]] = 0.0
+            if counting:
+                reduced_indptr[c + 1] = reduced_indptr[c] + n_neighbours
+    return reduced_indptr, reduced_indices, reduced_weights, reduced_weight
 
 
 @numba.njit(nogil=True, cache=True)
