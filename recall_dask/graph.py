@@ -217,7 +217,9 @@ def _louvain(network, cluster, resolution, state) -> bool:
 def _network(snn: sp.csr_matrix) -> tuple[np.ndarray, ...]:
     """CSR parts of the SNN without its diagonal, and each node's total edge weight.
 
-    Built by masking the stored entries, without the copies a sparse subtraction makes.
+    Built by masking the stored entries, without the copies a sparse subtraction makes. The
+    indices keep the SNN's dtype (int32 for fewer than 2^31 edges), which cuts the memory
+    traffic of Louvain's sweeps.
     """
     n = snn.shape[0]
     rows = np.repeat(np.arange(n, dtype=snn.indices.dtype), np.diff(snn.indptr))
@@ -227,7 +229,7 @@ def _network(snn: sp.csr_matrix) -> tuple[np.ndarray, ...]:
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
     node_weight = np.bincount(rows, weights=weights, minlength=n).astype(np.float64)
-    return indptr, snn.indices[keep].astype(np.int64), weights, node_weight
+    return indptr, snn.indices[keep], weights, node_weight
 
 
 def _leiden(snn, resolution, seed, n_starts, n_iterations, initial, stop):
