@@ -38,7 +38,7 @@ from recall_dask.preprocess import (
     feature_scaling,
     select_variable_genes,
 )
-from recall_dask.wilcoxon import FEATURE_BLOCK
+from recall_dask.wilcoxon import feature_block_for
 from recall_dask.workstore import work_store, write_tiles
 
 logger = logging.getLogger(__name__)
@@ -89,8 +89,8 @@ def augment(
         data = augmented_log_normalized(counts, genes, null, params.seed, params.target_sum)
         if store is None:
             rows = _persist(data)
-            return genes, rows, rows.rechunk({1: FEATURE_BLOCK})
-        tiles = write_tiles(data, store, FEATURE_BLOCK)
+            return genes, rows, rows.rechunk({1: feature_block_for(counts.shape[0])})
+        tiles = write_tiles(data, store, feature_block_for(counts.shape[0]))
     return genes, tiles.by_rows(), tiles.by_tiles()
 
 

@@ -24,8 +24,18 @@ from recall_dask._kernels import group_nonzeros, pairwise_rank_sum_stats
 from recall_dask.errors import InputError
 
 _LOG2 = np.log(2.0)
-#: Features per pairwise-test task, and the width of the augmented matrix's stored tiles.
-FEATURE_BLOCK = 128
+#: Cells x features that one pairwise-test task holds (about 13 million nonzeros at 10%).
+_TASK_ENTRIES = 2**27
+
+
+def feature_block_for(n_cells: int) -> int:
+    """Features per pairwise-test task (and per stored tile): a power of two in 128..1024.
+
+    Each task holds its block for all cells, so wide blocks for few cells keep the number of
+    tasks and their overhead small, and narrow blocks for many cells keep task memory bounded.
+    """
+    width = 2 ** int(np.log2(max(1, _TASK_ENTRIES // max(1, n_cells))))
+    return int(np.clip(width, 128, 1024))
 
 
 def cluster_pairs(n_clusters: int) -> np.ndarray:

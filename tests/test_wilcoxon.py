@@ -8,7 +8,12 @@ from scipy.special import log_ndtr
 from scipy.stats import mannwhitneyu
 
 from recall_dask.errors import InputError
-from recall_dask.wilcoxon import cluster_pairs, pairwise_log_pvalues, rank_sum_log_pvalue
+from recall_dask.wilcoxon import (
+    cluster_pairs,
+    feature_block_for,
+    pairwise_log_pvalues,
+    rank_sum_log_pvalue,
+)
 
 
 def _tie_heavy(rng, n_cells, n_features, zero_fraction=0.7):
@@ -182,3 +187,8 @@ def test_dense_blocks_accepted(four_clusters):
 def test_bad_labels_rejected(labels):
     with pytest.raises(InputError):
         pairwise_log_pvalues(_as_dask(np.ones((3, 2)), 3), labels, 3)
+
+
+def test_feature_blocks_narrow_as_cells_grow():
+    widths = [feature_block_for(n) for n in (10, 2_700, 100_000, 200_000, 500_000, 10**6, 10**8)]
+    assert widths == [1024, 1024, 1024, 512, 256, 128, 128]
