@@ -320,22 +320,34 @@ def _append_rows(group: zarr.Group, chunk: sp.csr_matrix) -> None:
     group["data"].append(chunk.data)
 
 
-def _stream_x(counts: _Counts, root: zarr.Group, chunk_size: int, where: Path) -> None:
-    """Validate each row chunk and append it to X; then check the totals and set the shape."""
+def _validated_rows(
+    counts: _Counts, chunk_size: int, where: Path
+) -> Iterator[tuple[str, sp.spmatrix]]:
+    """Each row chunk with its cells' label, checked as raw counts of the listed genes.
+
+    Once the chunks are exhausted, checks that they cover every listed cell and that the
+    matrix is not empty, so a writer that consumes them all has written valid counts.
+    """
     n_obs, n_vars = len(counts.obs), len(counts.var)
-    group = _create_csr(root, n_vars, chunk_size)
     n_rows = nnz = 0
     for chunk in _guarded(counts.rows(chunk_size), where):
         cells = f"{where} (cells {n_rows}-{n_rows + chunk.shape[0] - 1})"
         nnz += _check_chunk(chunk, cells)
         if chunk.shape[1] != n_vars:
             raise InputError(f"{cells}: {chunk.shape[1]} genes in the matrix, {n_vars} listed")
-        _append_rows(group, _to_csr32(chunk))
+        yield cells, chunk
         n_rows += chunk.shape[0]
     if n_rows != n_obs:
         raise InputError(f"{where}: {n_rows} cells in the matrix, {n_obs} barcodes listed")
     _check_totals(n_obs, n_vars, nnz, str(where))
-    group.attrs["shape"] = [n_obs, n_vars]
+
+
+def _stream_x(counts: _Counts, root: zarr.Group, chunk_size: int, where: Path) -> None:
+    """Append each validated row chunk to X; then set the shape."""
+    group = _create_csr(root, len(counts.var), chunk_size)
+    for _, chunk in _validated_rows(counts, chunk_size, where):
+        _append_rows(group, _to_csr32(chunk))
+    group.attrs["shape"] = [len(counts.obs), len(counts.var)]
 
 
 def _write_store(counts: _Counts, path: Path, chunk_size: int, where: Path) -> None:
@@ -380,7 +392,7 @@ def ingest(
     _check_distinct(source, store)
     with _reading(source):
         counts = _reader_for(source)(source, layer)
-    _write_atomically(counts, store, chunk_size, source)
+    _write_atomically(_write_store, counts, store, chunk_size, source)
 
 
 def write_stream(
@@ -399,16 +411,26 @@ def write_stream(
     """
     store = Path(store).expanduser().resolve()
     _check_chunk_size(chunk_size)
-    _write_atomically(_Counts(obs, var, rows), store, chunk_size, store)
+    _write_atomically(_write_store, _Counts(obs, var, rows), store, chunk_size, store)
 
 
-def _write_atomically(counts: _Counts, store: Path, chunk_size: int, where: Path) -> None:
-    partial = store.with_name(f".{store.name}.partial-{uuid4().hex}")
+def _write_atomically(
+    write: Callable[[_Counts, Path, int, Path], None],
+    counts: _Counts,
+    out: Path,
+    chunk_size: int,
+    where: Path,
+) -> None:
+    """``write`` into a hidden sibling of ``out`` that replaces ``out`` only once complete."""
+    partial = out.with_name(f".{out.name}.partial-{uuid4().hex}")
     try:
-        _write_store(counts, partial, chunk_size, where)
-        _replace(partial, store)
+        write(counts, partial, chunk_size, where)
+        _replace(partial, out)
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        if partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            partial.unlink(missing_ok=True)
 
 
 # -- writer: row chunks -> Cell Ranger v3 HDF5 file -------------------------------------
@@ -444,12 +466,7 @@ def _write_10x_file(counts: _Counts, path: Path, chunk_size: int, where: Path) -
         }
         appendable["indptr"].resize((1,))
         appendable["indptr"][0] = 0
-        n_rows = nnz = 0
-        for chunk in _guarded(counts.rows(chunk_size), where):
-            cells = f"{where} (cells {n_rows}-{n_rows + chunk.shape[0] - 1})"
-            nnz += _check_chunk(chunk, cells)
-            if chunk.shape[1] != n_vars:
-                raise InputError(f"{cells}: {chunk.shape[1]} genes in the matrix, {n_vars} listed")
+        for cells, chunk in _validated_rows(counts, chunk_size, where):
             rows = sp.csr_matrix(chunk, copy=True)
             rows.eliminate_zeros()
             rows.sort_indices()
@@ -465,10 +482,6 @@ def _write_10x_file(counts: _Counts, path: Path, chunk_size: int, where: Path) -
                 start = dataset.shape[0]
                 dataset.resize((start + values.size,))
                 dataset[start:] = values.astype(dataset.dtype)
-            n_rows += chunk.shape[0]
-        if n_rows != n_obs:
-            raise InputError(f"{where}: {n_rows} cells in the matrix, {n_obs} barcodes listed")
-        _check_totals(n_obs, n_vars, nnz, str(where))
         group.create_dataset("shape", data=np.array([n_vars, n_obs], dtype=np.int32))
 
 
@@ -494,12 +507,7 @@ def write_10x_h5(
     """
     path = Path(path).expanduser().resolve()
     _check_chunk_size(chunk_size)
-    partial = path.with_name(f".{path.name}.partial-{uuid4().hex}")
-    try:
-        _write_10x_file(_Counts(obs, var, rows), partial, chunk_size, path)
-        _replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    _write_atomically(_write_10x_file, _Counts(obs, var, rows), path, chunk_size, path)
 
 
 # -- lazy access and results -------------------------------------------------------------
