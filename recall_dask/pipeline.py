@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -87,10 +87,11 @@ def augment(
         null = fit_null(counts[:, genes], params.null_method)
     with _stage("artificial genes and normalization", timings):
         data = augmented_log_normalized(counts, genes, null, params.seed, params.target_sum)
+        width = feature_block_for(counts.shape[0])
         if store is None:
             rows = _persist(data)
-            return genes, rows, rows.rechunk({1: feature_block_for(counts.shape[0])})
-        tiles = write_tiles(data, store, feature_block_for(counts.shape[0]))
+            return genes, rows, rows.rechunk({1: width})
+        tiles = write_tiles(data, store, width)
     return genes, tiles.by_rows(), tiles.by_tiles()
 
 
@@ -167,11 +168,8 @@ def recall(
     params = RecallParams(**options)
     if isinstance(data, ad.AnnData):
         counts = io.counts_from_anndata(data, layer=layer, chunk_size=chunk_size)
-        if work_dir is None:
-            _annotate(data, *run_recall(counts, data.var, params))
-        else:
-            with work_store(work_dir) as store:
-                _annotate(data, *run_recall(counts, data.var, params, store))
+        with nullcontext() if work_dir is None else work_store(work_dir) as store:
+            _annotate(data, *run_recall(counts, data.var, params, store))
         if out is not None:
             data.write_zarr(out)
         return data
