@@ -12,7 +12,7 @@ from pathlib import Path
 
 from recall_dask import __version__, io
 from recall_dask.calibrate import CalibrationError
-from recall_dask.cluster import ClusterConfig, dask_client
+from recall_dask.cluster import CLUSTER_KINDS, ClusterConfig, dask_client
 from recall_dask.errors import InputError
 from recall_dask.graph import ALGORITHMS
 from recall_dask.nulls import NULL_METHODS
@@ -86,7 +86,35 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
         help="directory for the temporary work store of the augmented matrix; on a cluster, "
         "one every worker can reach (default: the system's temporary directory)",
     )
-    add("--n-workers", type=int, default=2, help="local cluster workers (default %(default)s)")
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_argument_group(
+        "where to run",
+        "An existing scheduler (--scheduler or DASK_SCHEDULER_ADDRESS; tls:// addresses use "
+        "dask's distributed.comm.tls config), else a new cluster of the --cluster kind, shut "
+        "down at the end. SLURM and Kubernetes options left out come from dask config "
+        "(jobqueue.slurm.* as in jobqueue.yaml, kubernetes.*).",
+    )
+    add = where.add_argument
+    add(
+        "--scheduler",
+        default=None,
+        help="address of an existing Dask scheduler (default: DASK_SCHEDULER_ADDRESS)",
+    )
+    add(
+        "--cluster",
+        dest="kind",
+        choices=CLUSTER_KINDS,
+        default="local",
+        help="kind of new cluster (default %(default)s)",
+    )
+    add(
+        "--n-workers",
+        type=int,
+        default=2,
+        help="local worker processes or Kubernetes worker pods (default %(default)s)",
+    )
     add(
         "--threads-per-worker",
         type=int,
@@ -94,12 +122,13 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
         help="threads per local worker (default: cores / workers)",
     )
     add("--memory-limit", default="auto", help="memory per local worker, e.g. 4GiB (default auto)")
-    add(
-        "--scheduler",
-        default=None,
-        help="address of an existing Dask scheduler (default: DASK_SCHEDULER_ADDRESS or a "
-        "local cluster on 127.0.0.1)",
-    )
+    add("--jobs", type=int, default=1, help="SLURM worker jobs (default %(default)s)")
+    add("--queue", default=None, help="SLURM partition")
+    add("--account", default=None, help="SLURM account")
+    add("--walltime", default=None, help="SLURM job time limit, e.g. 02:00:00")
+    add("--cores", type=int, default=None, help="cores per SLURM job")
+    add("--memory", default=None, help="memory per SLURM job, e.g. 16GiB")
+    add("--image", default=None, help="container image of the Kubernetes scheduler and workers")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,6 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--out", required=True, help="output AnnData .zarr store")
     run.add_argument("--labels-csv", default=None, help="also write barcode,cluster to this CSV")
     _add_recall_options(run)
+    _add_cluster_options(run)
     demo = commands.add_parser(
         "demo",
         help="run on the bundled PBMC 3k data",
@@ -131,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
         "--labels-csv", default="recall_demo_labels.csv", help="labels CSV (default %(default)s)"
     )
     _add_recall_options(demo)
+    _add_cluster_options(demo)
     ingest = commands.add_parser(
         "ingest",
         help="stream counts into a row-chunked AnnData Zarr store",
@@ -196,12 +227,7 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         raise InputError(f"--chunk-size must be >= 1 (got {args.chunk_size})")
     if args.labels_csv and not Path(args.labels_csv).resolve().parent.is_dir():
         raise InputError(f"--labels-csv: directory of {args.labels_csv} does not exist")
-    cluster = ClusterConfig(
-        scheduler=args.scheduler,
-        n_workers=args.n_workers,
-        threads_per_worker=args.threads_per_worker,
-        memory_limit=args.memory_limit,
-    )
+    cluster = ClusterConfig(**{f.name: getattr(args, f.name) for f in fields(ClusterConfig)})
     with (
         ingested(source, args.out, chunk_size=args.chunk_size, layer=args.layer) as store,
         dask_client(cluster),
