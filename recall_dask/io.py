@@ -595,7 +595,7 @@ def _read_csr_block(
     """The rows of this block, read by the task itself from the CSR group ``key`` at ``url``."""
     (start, stop), (_, n_cols) = block_info[None]["array-location"]
     group = open_group(url, "r", storage_options)[key]
-    return _csr_rows(group, start, stop, n_cols)
+    return _to_csr32(_csr_rows(group, start, stop, n_cols))
 
 
 def _row_blocked(matrix: Any, chunk_size: int) -> da.Array:

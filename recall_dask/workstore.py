@@ -61,6 +61,8 @@ def work_store(
         raise InputError(f"work directory {work_dir} does not exist")
     directory = root.child(f"recall-work-{uuid4().hex}")
     directory.fs.makedirs(directory.path, exist_ok=False)
+    if directory.is_local:
+        os.chmod(directory.path, 0o700)  # private, as tempfile.mkdtemp makes it
     store = directory.child("augmented.zarr")
     try:
         yield Path(store.path) if store.is_local else store.url
