@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -112,6 +112,16 @@ def _reading(path: Path | Location) -> Iterator[None]:
         raise
     except _READ_ERRORS as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
+
+
+@contextmanager
+def _writing(path: Location) -> Iterator[None]:
+    """Report an output that cannot be written (missing bucket, no permission, ...) as one
+    InputError line naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc}") from exc
 
 
 def _guarded(chunks: Iterator[Block], path: Location) -> Iterator[Block]:
@@ -454,17 +464,21 @@ def _write_atomically(
     but on an object store it does not keep the previous one.
     """
     if not out.is_local:
-        out.remove()
-        try:
-            write(counts, out, chunk_size, where)
-        except BaseException:
+        with _writing(out):
             out.remove()
+        try:
+            with _writing(out):
+                write(counts, out, chunk_size, where)
+        except BaseException:
+            with suppress(OSError):
+                out.remove()
             raise
         return
     partial = out.sibling(f".{out.name}.partial-{uuid4().hex}")
     try:
-        write(counts, partial, chunk_size, where)
-        _replace(Path(partial.path), Path(out.path))
+        with _writing(out):
+            write(counts, partial, chunk_size, where)
+            _replace(Path(partial.path), Path(out.path))
     finally:
         partial.remove()
 

@@ -53,16 +53,15 @@ def work_store(
 
     ``None`` means the system's temporary directory. On a cluster whose workers do not share
     the client's disk, ``work_dir`` must be a directory (or a URL, such as ``s3://bucket/tmp``)
-    that every worker can reach. A local directory must exist; under a URL of an object store,
-    where directories are only key prefixes, nothing is checked before writing.
+    that every worker can reach. A local directory must exist; a URL is checked only when the
+    store is written (:func:`write_tiles`), since object stores have no directories.
     """
     root = Location.of(tempfile.gettempdir() if work_dir is None else work_dir, storage_options)
-    if root.is_local and not root.isdir():
-        raise InputError(f"work directory {work_dir} does not exist")
     directory = root.child(f"recall-work-{uuid4().hex}")
-    directory.fs.makedirs(directory.path, exist_ok=False)
-    if directory.is_local:
-        os.chmod(directory.path, 0o700)  # private, as tempfile.mkdtemp makes it
+    if root.is_local:  # object stores have no directories: writing the store makes the prefix
+        if not root.isdir():
+            raise InputError(f"work directory {work_dir} does not exist")
+        os.mkdir(directory.path, 0o700)  # private, as tempfile.mkdtemp makes it
     store = directory.child("augmented.zarr")
     try:
         yield Path(store.path) if store.is_local else store.url
@@ -125,7 +124,20 @@ def write_tiles(
     bounds = (*range(0, n_features, feature_block), n_features)
     store = Location.of(path, storage_options)
     url, options = store.url, store.storage_options
-    root = store.open_group("w", zarr_format=2)
+    try:
+        _create_arrays(store.open_group("w", zarr_format=2), row_chunks, n_features, bounds)
+    except OSError as error:
+        raise InputError(f"cannot write the work store {store}: {error}") from error
+    write = dask.delayed(_write_row_chunk, pure=True)
+    blocks = data.to_delayed()[:, 0]
+    dask.compute(*(write(block, r, url, bounds, options) for r, block in enumerate(blocks)))
+    return Tiles(url, row_chunks, bounds, options)
+
+
+def _create_arrays(
+    root: zarr.Group, row_chunks: tuple[int, ...], n_features: int, bounds: tuple[int, ...]
+) -> None:
+    """The empty data, indices and indptr arrays: one stored row per row chunk."""
     longest = max(row_chunks)
     for name, dtype in (("data", "float64"), ("indices", "int32")):
         root.create_array(
@@ -142,10 +154,6 @@ def write_tiles(
         dtype="int64",
         fill_value=0,
     )
-    write = dask.delayed(_write_row_chunk, pure=True)
-    blocks = data.to_delayed()[:, 0]
-    dask.compute(*(write(block, r, url, bounds, options) for r, block in enumerate(blocks)))
-    return Tiles(url, row_chunks, bounds, options)
 
 
 def _write_row_chunk(

@@ -181,3 +181,19 @@ def test_failed_run_leaves_no_output_on_s3(s3):
         recall("s3://recall/tiny.zarr", out="s3://recall/bad.zarr", storage_options=s3, n_hvg=20)
     assert not Location.of("s3://recall/bad.zarr", s3).exists()
     Location.of("s3://recall/tiny.zarr", s3).remove()
+
+
+def test_unwritable_urls_are_input_errors(simulated, s3):
+    source, _ = simulated
+    with pytest.raises(InputError, match="cannot write s3://missing-bucket/out.zarr"):
+        ingest(source, "s3://missing-bucket/out.zarr", storage_options=s3)
+    with pytest.raises(InputError, match="cannot write the work store s3://missing-bucket/tmp"):
+        recall(
+            source,
+            out="s3://recall/w.zarr",
+            work_dir="s3://missing-bucket/tmp",
+            storage_options=s3,
+            **RUN,
+        )
+    assert not Location.of("s3://recall/w.zarr", s3).exists(), "the output is removed"
+    assert not Location.of("s3://missing-bucket", s3).exists(), "no bucket is created"
