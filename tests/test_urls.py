@@ -7,6 +7,7 @@ import json
 import pickle
 import socket
 
+import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -17,7 +18,7 @@ from recall_dask.cli import main
 from recall_dask.errors import InputError
 from recall_dask.io import ingest, open_counts
 from recall_dask.pipeline import recall
-from recall_dask.simulate import write_simulated
+from recall_dask.simulate import simulate, write_simulated
 from recall_dask.storage import Location
 from recall_dask.workstore import work_store, write_tiles
 
@@ -80,6 +81,16 @@ def test_store_in_an_object_store_round_trips(simulated, memory):
     x = open_counts(f"{memory}/counts.zarr").X
     assert x.chunks[0] == (100,) * 6
     np.testing.assert_array_equal(x.compute().toarray(), open_counts(source).X.compute().toarray())
+
+
+def test_anndata_result_written_to_an_object_store(simulated, memory):
+    _, expected = simulated
+    adata = simulate(**SIM)
+    recall(adata, out=f"{memory}/adata.zarr", chunk_size=CHUNK, work_dir=memory, **RUN)
+    stored = ad.read_zarr(Location.of(f"{memory}/adata.zarr").zarr_store(read_only=True))
+    np.testing.assert_array_equal(stored.obs["recall_clusters"].to_numpy(), expected)
+    names = [p.rsplit("/", 1)[1] for p in Location.of(memory).fs.ls(memory, detail=False)]
+    assert names == ["adata.zarr"], "the work store is removed"
 
 
 def test_failed_write_to_an_object_store_leaves_nothing(tmp_path, memory):
