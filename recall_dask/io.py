@@ -3,7 +3,9 @@
 Readers (one per input format) only turn a path into cell and gene annotations plus an
 iterator of row chunks; the writer validates and appends those chunks to a CSR matrix in
 Zarr without knowing where they came from. Downstream code sees a dask array of float32
-``scipy.sparse.csr_matrix`` blocks, one block per chunk of cells.
+``scipy.sparse.csr_matrix`` blocks, one block per chunk of cells, whose tasks read the store
+themselves. Zarr stores, read or written, may be local paths or fsspec URLs (``storage.py``);
+the other input formats are read from local disk.
 """
 
 from __future__ import annotations
