@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import warnings
@@ -19,6 +20,7 @@ from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import RecallParams
 from recall_dask.pipeline import ingested, recall_store
 from recall_dask.simulate import write_simulated
+from recall_dask.storage import Location
 
 logger = logging.getLogger("recall_dask")
 DEFAULTS = RecallParams()
@@ -83,9 +85,10 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
     add(
         "--work-dir",
         default=None,
-        help="directory for the temporary work store of the augmented matrix; on a cluster, "
-        "one every worker can reach (default: the system's temporary directory)",
+        help="directory or URL (s3://...) for the temporary work store of the augmented matrix; "
+        "on a cluster, one every worker can reach (default: the system's temporary directory)",
     )
+    _add_storage_options(parser)
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +134,27 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     add("--image", default=None, help="container image of the Kubernetes scheduler and workers")
 
 
+def _add_storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage-options",
+        type=_json_object,
+        default=None,
+        help="fsspec storage options for every URL, as JSON, e.g. "
+        '\'{"endpoint_url": "http://minio:9000"}\' (default: fsspec configuration and the '
+        "environment)",
+    )
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="recall-dask",
@@ -145,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
         "and write an AnnData Zarr store with obs['recall_clusters'].",
     )
     run.add_argument("input", help="raw counts: Cell Ranger folder or .h5, .h5ad or .zarr")
-    run.add_argument("-o", "--out", required=True, help="output AnnData .zarr store")
+    run.add_argument("-o", "--out", required=True, help="output AnnData .zarr store (path or URL)")
     run.add_argument("--labels-csv", default=None, help="also write barcode,cluster to this CSV")
     _add_recall_options(run)
     _add_cluster_options(run)
@@ -169,7 +193,9 @@ def _parser() -> argparse.ArgumentParser:
         "AnnData Zarr store with X as row-chunked CSR, chunk by chunk; `run` reads such a store.",
     )
     ingest.add_argument("input", help="raw counts: Cell Ranger folder or .h5, .h5ad or .zarr")
-    ingest.add_argument("-o", "--out", required=True, help="output AnnData .zarr store")
+    ingest.add_argument(
+        "-o", "--out", required=True, help="output AnnData .zarr store (path or URL)"
+    )
     ingest.add_argument(
         "--chunk-size",
         type=int,
@@ -179,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--layer", default=None, help="counts layer of an .h5ad/.zarr input (default: X)"
     )
+    _add_storage_options(ingest)
     simulate = commands.add_parser(
         "simulate",
         help="write simulated counts with known groups",
@@ -210,6 +237,7 @@ def _parser() -> argparse.ArgumentParser:
         default=io.DEFAULT_CHUNK_SIZE,
         help="cells per row chunk (default %(default)s)",
     )
+    _add_storage_options(simulate)
     for command in (run, demo, ingest, simulate):
         command.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     return parser
@@ -227,12 +255,15 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         raise InputError(f"--chunk-size must be >= 1 (got {args.chunk_size})")
     if args.labels_csv and not Path(args.labels_csv).resolve().parent.is_dir():
         raise InputError(f"--labels-csv: directory of {args.labels_csv} does not exist")
+    options = args.storage_options
     cluster = ClusterConfig(**{f.name: getattr(args, f.name) for f in fields(ClusterConfig)})
     with (
-        ingested(source, args.out, chunk_size=args.chunk_size, layer=args.layer) as store,
+        ingested(
+            source, args.out, chunk_size=args.chunk_size, layer=args.layer, storage_options=options
+        ) as store,
         dask_client(cluster),
     ):
-        adata = recall_store(store, params, work_dir=args.work_dir)
+        adata = recall_store(store, params, work_dir=args.work_dir, storage_options=options)
     labels = adata.obs["recall_clusters"]
     if args.labels_csv:
         io.write_labels_csv(args.labels_csv, adata.obs_names, labels.to_numpy())
@@ -242,14 +273,17 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         record["n_clusters"],
         record["n_iterations"],
         record["resolution"],
-        Path(args.out).resolve(),
+        Location.of(args.out, options),
         f" and {Path(args.labels_csv).resolve()}" if args.labels_csv else "",
     )
 
 
 def _ingest(args: argparse.Namespace) -> None:
-    io.ingest(args.input, args.out, chunk_size=args.chunk_size, layer=args.layer)
-    logger.info("wrote %s", Path(args.out).resolve())
+    options = args.storage_options
+    io.ingest(
+        args.input, args.out, chunk_size=args.chunk_size, layer=args.layer, storage_options=options
+    )
+    logger.info("wrote %s", Location.of(args.out, options))
 
 
 def _simulate(args: argparse.Namespace) -> None:
@@ -261,8 +295,9 @@ def _simulate(args: argparse.Namespace) -> None:
         de_prob=args.de_prob,
         seed=args.seed,
         chunk_size=args.chunk_size,
+        storage_options=args.storage_options,
     )
-    logger.info("wrote %s", Path(args.out).resolve())
+    logger.info("wrote %s", Location.of(args.out, args.storage_options))
 
 
 _COMMANDS = {

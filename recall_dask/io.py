@@ -3,7 +3,9 @@
 Readers (one per input format) only turn a path into cell and gene annotations plus an
 iterator of row chunks; the writer validates and appends those chunks to a CSR matrix in
 Zarr without knowing where they came from. Downstream code sees a dask array of float32
-``scipy.sparse.csr_matrix`` blocks, one block per chunk of cells.
+``scipy.sparse.csr_matrix`` blocks, one block per chunk of cells, whose tasks read the store
+themselves. Zarr stores, read or written, may be local paths or fsspec URLs (``storage.py``);
+the other input formats are read from local disk.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import shutil
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from uuid import uuid4
 
@@ -26,10 +28,10 @@ import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 import zarr
-from anndata.experimental import read_elem_lazy
 from anndata.io import read_elem, write_elem
 
 from recall_dask.errors import InputError
+from recall_dask.storage import Location, StorageOptions, open_group
 
 BUNDLED_PBMC3K: Path = Path(__file__).resolve().parent / "data" / "pbmc3k"
 #: Cells per row chunk: a multiple of the artificial genes' RNG block (1,024 cells).
@@ -104,7 +106,7 @@ class _Counts:
 
 
 @contextmanager
-def _reading(path: Path) -> Iterator[None]:
+def _reading(path: Path | Location) -> Iterator[None]:
     """Report a damaged or unreadable input as one InputError line naming the path."""
     try:
         yield
@@ -114,7 +116,17 @@ def _reading(path: Path) -> Iterator[None]:
         raise InputError(f"cannot read {path}: {exc}") from exc
 
 
-def _guarded(chunks: Iterator[Block], path: Path) -> Iterator[Block]:
+@contextmanager
+def _writing(path: Location) -> Iterator[None]:
+    """Report an output that cannot be written (missing bucket, no permission, ...) as one
+    InputError line naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc}") from exc
+
+
+def _guarded(chunks: Iterator[Block], path: Location) -> Iterator[Block]:
     """Read errors while iterating become InputErrors; errors of the consumer stay as they are."""
     with _reading(path):
         yield from chunks
@@ -126,16 +138,20 @@ def _row_slices(matrix: Any, chunk_size: int) -> Iterator[Block]:
         yield matrix[start : start + chunk_size]
 
 
+def _csr_rows(group: Any, start: int, stop: int, n_cols: int) -> sp.csr_matrix:
+    """Rows ``start:stop`` of a CSR matrix stored as data/indices/indptr arrays (h5py or
+    zarr), reading only their entries."""
+    indptr = group["indptr"][start : stop + 1].astype(np.int64)
+    lo, hi = int(indptr[0]), int(indptr[-1])
+    parts = (group["data"][lo:hi], group["indices"][lo:hi], indptr - lo)
+    return sp.csr_matrix(parts, shape=(stop - start, n_cols))
+
+
 def _csr_group_rows(group: Any, shape: Sequence[int], chunk_size: int) -> Iterator[sp.csr_matrix]:
-    """Stream a CSR matrix stored as data/indices/indptr arrays (h5py or zarr), reading
-    only the entries of one chunk of rows at a time."""
+    """Stream a stored CSR matrix one chunk of rows at a time."""
     n_rows, n_cols = (int(n) for n in shape)
     for start in range(0, n_rows, chunk_size):
-        stop = min(start + chunk_size, n_rows)
-        indptr = group["indptr"][start : stop + 1].astype(np.int64)
-        lo, hi = int(indptr[0]), int(indptr[-1])
-        parts = (group["data"][lo:hi], group["indices"][lo:hi], indptr - lo)
-        yield sp.csr_matrix(parts, shape=(stop - start, n_cols))
+        yield _csr_rows(group, start, min(start + chunk_size, n_rows), n_cols)
 
 
 def _gene_table(
@@ -153,7 +169,7 @@ def _cell_table(barcodes: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(index=pd.Index(np.asarray(barcodes, dtype=str)))
 
 
-def _no_layer(layer: str | None, path: Path) -> None:
+def _no_layer(layer: str | None, path: Location) -> None:
     if layer is not None:
         raise InputError(f"{path}: layer={layer!r} applies only to .h5ad and .zarr inputs")
 
@@ -173,12 +189,13 @@ def _read_tsv(path: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=[0])
 
 
-def _read_mtx_dir(path: Path, layer: str | None) -> _Counts:
+def _read_mtx_dir(source: Location, layer: str | None) -> _Counts:
     """Cell Ranger matrix folder: matrix.mtx is genes x cells; features.tsv (v3) or genes.tsv (v2).
 
     MatrixMarket is unordered text, so the matrix is parsed whole before rows are sliced.
     """
-    _no_layer(layer, path)
+    _no_layer(layer, source)
+    path = Path(source.path)
     genes = _read_tsv(_first_existing(path, _GENE_FILES, "features/genes"))
     barcodes = _read_tsv(_first_existing(path, _BARCODE_FILES, "barcodes"))
     matrix_path = _first_existing(path, _MTX_FILES, "matrix")
@@ -192,7 +209,7 @@ def _read_mtx_dir(path: Path, layer: str | None) -> _Counts:
     return _Counts(_cell_table(barcodes[0]), var, rows)
 
 
-def _10x_group(file: h5py.File, path: Path) -> str:
+def _10x_group(file: h5py.File, path: Location) -> str:
     """Name of the matrix group: ``matrix`` (v3), or the single genome group (v2)."""
     if "matrix" in file:
         return "matrix"
@@ -202,11 +219,12 @@ def _10x_group(file: h5py.File, path: Path) -> str:
     return genomes[0]
 
 
-def _read_10x_h5(path: Path, layer: str | None) -> _Counts:
+def _read_10x_h5(source: Location, layer: str | None) -> _Counts:
     """Cell Ranger .h5: CSC genes x cells, i.e. CSR cells x genes, streamed by cells."""
-    _no_layer(layer, path)
+    _no_layer(layer, source)
+    path = source.path
     with h5py.File(path, "r") as file:
-        name = _10x_group(file, path)
+        name = _10x_group(file, source)
         group = file[name]
         n_genes, n_cells = group["shape"][:]
         barcodes = group["barcodes"].asstr()[:]
@@ -236,10 +254,12 @@ _ELEMENT_ROWS: dict[str, Callable[[Any, int], Iterator[Block]]] = {
 }
 
 
-def _anndata_reader(open_root: Callable[[Path], Any]) -> Callable[[Path, str | None], _Counts]:
+def _anndata_reader(
+    open_root: Callable[[Location], Any],
+) -> Callable[[Location, str | None], _Counts]:
     """Reader for an AnnData container (h5ad or zarr) given how to open its root group."""
 
-    def read(path: Path, layer: str | None) -> _Counts:
+    def read(path: Location, layer: str | None) -> _Counts:
         key = "X" if layer is None else f"layers/{layer}"
         with open_root(path) as root:
             if key not in root:
@@ -258,12 +278,15 @@ def _anndata_reader(open_root: Callable[[Path], Any]) -> Callable[[Path, str | N
     return read
 
 
-def _open_h5ad(path: Path) -> h5py.File:
-    return h5py.File(path, "r")
+def _open_h5ad(source: Location) -> h5py.File:
+    return h5py.File(source.path, "r")
 
 
-def _open_zarr(path: Path) -> nullcontext:
-    return nullcontext(zarr.open_group(path, mode="r"))
+def _open_zarr(source: Location) -> nullcontext:
+    return nullcontext(source.open_group("r"))
+
+
+_read_zarr = _anndata_reader(_open_zarr)
 
 
 _MTX_FILES = ("matrix.mtx.gz", "matrix.mtx")
@@ -273,26 +296,34 @@ _BARCODE_FILES = ("barcodes.tsv.gz", "barcodes.tsv")
 _DIR_READERS = {
     "matrix.mtx.gz": _read_mtx_dir,
     "matrix.mtx": _read_mtx_dir,
-    "zarr.json": _anndata_reader(_open_zarr),
-    ".zgroup": _anndata_reader(_open_zarr),
+    "zarr.json": _read_zarr,
+    ".zgroup": _read_zarr,
 }
 _FILE_READERS = {".h5": _read_10x_h5, ".h5ad": _anndata_reader(_open_h5ad)}
 
 
-def _reader_for(path: Path) -> Callable[[Path, str | None], _Counts]:
-    """Pick the reader for ``path`` from what it is; unknown inputs are an InputError."""
+def _reader_for(path: Location) -> Callable[[Location, str | None], _Counts]:
+    """Pick the reader for ``path`` from what it is; unknown inputs are an InputError.
+
+    Only AnnData Zarr stores are read from URLs; the other formats from local disk.
+    """
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
-    if path.is_dir():
-        for marker, reader in _DIR_READERS.items():
-            if (path / marker).is_file():
-                return reader
-        raise InputError(f"{path}: directory holds neither matrix.mtx[.gz] nor a Zarr store")
-    reader = _FILE_READERS.get(path.suffix.lower())
-    if reader is None:
+    if path.isdir():
+        reader = next((r for m, r in _DIR_READERS.items() if path.child(m).isfile()), None)
+        if reader is None:
+            raise InputError(f"{path}: directory holds neither matrix.mtx[.gz] nor a Zarr store")
+    else:
+        reader = _FILE_READERS.get(path.suffix)
+        if reader is None:
+            raise InputError(
+                f"{path}: unknown input format {path.suffix!r}; expected a Cell Ranger folder, "
+                ".h5, .h5ad or .zarr"
+            )
+    if reader is not _read_zarr and not path.is_local:
         raise InputError(
-            f"{path}: unknown input format {path.suffix!r}; expected a Cell Ranger folder, "
-            ".h5, .h5ad or .zarr"
+            f"{path}: only AnnData .zarr stores are read from URLs; copy Cell Ranger and .h5ad "
+            "inputs to a local disk"
         )
     return reader
 
@@ -321,7 +352,7 @@ def _append_rows(group: zarr.Group, chunk: sp.csr_matrix) -> None:
 
 
 def _validated_rows(
-    counts: _Counts, chunk_size: int, where: Path
+    counts: _Counts, chunk_size: int, where: Location
 ) -> Iterator[tuple[str, sp.spmatrix]]:
     """Each row chunk with its cells' label, checked as raw counts of the listed genes.
 
@@ -342,7 +373,7 @@ def _validated_rows(
     _check_totals(n_obs, n_vars, nnz, str(where))
 
 
-def _stream_x(counts: _Counts, root: zarr.Group, chunk_size: int, where: Path) -> None:
+def _stream_x(counts: _Counts, root: zarr.Group, chunk_size: int, where: Location) -> None:
     """Append each validated row chunk to X; then set the shape."""
     group = _create_csr(root, len(counts.var), chunk_size)
     for _, chunk in _validated_rows(counts, chunk_size, where):
@@ -350,8 +381,8 @@ def _stream_x(counts: _Counts, root: zarr.Group, chunk_size: int, where: Path) -
     group.attrs["shape"] = [len(counts.obs), len(counts.var)]
 
 
-def _write_store(counts: _Counts, path: Path, chunk_size: int, where: Path) -> None:
-    root = zarr.open_group(path, mode="w", zarr_format=_ZARR_FORMAT)
+def _write_store(counts: _Counts, target: Location, chunk_size: int, where: Location) -> None:
+    root = target.open_group("w", zarr_format=_ZARR_FORMAT)
     root.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
     write_elem(root, "obs", counts.obs)
     write_elem(root, "var", counts.var)
@@ -361,9 +392,12 @@ def _write_store(counts: _Counts, path: Path, chunk_size: int, where: Path) -> N
     zarr.consolidate_metadata(root.store)
 
 
-def _check_distinct(source: Path, store: Path) -> None:
+def _check_distinct(source: Location, store: Location) -> None:
     """Refuse outputs that would overwrite, contain or sit inside the input."""
-    if store == source or store in source.parents or source in store.parents:
+    if source.fs.protocol != store.fs.protocol:
+        return
+    a, b = PurePosixPath(source.path), PurePosixPath(store.path)
+    if a == b or a in b.parents or b in a.parents:
         raise InputError(f"output store {store} is or overlaps the input {source}")
 
 
@@ -381,18 +415,20 @@ def ingest(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     layer: str | None = None,
+    storage_options: StorageOptions = None,
 ) -> None:
     """Convert raw counts in any supported format into an AnnData Zarr store at ``store``.
 
     X is written as float32 CSR one chunk of ``chunk_size`` cells at a time, validating each
-    chunk (see :func:`write_stream`); ``source`` is only ever opened read-only.
+    chunk (see :func:`write_stream`); ``source`` is only ever opened read-only. ``store``, and
+    a ``.zarr`` ``source``, may be any URL fsspec reads, opened with ``storage_options``.
     """
-    source, store = (Path(p).expanduser().resolve() for p in (source, store))
+    source_at, target = (Location.of(p, storage_options) for p in (source, store))
     _check_chunk_size(chunk_size)
-    _check_distinct(source, store)
-    with _reading(source):
-        counts = _reader_for(source)(source, layer)
-    _write_atomically(_write_store, counts, store, chunk_size, source)
+    _check_distinct(source_at, target)
+    with _reading(source_at):
+        counts = _reader_for(source_at)(source_at, layer)
+    _write_atomically(_write_store, counts, target, chunk_size, source_at)
 
 
 def write_stream(
@@ -402,35 +438,51 @@ def write_stream(
     rows: Callable[[int], Iterator[Block]],
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    storage_options: StorageOptions = None,
 ) -> None:
     """Write the counts that ``rows(chunk_size)`` yields, chunk by chunk, as an AnnData store.
 
-    Each chunk is validated as raw counts. The store is written into a hidden sibling
-    directory that replaces ``store`` only once complete, so a failure leaves neither partial
-    output nor a damaged previous store.
+    Each chunk is validated as raw counts. On a local disk the store is written into a hidden
+    sibling directory that replaces ``store`` only once complete, so a failure leaves neither
+    partial output nor a damaged previous store; see :func:`_write_atomically` for URLs.
     """
-    store = Path(store).expanduser().resolve()
+    target = Location.of(store, storage_options)
     _check_chunk_size(chunk_size)
-    _write_atomically(_write_store, _Counts(obs, var, rows), store, chunk_size, store)
+    _write_atomically(_write_store, _Counts(obs, var, rows), target, chunk_size, target)
 
 
 def _write_atomically(
-    write: Callable[[_Counts, Path, int, Path], None],
+    write: Callable[[_Counts, Location, int, Location], None],
     counts: _Counts,
-    out: Path,
+    out: Location,
     chunk_size: int,
-    where: Path,
+    where: Location,
 ) -> None:
-    """``write`` into a hidden sibling of ``out`` that replaces ``out`` only once complete."""
-    partial = out.with_name(f".{out.name}.partial-{uuid4().hex}")
+    """``write`` into a hidden sibling of ``out`` that replaces ``out`` only once complete.
+
+    Object stores (any URL that is not on a local disk) cannot rename a directory
+    atomically: there the previous ``out`` is removed, ``write`` writes at ``out`` itself,
+    and what it wrote is removed if it fails. A failure leaves no partial output either way,
+    but on an object store it does not keep the previous one.
+    """
+    if not out.is_local:
+        with _writing(out):
+            out.remove()
+        try:
+            with _writing(out):
+                write(counts, out, chunk_size, where)
+        except BaseException:
+            with suppress(OSError):
+                out.remove()
+            raise
+        return
+    partial = out.sibling(f".{out.name}.partial-{uuid4().hex}")
     try:
-        write(counts, partial, chunk_size, where)
-        _replace(partial, out)
+        with _writing(out):
+            write(counts, partial, chunk_size, where)
+            _replace(Path(partial.path), Path(out.path))
     finally:
-        if partial.is_dir():
-            shutil.rmtree(partial, ignore_errors=True)
-        else:
-            partial.unlink(missing_ok=True)
+        partial.remove()
 
 
 # -- writer: row chunks -> Cell Ranger v3 HDF5 file -------------------------------------
@@ -441,10 +493,10 @@ def _h5_strings(values: Any) -> np.ndarray:
     return np.char.encode(np.asarray(values, dtype=str), "utf-8")
 
 
-def _write_10x_file(counts: _Counts, path: Path, chunk_size: int, where: Path) -> None:
+def _write_10x_file(counts: _Counts, target: Location, chunk_size: int, where: Location) -> None:
     """Validate each row chunk and append it to the 10x ``matrix`` group of a new file."""
     n_obs, n_vars = len(counts.obs), len(counts.var)
-    with h5py.File(path, "w", rdcc_nbytes=_H5_CACHE_BYTES) as file:
+    with h5py.File(target.path, "w", rdcc_nbytes=_H5_CACHE_BYTES) as file:
         file.attrs.update({"filetype": "matrix", "version": 2})
         group = file.create_group("matrix")
         features = group.create_group("features")
@@ -503,38 +555,63 @@ def write_10x_h5(
     by cell, so each row chunk is validated as raw counts (like :func:`write_stream`) and
     appended to gzip-compressed, resizable datasets; the whole matrix is never in memory.
     The file is written under a hidden sibling name that replaces ``path`` only once complete,
-    so a failure leaves neither partial output nor a damaged previous file.
+    so a failure leaves neither partial output nor a damaged previous file. Local paths only.
     """
-    path = Path(path).expanduser().resolve()
+    target = Location.of(path)
+    if not target.is_local:
+        raise InputError(f"{path}: Cell Ranger .h5 files are written to a local disk only")
     _check_chunk_size(chunk_size)
-    _write_atomically(_write_10x_file, _Counts(obs, var, rows), path, chunk_size, path)
+    _write_atomically(_write_10x_file, _Counts(obs, var, rows), target, chunk_size, target)
 
 
 # -- lazy access and results -------------------------------------------------------------
 
 
-def _open_group(store: str | Path, mode: str) -> zarr.Group:
-    path = Path(store)
-    if not path.is_dir():
-        raise InputError(f"{path}: no such Zarr store")
-    with _reading(path):
-        return zarr.open_group(path, mode=mode, use_consolidated=None if mode == "r" else False)
+def _open_group(store: Location, mode: str) -> zarr.Group:
+    if not store.isdir():
+        raise InputError(f"{store}: no such Zarr store")
+    with _reading(store):
+        return store.open_group(mode, use_consolidated=None if mode == "r" else False)
 
 
-def open_counts(store: str | Path, *, chunk_size: int | None = None) -> ad.AnnData:
-    """Open a store written by :func:`ingest`: obs and var in memory, X lazy.
+def open_counts(
+    store: str | Path, *, chunk_size: int | None = None, storage_options: StorageOptions = None
+) -> ad.AnnData:
+    """Open a store written by :func:`ingest` (a path or URL): obs and var in memory, X lazy.
 
     X is a dask array of float32 ``csr_matrix`` blocks of ``chunk_size`` cells (default: the
-    chunking stored by ingest). Its tasks hold the store path and key, not open handles.
+    chunking stored by ingest). Its tasks hold the store's URL, key and storage options, not
+    data or open handles, so each worker reads its own rows.
     """
-    root = _open_group(store, "r")
+    location = Location.of(store, storage_options)
+    root = _open_group(location, "r")
     x = root.get("X")
     if x is None or x.attrs.get("encoding-type") != "csr_matrix":
         raise InputError(f"{store}: X is not a CSR count matrix; create the store with ingest()")
     rows = x["indptr"].chunks[0] if chunk_size is None else chunk_size
     _check_chunk_size(rows)
     obs, var = read_elem(root["obs"]), read_elem(root["var"])
-    return ad.AnnData(X=read_elem_lazy(x, chunks=(rows, len(var))), obs=obs, var=var)
+    n_obs, n_vars = (int(n) for n in x.attrs["shape"])
+    starts = [*range(0, n_obs, rows), n_obs]
+    lazy = da.map_blocks(
+        _read_csr_block,
+        chunks=(tuple(np.diff(starts).tolist()), (n_vars,)),
+        dtype=np.float32,
+        meta=_CSR_META,
+        url=location.url,
+        key="X",
+        storage_options=location.storage_options,
+    )
+    return ad.AnnData(X=lazy, obs=obs, var=var)
+
+
+def _read_csr_block(
+    url: str, key: str, storage_options: StorageOptions, block_info: dict
+) -> sp.csr_matrix:
+    """The rows of this block, read by the task itself from the CSR group ``key`` at ``url``."""
+    (start, stop), (_, n_cols) = block_info[None]["array-location"]
+    group = open_group(url, "r", storage_options)[key]
+    return _to_csr32(_csr_rows(group, start, stop, n_cols))
 
 
 def _row_blocked(matrix: Any, chunk_size: int) -> da.Array:
@@ -578,7 +655,12 @@ def _writable(value: Any) -> Any:
 
 
 def write_results(
-    store: str | Path, *, obs: pd.DataFrame, obsm: Mapping[str, np.ndarray], uns: Mapping[str, Any]
+    store: str | Path,
+    *,
+    obs: pd.DataFrame,
+    obsm: Mapping[str, np.ndarray],
+    uns: Mapping[str, Any],
+    storage_options: StorageOptions = None,
 ) -> None:
     """Store clustering results next to the counts: replace obs (same cells, same order),
     add or replace the given obsm and uns entries; X is left untouched.
@@ -586,7 +668,7 @@ def write_results(
     uns values may nest dicts, scalars, strings, arrays and lists; see :func:`_writable` for
     how lists of dicts are stored.
     """
-    root = _open_group(store, "r+")
+    root = _open_group(Location.of(store, storage_options), "r+")
     cells = read_elem(root["obs"]).index
     if not obs.index.equals(cells):
         raise InputError(f"{store}: obs index differs from the cells in the store")

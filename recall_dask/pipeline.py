@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -38,6 +37,7 @@ from recall_dask.preprocess import (
     feature_scaling,
     select_variable_genes,
 )
+from recall_dask.storage import Location, StorageOptions
 from recall_dask.wilcoxon import feature_block_for
 from recall_dask.workstore import work_store, write_tiles
 
@@ -72,13 +72,14 @@ def augment(
     var: pd.DataFrame,
     params: RecallParams,
     timings: dict[str, float],
-    store: Path | None,
+    store: Path | str | None,
+    storage_options: StorageOptions = None,
 ) -> tuple[np.ndarray, da.Array, da.Array]:
     """Variable genes and the log-normalized [genes | artificial genes] matrix, computed once.
 
-    The matrix goes to the work store ``store`` (out of core), or with ``None`` stays in worker
-    memory. It comes back twice, lazily: by row chunks, for the passes over the cells, and by
-    (row chunk, feature block) tiles, for the pairwise tests.
+    The matrix goes to the work store ``store`` (a path or URL, out of core), or with ``None``
+    stays in worker memory. It comes back twice, lazily: by row chunks, for the passes over the
+    cells, and by (row chunk, feature block) tiles, for the pairwise tests.
     """
     with _stage("variable genes", timings):
         moments = column_moments(counts).compute()
@@ -91,7 +92,7 @@ def augment(
         if store is None:
             rows = _persist(data)
             return genes, rows, rows.rechunk({1: width})
-        tiles = write_tiles(data, store, width)
+        tiles = write_tiles(data, store, width, storage_options)
     return genes, tiles.by_rows(), tiles.by_tiles()
 
 
@@ -104,18 +105,22 @@ def embed(data: da.Array, params: RecallParams, timings: dict[str, float]) -> np
 
 
 def run_recall(
-    counts: da.Array, var: pd.DataFrame, params: RecallParams, store: Path | None = None
+    counts: da.Array,
+    var: pd.DataFrame,
+    params: RecallParams,
+    store: Path | str | None = None,
+    storage_options: StorageOptions = None,
 ) -> tuple[np.ndarray, list[Iteration], dict[str, Any]]:
     """Embedding, calibration iterations and the ``uns['recall']`` record for a count matrix.
 
-    ``store`` is the path of the work store for the augmented matrix; ``None`` keeps it in
-    worker memory.
+    ``store`` is the path or URL of the work store for the augmented matrix; ``None`` keeps it
+    in worker memory.
     """
     n_cells = counts.shape[0]
     if n_cells < params.k_neighbors:
         raise InputError(f"fewer cells ({n_cells}) than neighbours (k = {params.k_neighbors})")
     timings: dict[str, float] = {}
-    genes, rows, tiles = augment(counts, var, params, timings, store)
+    genes, rows, tiles = augment(counts, var, params, timings, store, storage_options)
     embedding = embed(rows, params, timings)
     with _stage("neighbour graph", timings):
         knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors)
@@ -147,6 +152,7 @@ def recall(
     layer: str | None = None,
     chunk_size: int = io.DEFAULT_CHUNK_SIZE,
     work_dir: str | os.PathLike | None = None,
+    storage_options: StorageOptions = None,
     **options: Any,
 ) -> ad.AnnData:
     """Cluster cells with knockoff-calibrated resolution (recall), like a scanpy ``tl`` function.
@@ -164,14 +170,18 @@ def recall(
     in a Zarr work store under ``work_dir`` (default: the system's temporary directory; on a
     cluster, a directory every worker can reach), removed at the end. For an AnnData it stays
     in worker memory, unless ``work_dir`` is given.
+
+    ``out``, ``work_dir`` and an input ``.zarr`` store may be URLs that fsspec reads
+    (``s3://bucket/out.zarr``), opened with ``storage_options`` (default: fsspec's
+    configuration and the environment); other input formats are read from local disk.
     """
     params = RecallParams(**options)
     if isinstance(data, ad.AnnData):
         counts = io.counts_from_anndata(data, layer=layer, chunk_size=chunk_size)
-        with nullcontext() if work_dir is None else work_store(work_dir) as store:
-            _annotate(data, *run_recall(counts, data.var, params, store))
+        with nullcontext() if work_dir is None else work_store(work_dir, storage_options) as store:
+            _annotate(data, *run_recall(counts, data.var, params, store, storage_options))
         if out is not None:
-            data.write_zarr(out)
+            data.write_zarr(Location.of(out, storage_options).zarr_store())
         return data
     if out is None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -181,43 +191,60 @@ def recall(
                 layer=layer,
                 chunk_size=chunk_size,
                 work_dir=work_dir,
+                storage_options=storage_options,
                 **options,
             ).to_memory()
-    with ingested(data, out, chunk_size=chunk_size, layer=layer):
-        return recall_store(out, params, work_dir=work_dir)
+    with ingested(data, out, chunk_size=chunk_size, layer=layer, storage_options=storage_options):
+        return recall_store(out, params, work_dir=work_dir, storage_options=storage_options)
 
 
 @contextmanager
 def ingested(
-    source: str | os.PathLike, store: str | os.PathLike, *, chunk_size: int, layer: str | None
-) -> Iterator[Path]:
-    """Ingest ``source`` into a new ``store``; remove the store if the work inside fails.
+    source: str | os.PathLike,
+    store: str | os.PathLike,
+    *,
+    chunk_size: int,
+    layer: str | None,
+    storage_options: StorageOptions = None,
+) -> Iterator[str | os.PathLike]:
+    """Ingest ``source`` into a new ``store`` (a path or URL) and yield ``store``; remove the
+    store if the work inside fails.
 
     A failed run never leaves a half-written output behind.
     """
-    io.ingest(source, store, chunk_size=chunk_size, layer=layer)
+    io.ingest(source, store, chunk_size=chunk_size, layer=layer, storage_options=storage_options)
     try:
-        yield Path(store)
+        yield store
     except BaseException:
-        shutil.rmtree(store, ignore_errors=True)
+        try:
+            Location.of(store, storage_options).remove()
+        except OSError as error:
+            logger.warning("could not remove the partial output %s: %s", store, error)
         raise
 
 
 def recall_store(
-    store: str | os.PathLike, params: RecallParams, *, work_dir: str | os.PathLike | None = None
+    store: str | os.PathLike,
+    params: RecallParams,
+    *,
+    work_dir: str | os.PathLike | None = None,
+    storage_options: StorageOptions = None,
 ) -> ad.AnnData:
-    """Run recall on an ingested AnnData Zarr store and write the results into it.
+    """Run recall on an ingested AnnData Zarr store (a path or URL) and write the results
+    into it.
 
-    The augmented matrix lives in a work store under ``work_dir`` while the run lasts.
+    The augmented matrix lives in a work store under ``work_dir`` while the run lasts. Workers
+    read the counts and the work store themselves, by URL.
     """
-    adata = io.open_counts(store)
-    with work_store(work_dir) as augmented:
-        _annotate(adata, *run_recall(adata.X, adata.var, params, augmented))
+    adata = io.open_counts(store, storage_options=storage_options)
+    with work_store(work_dir, storage_options) as augmented:
+        _annotate(adata, *run_recall(adata.X, adata.var, params, augmented, storage_options))
     io.write_results(
         store,
         obs=adata.obs,
         obsm={"X_pca": adata.obsm["X_pca"]},
         uns={"recall": adata.uns["recall"]},
+        storage_options=storage_options,
     )
     return adata
 

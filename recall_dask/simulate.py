@@ -37,6 +37,7 @@ import scipy.sparse as sp
 
 from recall_dask.errors import InputError
 from recall_dask.io import DEFAULT_CHUNK_SIZE, write_10x_h5, write_stream
+from recall_dask.storage import StorageOptions
 
 _BLOCK_ROWS = 1024  # divides the default chunk size, so no block is drawn twice
 _STREAM = 0x73696D  # "sim"
@@ -211,14 +212,16 @@ def write_simulated(
     seed: int = 0,
     log_mean: float = LOG_MEAN,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    storage_options: StorageOptions = None,
 ) -> None:
     """Write simulated counts one row chunk at a time, never holding the whole matrix.
 
-    ``store`` ending in ``.h5`` gets a Cell Ranger v3 HDF5 file (:func:`~recall_dask.io.
-    write_10x_h5`), anything else an AnnData Zarr store with the true group in
-    ``obs['group']``. A 10x file has no place for the groups: its barcodes are ``cell{i}``,
-    so the group of cell ``i`` is ``group_labels(n_cells, n_groups)[i]``. The counts, cell
-    and gene names equal those of :func:`simulate`.
+    ``store`` ending in ``.h5`` gets a local Cell Ranger v3 HDF5 file (:func:`~recall_dask.io.
+    write_10x_h5`), anything else an AnnData Zarr store (a path or a URL opened with
+    ``storage_options``) with the true group in ``obs['group']``. A 10x file has no place for
+    the groups: its barcodes are ``cell{i}``, so the group of cell ``i`` is
+    ``group_labels(n_cells, n_groups)[i]``. The counts, cell and gene names equal those of
+    :func:`simulate`.
     """
     means, obs, var = _design(n_cells, n_genes, n_groups, de_prob, seed, log_mean)
 
@@ -227,8 +230,10 @@ def write_simulated(
         calls = [(first, min(size, n_cells - first), means, seed) for first in starts]
         return _prefetched(simulate_block, calls)
 
-    write = write_10x_h5 if Path(store).suffix.lower() == ".h5" else write_stream
-    write(store, obs, var, rows, chunk_size=chunk_size)
+    if Path(store).suffix.lower() == ".h5":
+        write_10x_h5(store, obs, var, rows, chunk_size=chunk_size)
+    else:
+        write_stream(store, obs, var, rows, chunk_size=chunk_size, storage_options=storage_options)
 
 
 def _prefetched(function: Callable[..., _T], calls: list[tuple]) -> Iterator[_T]:

@@ -10,19 +10,24 @@ in row ``r`` of three arrays (``data``, ``indices`` and the tiles' ``indptr``). 
 spans two row chunks, so tasks write concurrently without locks, and the padding past a row
 chunk's nonzeros is never written, so it costs no disk. Reading a tile decompresses little
 more than the tile itself.
+
+The work store may live under any URL that fsspec reads (``s3://...``); tasks hold its URL and
+storage options and open it themselves, so every worker reads and writes its own chunks.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
+from uuid import uuid4
 
 import dask
 import dask.array as da
@@ -32,33 +37,49 @@ import zarr
 
 from recall_dask._chunks import CSR_META
 from recall_dask.errors import InputError
+from recall_dask.storage import Location, StorageOptions, open_group
+
+logger = logging.getLogger(__name__)
 
 _ENTRIES_PER_CHUNK = 1 << 16  # stored chunk of data and indices: 512 KiB of float64
 
 
 @contextmanager
-def work_store(work_dir: str | os.PathLike | None) -> Iterator[Path]:
-    """Path of a fresh work store in a new directory under ``work_dir``, removed afterwards.
+def work_store(
+    work_dir: str | os.PathLike | None, storage_options: StorageOptions = None
+) -> Iterator[Path | str]:
+    """A fresh work store in a new directory under ``work_dir``, removed afterwards, even on
+    failure: a ``Path`` for a local directory, else a URL (open it with ``storage_options``).
 
     ``None`` means the system's temporary directory. On a cluster whose workers do not share
-    the client's disk, ``work_dir`` must be a directory that every worker can reach.
+    the client's disk, ``work_dir`` must be a directory (or a URL, such as ``s3://bucket/tmp``)
+    that every worker can reach. A local directory must exist; a URL is checked only when the
+    store is written (:func:`write_tiles`), since object stores have no directories.
     """
-    if work_dir is not None and not Path(work_dir).is_dir():
-        raise InputError(f"work directory {work_dir} does not exist")
-    directory = Path(tempfile.mkdtemp(prefix="recall-work-", dir=work_dir))
+    root = Location.of(tempfile.gettempdir() if work_dir is None else work_dir, storage_options)
+    directory = root.child(f"recall-work-{uuid4().hex}")
+    if root.is_local:  # object stores have no directories: writing the store makes the prefix
+        if not root.isdir():
+            raise InputError(f"work directory {work_dir} does not exist")
+        os.mkdir(directory.path, 0o700)  # private, as tempfile.mkdtemp makes it
+    store = directory.child("augmented.zarr")
     try:
-        yield directory / "augmented.zarr"
+        yield Path(store.path) if store.is_local else store.url
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        try:
+            directory.remove()
+        except OSError as error:
+            logger.warning("could not remove the work store %s: %s", directory, error)
 
 
 @dataclass(frozen=True)
 class Tiles:
     """A matrix in a work store, read lazily either by row chunks or by tiles."""
 
-    path: str
+    url: str
     row_chunks: tuple[int, ...]
     feature_bounds: tuple[int, ...]
+    storage_options: StorageOptions = field(default=None, compare=False)
 
     @property
     def _widths(self) -> tuple[int, ...]:
@@ -71,7 +92,8 @@ class Tiles:
             chunks=(self.row_chunks, (self.feature_bounds[-1],)),
             dtype=np.float64,
             meta=CSR_META,
-            path=self.path,
+            url=self.url,
+            storage_options=self.storage_options,
             widths=self._widths,
         )
 
@@ -82,18 +104,40 @@ class Tiles:
             chunks=(self.row_chunks, self._widths),
             dtype=np.float64,
             meta=CSR_META,
-            path=self.path,
+            url=self.url,
+            storage_options=self.storage_options,
         )
 
 
-def write_tiles(data: da.Array, path: str | os.PathLike, feature_block: int) -> Tiles:
-    """Compute row-chunked ``data`` into a new work store at ``path``, one task per row chunk."""
+def write_tiles(
+    data: da.Array,
+    path: str | os.PathLike,
+    feature_block: int,
+    storage_options: StorageOptions = None,
+) -> Tiles:
+    """Compute row-chunked ``data`` into a new work store at ``path`` (a local path or URL),
+    one task per row chunk; each task writes its own chunk."""
     if len(data.chunks[1]) != 1:
         data = data.rechunk({1: -1})
     row_chunks = data.chunks[0]
     n_features = data.shape[1]
     bounds = (*range(0, n_features, feature_block), n_features)
-    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    store = Location.of(path, storage_options)
+    url, options = store.url, store.storage_options
+    try:
+        _create_arrays(store.open_group("w", zarr_format=2), row_chunks, n_features, bounds)
+    except OSError as error:
+        raise InputError(f"cannot write the work store {store}: {error}") from error
+    write = dask.delayed(_write_row_chunk, pure=True)
+    blocks = data.to_delayed()[:, 0]
+    dask.compute(*(write(block, r, url, bounds, options) for r, block in enumerate(blocks)))
+    return Tiles(url, row_chunks, bounds, options)
+
+
+def _create_arrays(
+    root: zarr.Group, row_chunks: tuple[int, ...], n_features: int, bounds: tuple[int, ...]
+) -> None:
+    """The empty data, indices and indptr arrays: one stored row per row chunk."""
     longest = max(row_chunks)
     for name, dtype in (("data", "float64"), ("indices", "int32")):
         root.create_array(
@@ -110,18 +154,20 @@ def write_tiles(data: da.Array, path: str | os.PathLike, feature_block: int) -> 
         dtype="int64",
         fill_value=0,
     )
-    write = dask.delayed(_write_row_chunk, pure=True)
-    blocks = data.to_delayed()[:, 0]
-    dask.compute(*(write(block, r, str(path), bounds) for r, block in enumerate(blocks)))
-    return Tiles(str(path), row_chunks, bounds)
 
 
-def _write_row_chunk(block: sp.csr_matrix, r: int, path: str, bounds: tuple[int, ...]) -> int:
+def _write_row_chunk(
+    block: sp.csr_matrix,
+    r: int,
+    url: str,
+    bounds: tuple[int, ...],
+    storage_options: StorageOptions,
+) -> int:
     """Write one row chunk as its feature-block tiles; returns its number of nonzeros."""
     block = sp.csr_matrix(block)
     tiles = [block[:, a:b] for a, b in pairwise(bounds)]
     starts = np.cumsum([0, *(tile.nnz for tile in tiles)])
-    root = zarr.open_group(path, mode="r+")
+    root = open_group(url, "r+", storage_options)
     root["indptr"][r, :, : block.shape[0] + 1] = np.stack(
         [tile.indptr + start for tile, start in zip(tiles, starts, strict=False)]
     )
@@ -132,20 +178,34 @@ def _write_row_chunk(block: sp.csr_matrix, r: int, path: str, bounds: tuple[int,
     return nnz
 
 
-@lru_cache(maxsize=4)
-def _arrays(path: str) -> tuple[zarr.Array, zarr.Array, zarr.Array]:
-    """The store's arrays, opened once per process (every run writes a fresh path)."""
-    root = zarr.open_group(path, mode="r")
-    return root["data"], root["indices"], root["indptr"]
+_OPENED: OrderedDict[str, tuple[zarr.Array, zarr.Array, zarr.Array]] = OrderedDict()
+_OPENED_LOCK = threading.Lock()
+_OPENED_MAX = 4
 
 
-def _read_tile(path: str, block_info: dict) -> sp.csr_matrix:
+def _arrays(url: str, storage_options: StorageOptions) -> tuple[zarr.Array, zarr.Array, zarr.Array]:
+    """The store's arrays, opened once per process and kept for the last few stores, keyed
+    by URL alone (every run writes a fresh one)."""
+    with _OPENED_LOCK:
+        if url in _OPENED:
+            _OPENED.move_to_end(url)
+            return _OPENED[url]
+    root = open_group(url, "r", storage_options)
+    arrays = root["data"], root["indices"], root["indptr"]
+    with _OPENED_LOCK:
+        _OPENED[url] = arrays
+        while len(_OPENED) > _OPENED_MAX:
+            _OPENED.popitem(last=False)
+    return arrays
+
+
+def _read_tile(url: str, storage_options: StorageOptions, block_info: dict) -> sp.csr_matrix:
     """The tile at this block's (row chunk, feature block) location."""
     info = block_info[None]
     r, f = info["chunk-location"]
     (row_start, row_stop), (col_start, col_stop) = info["array-location"]
     n_rows = row_stop - row_start
-    data, indices, indptr = _arrays(path)
+    data, indices, indptr = _arrays(url, storage_options)
     pointers = indptr[r, f, : n_rows + 1]
     first, last = int(pointers[0]), int(pointers[-1])
     return sp.csr_matrix(
@@ -154,13 +214,15 @@ def _read_tile(path: str, block_info: dict) -> sp.csr_matrix:
     )
 
 
-def _read_rows(path: str, widths: tuple[int, ...], block_info: dict) -> sp.csr_matrix:
+def _read_rows(
+    url: str, storage_options: StorageOptions, widths: tuple[int, ...], block_info: dict
+) -> sp.csr_matrix:
     """The whole row chunk at this block's location, its tiles side by side, in one read."""
     info = block_info[None]
     r = info["chunk-location"][0]
     row_start, row_stop = info["array-location"][0]
     n_rows = row_stop - row_start
-    data, indices, indptr = _arrays(path)
+    data, indices, indptr = _arrays(url, storage_options)
     pointers = indptr[r, :, : n_rows + 1]
     nnz = int(pointers[-1, -1])
     values, columns = data[r, :nnz], indices[r, :nnz]
