@@ -27,7 +27,7 @@ from recall_dask import cli
 from recall_dask.cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
 
-PREFLOAD_KILL = Path(__file__).parent / "preload" / "kill_worker.py"
+PRELOAD_KILL = Path(__file__).parent / "preload" / "kill_worker.py"
 RUN_OPTIONS = ["--seed", "1", "--n-hvg", "500", "--quiet"]
 
 
@@ -190,7 +190,7 @@ def test_worker_lost_mid_pairwise_tests(counts_file, reference, tmp_path):
     run finishes on the other worker with the same labels."""
     record = tmp_path / "killed.json"
     kill = {"RECALL_KILL_PREFIX": "_block_log_pvalues", "RECALL_KILL_RECORD": str(record)}
-    preload = ("--preload", str(PREFLOAD_KILL))
+    preload = ("--preload", str(PRELOAD_KILL))
     with external_cluster(tmp_path, 2, scheduler_options=preload, env=kill) as (
         address,
         processes,
