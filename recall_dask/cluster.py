@@ -128,22 +128,21 @@ def _local_threads(config: ClusterConfig) -> int:
 
 def _slurm(config: ClusterConfig) -> Any:
     jobqueue = _optional("dask_jobqueue", "slurm")
-    options = {
-        "queue": config.queue,
-        "account": config.account,
-        "walltime": config.walltime,
-        "cores": config.cores,
-        "memory": config.memory,
-    }
-    cluster = jobqueue.SLURMCluster(**{k: v for k, v in options.items() if v is not None})
+    options = _given(
+        queue=config.queue,
+        account=config.account,
+        walltime=config.walltime,
+        cores=config.cores,
+        memory=config.memory,
+    )
+    cluster = jobqueue.SLURMCluster(**options)
     cluster.scale(jobs=config.jobs)
     return cluster
 
 
 def _kubernetes(config: ClusterConfig) -> Any:
     operator = _optional("dask_kubernetes.operator", "kubernetes")
-    options = {"image": config.image, "n_workers": config.n_workers}
-    return operator.KubeCluster(**{k: v for k, v in options.items() if v is not None})
+    return operator.KubeCluster(**_given(image=config.image, n_workers=config.n_workers))
 
 
 _CLUSTERS: dict[str, Callable[[ClusterConfig], Any]] = {
@@ -151,6 +150,11 @@ _CLUSTERS: dict[str, Callable[[ClusterConfig], Any]] = {
     "slurm": _slurm,
     "kubernetes": _kubernetes,
 }
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options set on the command line; the cluster class reads the rest from dask config."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _optional(module: str, extra: str) -> Any:
