@@ -62,10 +62,42 @@ def _vst_expected_variance(mean: np.ndarray, variance: np.ndarray) -> np.ndarray
     varying = variance > 0
     if varying.sum() < 10:
         raise InputError(f"only {int(varying.sum())} genes vary across cells; need at least 10")
-    fit = loess(np.log10(mean[varying]), np.log10(variance[varying]), span=LOESS_SPAN, degree=2)
-    fit.fit()
-    expected[varying] = 10**fit.outputs.fitted_values
+    x, y = np.log10(mean[varying]), np.log10(variance[varying])
+    fit = loess(x, y, span=LOESS_SPAN, degree=2)
+    try:
+        fit.fit()
+        fitted = fit.outputs.fitted_values
+    except ValueError:
+        # Many genes seen in one or two cells share one mean, so some local fits are singular.
+        # R's loess then warns and uses a pseudoinverse; scikit-misc's raises instead.
+        logger.warning("the variance trend is singular in places; fitting it by pseudoinverse")
+        fitted = local_quadratic_fit(x, y, LOESS_SPAN)
+    expected[varying] = 10**fitted
     return expected
+
+
+def local_quadratic_fit(x: np.ndarray, y: np.ndarray, span: float) -> np.ndarray:
+    """Loess fitted values computed directly at every ``x`` (degree 2, tricube weights over
+    the ``floor(span * n)`` nearest points), solving each local least-squares problem by
+    pseudoinverse, as R's loess does where the local design is singular (tied ``x``).
+
+    Equals loess with ``surface = "direct"``; R's default interpolates between vertices of
+    such fits, which differs from this by less than the trend's noise.
+    """
+    n = x.size
+    q = max(3, int(np.floor(span * n)))
+    fitted = np.empty(n)
+    values, inverse = np.unique(x, return_inverse=True)
+    for i, x0 in enumerate(values):
+        distance = np.abs(x - x0)
+        radius = np.partition(distance, q - 1)[q - 1]
+        near = distance < radius if radius > 0 else distance == 0
+        weight = np.sqrt((1 - (distance[near] / radius) ** 3) ** 3) if radius > 0 else 1.0
+        offset = x[near] - x0
+        design = np.stack([np.ones_like(offset), offset, offset**2], axis=1) * np.c_[weight]
+        coef = np.linalg.lstsq(design, y[near] * weight, rcond=None)[0]
+        fitted[inverse == i] = coef[0]
+    return fitted
 
 
 def _clipped_square_sums(
