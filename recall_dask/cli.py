@@ -70,6 +70,26 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
     )
     add("--fdr", type=float, default=d.fdr, help="knockoff+ target FDR q (default %(default)s)")
     add(
+        "--n-pcs",
+        type=int,
+        default=d.n_pcs,
+        help="principal components computed, as Seurat's RunPCA (default %(default)s)",
+    )
+    add(
+        "--k-neighbors",
+        type=int,
+        default=d.k_neighbors,
+        help="neighbours per cell in the kNN graph, as Seurat's FindNeighbors k.param "
+        "(default %(default)s)",
+    )
+    add(
+        "--snn-prune",
+        type=float,
+        default=d.snn_prune,
+        help="drop shared-neighbour edges with Jaccard overlap at or below this, as Seurat's "
+        "prune.SNN (default 1/15)",
+    )
+    add(
         "--max-iterations",
         type=int,
         default=d.max_iterations,

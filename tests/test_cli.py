@@ -74,6 +74,9 @@ def bad_inputs(tmp: Path, rng) -> dict[str, tuple[Path, list[str]]]:
         "no workers": (cellranger_folder(tmp / "ok5", good), ["--n-workers", "0"]),
         "bad chunk size": (cellranger_folder(tmp / "ok6", good), ["--chunk-size", "0"]),
         "missing work dir": (cellranger_folder(tmp / "ok7", good), ["--work-dir", str(tmp / "no")]),
+        "dims above n-pcs": (cellranger_folder(tmp / "ok8", good), ["--n-pcs", "5"]),
+        "one neighbour": (cellranger_folder(tmp / "ok9", good), ["--k-neighbors", "1"]),
+        "prune everything": (cellranger_folder(tmp / "ok10", good), ["--snn-prune", "1"]),
     }
 
 
@@ -96,6 +99,9 @@ CASES = [
     "no workers",
     "bad chunk size",
     "missing work dir",
+    "dims above n-pcs",
+    "one neighbour",
+    "prune everything",
 ]
 
 
@@ -133,7 +139,15 @@ def test_entry_point_reports_without_traceback(tmp_path):
 
 HELP_MENTIONS = {
     "": ("run", "demo", "ingest", "simulate"),
-    "run": ("--seed", "--fdr", "--scheduler", "--labels-csv"),
+    "run": (
+        "--seed",
+        "--fdr",
+        "--n-pcs",
+        "--k-neighbors",
+        "--snn-prune",
+        "--scheduler",
+        "--labels-csv",
+    ),
     "demo": ("--seed", "--fdr", "--scheduler"),
     "ingest": ("--chunk-size", "--layer"),
     "simulate": ("--cells", "--genes", "--groups", "--de-prob"),
@@ -190,6 +204,19 @@ def test_simulate_command_and_its_errors(tmp_path, capsys):
     )
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_graph_options_reach_the_run(tmp_path):
+    import anndata as ad
+
+    source, out = tmp_path / "sim.zarr", tmp_path / "out.zarr"
+    main(["simulate", "-o", str(source), "--cells", "400", "--genes", "300", "--groups", "2"])
+    options = ["--n-pcs", "12", "--k-neighbors", "8", "--snn-prune", "0.2", "--n-hvg", "100"]
+    assert main(["run", str(source), "-o", str(out), "--quiet", "--n-workers", "1", *options]) == 0
+    adata = ad.read_zarr(out)
+    assert adata.obsm["X_pca"].shape == (400, 12)
+    params = adata.uns["recall"]["params"]
+    assert (params["n_pcs"], params["k_neighbors"], params["snn_prune"]) == (12, 8, 0.2)
 
 
 @pytest.fixture(scope="module")
