@@ -19,6 +19,7 @@ from recall_dask.graph import ALGORITHMS
 from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import RecallParams
 from recall_dask.pipeline import ingested, recall_store
+from recall_dask.progress import reporting
 from recall_dask.simulate import write_simulated
 from recall_dask.storage import Location
 
@@ -259,7 +260,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_storage_options(simulate)
     for command in (run, demo, ingest, simulate):
-        command.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+        command.add_argument(
+            "--quiet",
+            action="store_true",
+            help="print only warnings and errors: no stage lines, no progress bars",
+        )
     return parser
 
 
@@ -331,10 +336,10 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(format="%(message)s", stream=sys.stderr)
-    logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
     warnings.simplefilter("default", UserWarning)
     try:
-        _COMMANDS[args.command](args)
+        with reporting(not args.quiet):
+            _COMMANDS[args.command](args)
     except InputError as error:
         print(f"recall-dask: error: {error}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ the other input formats are read from local disk.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,6 +35,8 @@ from recall_dask.errors import InputError
 from recall_dask.storage import Location, StorageOptions, open_group
 
 BUNDLED_PBMC3K: Path = Path(__file__).resolve().parent / "data" / "pbmc3k"
+logger = logging.getLogger(__name__)
+
 #: Cells per row chunk: a multiple of the artificial genes' RNG block (1,024 cells).
 DEFAULT_CHUNK_SIZE = 2048
 
@@ -368,6 +371,8 @@ def _validated_rows(
             raise InputError(f"{cells}: {chunk.shape[1]} genes in the matrix, {n_vars} listed")
         yield cells, chunk
         n_rows += chunk.shape[0]
+        if n_rows * 10 // max(n_obs, 1) > (n_rows - chunk.shape[0]) * 10 // max(n_obs, 1):
+            logger.info("read %d of %d cells of %s", n_rows, n_obs, where)
     if n_rows != n_obs:
         raise InputError(f"{where}: {n_rows} cells in the matrix, {n_obs} barcodes listed")
     _check_totals(n_obs, n_vars, nnz, str(where))

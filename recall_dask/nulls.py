@@ -21,6 +21,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import gammaln, lambertw
 
 from recall_dask.errors import InputError
+from recall_dask.progress import compute
 
 NULL_METHODS = ("zip", "nb")
 STREAM = 0x6E756C6C  # "null": keeps these draws apart from other streams of the same seed
@@ -217,7 +218,7 @@ def _gene_statistics(counts: da.Array, with_histogram: bool) -> _Partial:
             dask.delayed(_merge_partials)(*parts[i : i + _MERGE_FAN_IN])
             for i in range(0, len(parts), _MERGE_FAN_IN)
         ]
-    (stats,) = dask.compute(parts[0])
+    (stats,) = compute(parts[0])
     if stats.invalid:
         raise InputError("counts must be non-negative integers (raw UMI counts)")
     if stats.n_cells == 0:

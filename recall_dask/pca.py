@@ -21,6 +21,7 @@ from scipy.sparse.linalg import eigsh
 from recall_dask._chunks import map_row_blocks, sum_row_blocks
 from recall_dask._kernels import accumulate_gram, centre_and_scale_gram
 from recall_dask.preprocess import Scaling
+from recall_dask.progress import compute
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def scaled_gram(data: da.Array, scaling: Scaling) -> np.ndarray:
     batch = -(-len(data.chunks[0]) // _GRAM_PARTIALS)
     partial = sum_row_blocks(data, _gram_partial, (n + 1, n), scaling, batch=batch)
     # Arrays deserialized from a worker may be unaligned, which makes BLAS ten times slower.
-    partial = np.require(partial.compute(), requirements=["C", "A"])
+    partial = np.require(compute(partial)[0], requirements=["C", "A"])
     return centre_and_scale_gram(
         partial[:n], partial[n], scaling.mean, scaling.inv_std, float(n_cells)
     )

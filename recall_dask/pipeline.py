@@ -37,6 +37,7 @@ from recall_dask.preprocess import (
     feature_scaling,
     select_variable_genes,
 )
+from recall_dask.progress import compute, reporting
 from recall_dask.storage import Location, StorageOptions
 from recall_dask.wilcoxon import feature_block_for
 from recall_dask.workstore import work_store, write_tiles
@@ -82,7 +83,7 @@ def augment(
     cells, and by (row chunk, feature block) tiles, for the pairwise tests.
     """
     with _stage("variable genes", timings):
-        moments = column_moments(counts).compute()
+        (moments,) = compute(column_moments(counts))
         genes = select_variable_genes(counts, var, params.n_hvg, moments)
     with _stage("null fits", timings):
         null = fit_null(counts[:, genes], params.null_method)
@@ -101,7 +102,7 @@ def embed(data: da.Array, params: RecallParams, timings: dict[str, float]) -> np
     with _stage("scaling and PCA", timings):
         scaling = feature_scaling(data, params.scale_max)
         pca = pca_from_gram(scaled_gram(data, scaling), min(params.n_pcs, data.shape[0]))
-        return cell_embeddings(data, scaling, pca).compute()
+        return compute(cell_embeddings(data, scaling, pca))[0]
 
 
 def run_recall(
@@ -153,6 +154,7 @@ def recall(
     chunk_size: int = io.DEFAULT_CHUNK_SIZE,
     work_dir: str | os.PathLike | None = None,
     storage_options: StorageOptions = None,
+    progress: bool = True,
     **options: Any,
 ) -> ad.AnnData:
     """Cluster cells with knockoff-calibrated resolution (recall), like a scanpy ``tl`` function.
@@ -174,7 +176,23 @@ def recall(
     ``out``, ``work_dir`` and an input ``.zarr`` store may be URLs that fsspec reads
     (``s3://bucket/out.zarr``), opened with ``storage_options`` (default: fsspec's
     configuration and the environment); other input formats are read from local disk.
+
+    ``progress`` shows a line per stage and iteration and a bar per pass over the cells (a
+    widget in a notebook); ``False`` keeps the run silent except for warnings.
     """
+    with reporting(progress):
+        return _recall(data, out, layer, chunk_size, work_dir, storage_options, options)
+
+
+def _recall(
+    data: ad.AnnData | str | os.PathLike,
+    out: str | os.PathLike | None,
+    layer: str | None,
+    chunk_size: int,
+    work_dir: str | os.PathLike | None,
+    storage_options: StorageOptions,
+    options: dict[str, Any],
+) -> ad.AnnData:
     params = RecallParams(**options)
     if isinstance(data, ad.AnnData):
         counts = io.counts_from_anndata(data, layer=layer, chunk_size=chunk_size)
@@ -185,14 +203,9 @@ def recall(
         return data
     if out is None:
         with tempfile.TemporaryDirectory() as tmp:
-            return recall(
-                data,
-                out=Path(tmp) / "recall.zarr",
-                layer=layer,
-                chunk_size=chunk_size,
-                work_dir=work_dir,
-                storage_options=storage_options,
-                **options,
+            out = Path(tmp) / "recall.zarr"
+            return _recall(
+                data, out, layer, chunk_size, work_dir, storage_options, options
             ).to_memory()
     with ingested(data, out, chunk_size=chunk_size, layer=layer, storage_options=storage_options):
         return recall_store(out, params, work_dir=work_dir, storage_options=storage_options)

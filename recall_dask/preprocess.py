@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from recall_dask._chunks import map_row_blocks, sum_row_blocks
 from recall_dask.errors import InputError
 from recall_dask.nulls import NullModel
+from recall_dask.progress import compute
 
 logger = logging.getLogger(__name__)
 
@@ -122,9 +123,11 @@ def vst_standardized_variance(counts: da.Array, moments: np.ndarray) -> np.ndarr
     total, total_sq, n_nonzero = moments
     mean, variance = _mean_and_variance(total, total_sq, n_cells)
     sd = np.sqrt(_vst_expected_variance(mean, variance))
-    nonzero_part = sum_row_blocks(
-        counts, _clipped_square_sums, (1, mean.size), mean, sd, float(np.sqrt(n_cells))
-    ).compute()[0]
+    (nonzero_part,) = compute(
+        sum_row_blocks(
+            counts, _clipped_square_sums, (1, mean.size), mean, sd, float(np.sqrt(n_cells))
+        )
+    )[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         zero_part = (n_cells - n_nonzero) * (mean / sd) ** 2
         score = (nonzero_part + zero_part) / (n_cells - 1)
@@ -216,6 +219,6 @@ class Scaling:
 
 def feature_scaling(data: da.Array, scale_max: float = 10.0) -> Scaling:
     """Per-feature mean and standard deviation (n - 1) over all cells, in one pass."""
-    total, total_sq, _ = column_moments(data).compute()
+    ((total, total_sq, _),) = compute(column_moments(data))
     mean, variance = _mean_and_variance(total, total_sq, data.shape[0])
     return Scaling(mean, np.sqrt(variance), scale_max)

@@ -22,6 +22,7 @@ from scipy.stats import rankdata
 
 from recall_dask._kernels import group_nonzeros, pairwise_rank_sum_stats
 from recall_dask.errors import InputError
+from recall_dask.progress import compute
 
 _LOG2 = np.log(2.0)
 #: Cells x features that one pairwise-test task holds (about 13 million nonzeros at 10%).
@@ -119,5 +120,5 @@ def pairwise_log_pvalues(
         test(list(row_blocks), shared_labels, n_clusters, pairs)
         for row_blocks in data.to_delayed().T
     ]
-    results = dask.compute(*tasks)
+    results = compute(*tasks)
     return np.concatenate(results, axis=1) if results else np.zeros((len(pairs), 0))

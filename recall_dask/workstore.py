@@ -37,6 +37,7 @@ import zarr
 
 from recall_dask._chunks import CSR_META
 from recall_dask.errors import InputError
+from recall_dask.progress import compute
 from recall_dask.storage import Location, StorageOptions, open_group
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def write_tiles(
         raise InputError(f"cannot write the work store {store}: {error}") from error
     write = dask.delayed(_write_row_chunk, pure=True)
     blocks = data.to_delayed()[:, 0]
-    dask.compute(*(write(block, r, url, bounds, options) for r, block in enumerate(blocks)))
+    compute(*(write(block, r, url, bounds, options) for r, block in enumerate(blocks)))
     return Tiles(url, row_chunks, bounds, options)
 
 
