@@ -56,12 +56,15 @@ def simulated_h5(data_dir: Path, n_cells: int, n_genes: int, n_groups: int) -> P
     return path
 
 
-def one_size(data_dir: Path, n_cells: int, n_genes: int, n_groups: int) -> dict[str, object]:
+def one_size(
+    data_dir: Path, n_cells: int, n_genes: int, n_groups: int, options: tuple[str, ...] = ()
+) -> dict[str, object]:
+    """``recall-dask run`` with ``options`` on the simulated .h5 of this size, measured."""
     source = simulated_h5(data_dir, n_cells, n_genes, n_groups)
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
         out = Path(tmp) / "out.zarr"
         command = [*CLI, "run", str(source), "-o", str(out), "--work-dir", tmp, "--quiet"]
-        wall, peak = run_measured(command)
+        wall, peak = run_measured([*command, *options])
         root = zarr.open_group(out, mode="r")  # obs and uns only: X may not fit in memory
         record = read_elem(root["uns/recall"])
         labels = read_elem(root["obs"])["recall_clusters"].cat.codes.to_numpy()
