@@ -2,14 +2,16 @@
 
 Every pass over the cells is one Dask computation, and :func:`compute` gives it a progress bar
 when reporting is on and someone is watching (a terminal or a notebook, not a log file):
-distributed's bar on a distributed client (a widget in a notebook, text in a terminal), else
-``dask.diagnostics``' text bar. The lines are the ``recall_dask``
-logger's INFO records. :func:`reporting` switches both on or off for the duration of a run;
-the command line's ``--quiet`` and ``recall(..., progress=False)`` switch them off.
+distributed's bar on a distributed client (a widget in a notebook with ipywidgets, else text),
+or ``dask.diagnostics``' text bar on dask's local schedulers. The lines are the
+``recall_dask`` logger's INFO records. :func:`reporting` switches both on or off for the
+duration of a run; the command line's ``--quiet`` and ``recall(..., progress=False)`` switch
+them off.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from collections.abc import Iterator
@@ -61,13 +63,18 @@ def compute(*collections: Any) -> tuple:
         with ProgressBar(minimum=_MINIMUM_SECONDS):
             return dask.compute(*collections)
     futures = client.compute(list(collections))
-    distributed.progress(futures)
+    distributed.progress(futures, notebook=_widgets())
     return tuple(client.gather(futures))
 
 
 def _interactive() -> bool:
     """A terminal or a notebook: where a bar redrawn in place reads well (a log file: not)."""
     return sys.stdout.isatty() or is_kernel()
+
+
+def _widgets() -> bool:
+    """A notebook that can draw ipywidgets; other notebooks get the text bar."""
+    return is_kernel() and importlib.util.find_spec("ipywidgets") is not None
 
 
 def _distributed_client() -> distributed.Client | None:
