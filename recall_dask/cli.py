@@ -8,6 +8,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
 
@@ -190,7 +191,14 @@ def _parser() -> argparse.ArgumentParser:
         "and write an AnnData Zarr store with obs['recall_clusters'].",
     )
     run.add_argument("input", help="raw counts: Cell Ranger folder or .h5, .h5ad or .zarr")
-    run.add_argument("-o", "--out", required=True, help="output AnnData .zarr store (path or URL)")
+    output = run.add_mutually_exclusive_group(required=True)
+    output.add_argument("-o", "--out", help="output AnnData .zarr store (path or URL)")
+    output.add_argument(
+        "--in-place",
+        action="store_true",
+        help="write the results into INPUT, an AnnData .zarr store with CSR counts in X, "
+        "instead of copying its counts to OUT (for data too large to copy)",
+    )
     run.add_argument("--labels-csv", default=None, help="also write barcode,cluster to this CSV")
     _add_recall_options(run)
     _add_cluster_options(run)
@@ -282,13 +290,23 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         raise InputError(f"--labels-csv: directory of {args.labels_csv} does not exist")
     options = args.storage_options
     cluster = ClusterConfig(**{f.name: getattr(args, f.name) for f in fields(ClusterConfig)})
-    with (
-        ingested(
+    if getattr(args, "in_place", False):
+        if args.layer is not None:
+            raise InputError("--in-place reads the counts in X; --layer needs --out")
+        destination, output = source, nullcontext(source)
+    else:
+        destination = args.out
+        output = ingested(
             source, args.out, chunk_size=args.chunk_size, layer=args.layer, storage_options=options
-        ) as store,
-        dask_client(cluster),
-    ):
-        adata = recall_store(store, params, work_dir=args.work_dir, storage_options=options)
+        )
+    with output as store, dask_client(cluster):
+        adata = recall_store(
+            store,
+            params,
+            chunk_size=args.chunk_size,
+            work_dir=args.work_dir,
+            storage_options=options,
+        )
     labels = adata.obs["recall_clusters"]
     if args.labels_csv:
         io.write_labels_csv(args.labels_csv, adata.obs_names, labels.to_numpy())
@@ -298,7 +316,7 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         record["n_clusters"],
         record["n_iterations"],
         record["resolution"],
-        Location.of(args.out, options),
+        Location.of(destination, options),
         f" and {Path(args.labels_csv).resolve()}" if args.labels_csv else "",
     )
 

@@ -240,16 +240,18 @@ def recall_store(
     store: str | os.PathLike,
     params: RecallParams,
     *,
+    chunk_size: int | None = None,
     work_dir: str | os.PathLike | None = None,
     storage_options: StorageOptions = None,
 ) -> ad.AnnData:
-    """Run recall on an ingested AnnData Zarr store (a path or URL) and write the results
-    into it.
+    """Run recall on an AnnData Zarr store (a path or URL) with CSR counts in X, and write the
+    results into it.
 
-    The augmented matrix lives in a work store under ``work_dir`` while the run lasts. Workers
-    read the counts and the work store themselves, by URL.
+    Rows are read in chunks of ``chunk_size`` cells (default: the store's own chunking). The
+    augmented matrix lives in a work store under ``work_dir`` while the run lasts. Workers read
+    the counts and the work store themselves, by URL.
     """
-    adata = io.open_counts(store, storage_options=storage_options)
+    adata = io.open_counts(store, chunk_size=chunk_size, storage_options=storage_options)
     with work_store(work_dir, storage_options) as augmented:
         _annotate(adata, *run_recall(adata.X, adata.var, params, augmented, storage_options))
     io.write_results(

@@ -219,6 +219,29 @@ def test_graph_options_reach_the_run(tmp_path):
     assert (params["n_pcs"], params["k_neighbors"], params["snn_prune"]) == (12, 8, 0.2)
 
 
+def test_in_place_run_writes_results_into_the_input_store(tmp_path, capsys):
+    import anndata as ad
+
+    source, copy = tmp_path / "sim.zarr", tmp_path / "copy.zarr"
+    main(["simulate", "-o", str(source), "--cells", "400", "--genes", "300", "--groups", "2"])
+    counts_before = tree_digest(source / "X")
+    options = ["--quiet", "--n-workers", "1", "--n-hvg", "100", "--chunk-size", "150"]
+    assert main(["run", str(source), "-o", str(copy), *options]) == 0
+    assert main(["run", str(source), "--in-place", *options]) == 0
+    assert tree_digest(source / "X") == counts_before
+    in_place, copied = ad.read_zarr(source), ad.read_zarr(copy)
+    np.testing.assert_array_equal(in_place.obs["recall_clusters"], copied.obs["recall_clusters"])
+    np.testing.assert_array_equal(in_place.obsm["X_pca"], copied.obsm["X_pca"])
+    assert in_place.uns["recall"]["n_iterations"] == copied.uns["recall"]["n_iterations"]
+    capsys.readouterr()
+    both = ["--in-place", "-o", str(tmp_path / "x.zarr")]
+    for wrong in (both, [], ["--in-place", "--layer", "c"]):
+        with pytest.raises(SystemExit) as exit_info:
+            sys.exit(main(["run", str(source), "--quiet", *wrong]))
+        assert exit_info.value.code == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 @pytest.fixture(scope="module")
 def pbmc3k_run(tmp_path_factory):
     """The R package's defaults on the bundled PBMC 3k, through the command line."""
