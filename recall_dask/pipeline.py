@@ -133,6 +133,7 @@ def run_recall(
         "versions": _versions(),
         "variable_genes": np.asarray(var.index[genes], dtype=str),
         "iterations": {str(i): it.summary() for i, it in enumerate(iterations)},
+        "markers": iterations[-1].markers.record(var.index[genes]),
         "n_iterations": len(iterations),
         "resolution": iterations[-1].resolution,
         "n_clusters": iterations[-1].n_clusters,
