@@ -132,9 +132,10 @@ def test_entry_point_reports_without_traceback(tmp_path):
 
 
 HELP_MENTIONS = {
-    "": ("run", "demo", "ingest", "simulate"),
-    "run": ("--seed", "--fdr", "--scheduler", "--labels-csv"),
-    "demo": ("--seed", "--fdr", "--scheduler"),
+    "": ("run", "demo", "report", "ingest", "simulate"),
+    "run": ("--seed", "--fdr", "--scheduler", "--labels-csv", "--report", "--compare-default"),
+    "demo": ("--seed", "--fdr", "--scheduler", "--no-report"),
+    "report": ("--out", "--compare-default", "--scheduler", "recall-dask[report]"),
     "ingest": ("--chunk-size", "--layer"),
     "simulate": ("--cells", "--genes", "--groups", "--de-prob"),
 }
