@@ -25,11 +25,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from recall_dask.graph import SNNGraph, cluster_graph
-from recall_dask.knockoff import knockoff_statistics, n_selected_per_pair
+from recall_dask.knockoff import knockoff_statistics, n_selected_per_pair, strongest_selected
 from recall_dask.params import RecallParams
 from recall_dask.wilcoxon import cluster_pairs, pairwise_log_pvalues
 
 logger = logging.getLogger(__name__)
+
+#: Marker candidates recorded per cluster pair: the selected genes with the largest W.
+MARKERS_PER_PAIR = 10
 
 #: Clusterings run at once in the client: the current resolution and the next ones.
 CLUSTERING_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -40,12 +43,44 @@ class CalibrationError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Markers:
+    """For each cluster pair ``a < b``, the knockoff-selected genes with the largest W (at most
+    :data:`MARKERS_PER_PAIR`, by decreasing W): marker candidates that tell the pair apart.
+
+    Parallel arrays, one entry per (pair, gene); ``gene`` indexes the variable genes.
+    """
+
+    cluster_a: np.ndarray
+    cluster_b: np.ndarray
+    gene: np.ndarray
+    W: np.ndarray
+
+    @classmethod
+    def strongest(cls, w: np.ndarray, pairs: np.ndarray, fdr: float) -> Markers:
+        """The markers of every pair from its row of ``w`` (pairs x variable genes)."""
+        top = [strongest_selected(row, fdr, MARKERS_PER_PAIR) for row in w]
+        row = np.repeat(np.arange(len(top)), [t.size for t in top])
+        gene = np.concatenate([np.zeros(0, dtype=np.int64), *top])
+        return cls(pairs[row, 0], pairs[row, 1], gene, w[row, gene])
+
+    def record(self, gene_names: np.ndarray) -> dict[str, np.ndarray]:
+        """The ``uns['recall']['markers']`` entry, with genes by name."""
+        return {
+            "cluster_a": self.cluster_a,
+            "cluster_b": self.cluster_b,
+            "gene": np.asarray(gene_names, dtype=str)[self.gene],
+            "W": self.W,
+        }
+
+
+@dataclass(frozen=True)
 class Iteration:
     """One clustering and its pairwise knockoff tests."""
 
     resolution: float
     labels: np.ndarray = field(repr=False)
     n_selected: np.ndarray  # clusters x clusters selected-gene counts; -1 on the diagonal
+    markers: Markers | None = field(default=None, repr=False)
 
     @property
     def n_clusters(self) -> int:
@@ -74,21 +109,23 @@ class Iteration:
 
 def selected_gene_counts(
     data: da.Array, labels: np.ndarray, n_genes: int, fdr: float
-) -> np.ndarray:
-    """Clusters x clusters matrix of genes the knockoff+ filter selects for each pair.
+) -> tuple[np.ndarray, Markers]:
+    """Clusters x clusters matrix of genes the knockoff+ filter selects for each pair, and
+    each pair's strongest selected genes.
 
     ``data`` holds the log-normalized variable genes in its first ``n_genes`` columns and their
     artificial twins, in the same order, in the next ``n_genes``.
     """
     n_clusters = int(labels.max()) + 1
     counts = np.full((n_clusters, n_clusters), -1, dtype=np.int64)
+    pairs = cluster_pairs(n_clusters)
     if n_clusters == 1:
-        return counts
+        return counts, Markers.strongest(np.zeros((0, n_genes)), pairs, fdr)
     log_p = pairwise_log_pvalues(data, labels, n_clusters)
     w = knockoff_statistics(log_p[:, :n_genes], log_p[:, n_genes:])
-    a, b = cluster_pairs(n_clusters).T
+    a, b = pairs.T
     counts[a, b] = counts[b, a] = n_selected_per_pair(w, fdr)
-    return counts
+    return counts, Markers.strongest(w, pairs, fdr)
 
 
 def resolutions(params: RecallParams) -> list[float]:
@@ -124,7 +161,7 @@ def calibrate(
                         )
                 labels = clusterings.pop(number).result()
                 iteration = Iteration(
-                    resolution, labels, selected_gene_counts(data, labels, n_genes, params.fdr)
+                    resolution, labels, *selected_gene_counts(data, labels, n_genes, params.fdr)
                 )
                 iterations.append(iteration)
                 _log(len(iterations), iteration)

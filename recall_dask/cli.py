@@ -8,7 +8,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import fields
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import RecallParams
 from recall_dask.pipeline import ingested, recall_store
 from recall_dask.progress import reporting
+from recall_dask.report import report_path_for, require_extra, write_report
 from recall_dask.simulate import write_simulated
 from recall_dask.storage import Location
 
@@ -167,6 +168,32 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_report_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    report = parser.add_argument_group("report")
+    report.add_argument(
+        "--report",
+        nargs="?",
+        const="",
+        default=default,
+        metavar="PATH",
+        help="also write the HTML report, to PATH or beside the output (OUT.zarr -> OUT.html)"
+        + (" (default %(default)s)" if default else ""),
+    )
+    if default:
+        report.add_argument(
+            "--no-report", dest="report", action="store_const", const=None, help="no report"
+        )
+    report.add_argument(
+        "--compare-default", action="store_true", help=_COMPARE_DEFAULT + " (implies --report)"
+    )
+
+
+_COMPARE_DEFAULT = (
+    "add to the report the standard clustering of the original data (no artificial genes) at "
+    "the starting resolution, as a third UMAP panel"
+)
+
+
 def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -201,6 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--labels-csv", default=None, help="also write barcode,cluster to this CSV")
     _add_recall_options(run)
+    _add_report_options(run, None)
     _add_cluster_options(run)
     demo = commands.add_parser(
         "demo",
@@ -214,7 +242,24 @@ def _parser() -> argparse.ArgumentParser:
         "--labels-csv", default="recall_demo_labels.csv", help="labels CSV (default %(default)s)"
     )
     _add_recall_options(demo)
+    _add_report_options(demo, "recall_demo.html")
     _add_cluster_options(demo)
+    report = commands.add_parser(
+        "report",
+        help="write the HTML report of a run",
+        description="Write one self-contained HTML page (UMAP, calibration trace, selected genes "
+        "per cluster pair, cluster sizes, marker candidates, parameters) from a store that "
+        "`run` wrote. Needs the report extra: pip install 'recall-dask[report]'. Adds the UMAP "
+        "to the store (obsm['X_umap']), and with --compare-default the standard clustering "
+        "(obs['default_clusters']); both are reused when present.",
+    )
+    report.add_argument("store", help="AnnData .zarr store written by `run` (path or URL)")
+    report.add_argument(
+        "-o", "--out", default=None, help="HTML file (default: STORE.zarr -> STORE.html)"
+    )
+    report.add_argument("--compare-default", action="store_true", help=_COMPARE_DEFAULT)
+    _add_storage_options(report)
+    _add_cluster_options(report)
     ingest = commands.add_parser(
         "ingest",
         help="stream counts into a row-chunked AnnData Zarr store",
@@ -267,7 +312,7 @@ def _parser() -> argparse.ArgumentParser:
         help="cells per row chunk (default %(default)s)",
     )
     _add_storage_options(simulate)
-    for command in (run, demo, ingest, simulate):
+    for command in (run, demo, report, ingest, simulate):
         command.add_argument(
             "--quiet",
             action="store_true",
@@ -289,7 +334,6 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
     if args.labels_csv and not Path(args.labels_csv).resolve().parent.is_dir():
         raise InputError(f"--labels-csv: directory of {args.labels_csv} does not exist")
     options = args.storage_options
-    cluster = ClusterConfig(**{f.name: getattr(args, f.name) for f in fields(ClusterConfig)})
     if getattr(args, "in_place", False):
         if args.layer is not None:
             raise InputError("--in-place reads the counts in X; --layer needs --out")
@@ -299,26 +343,68 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         output = ingested(
             source, args.out, chunk_size=args.chunk_size, layer=args.layer, storage_options=options
         )
-    with output as store, dask_client(cluster):
-        adata = recall_store(
-            store,
-            params,
-            chunk_size=args.chunk_size,
-            work_dir=args.work_dir,
-            storage_options=options,
+    report = _report_path(args)
+    with ExitStack() as running:
+        with output as store:
+            running.enter_context(dask_client(_cluster(args)))
+            adata = recall_store(
+                store,
+                params,
+                chunk_size=args.chunk_size,
+                work_dir=args.work_dir,
+                storage_options=options,
+            )
+        labels = adata.obs["recall_clusters"]
+        if args.labels_csv:
+            io.write_labels_csv(args.labels_csv, adata.obs_names, labels.to_numpy())
+        record = adata.uns["recall"]
+        logger.info(
+            "%d clusters after %d iteration(s) (resolution %.4g); wrote %s%s",
+            record["n_clusters"],
+            record["n_iterations"],
+            record["resolution"],
+            Location.of(destination, options),
+            f" and {Path(args.labels_csv).resolve()}" if args.labels_csv else "",
         )
-    labels = adata.obs["recall_clusters"]
-    if args.labels_csv:
-        io.write_labels_csv(args.labels_csv, adata.obs_names, labels.to_numpy())
-    record = adata.uns["recall"]
-    logger.info(
-        "%d clusters after %d iteration(s) (resolution %.4g); wrote %s%s",
-        record["n_clusters"],
-        record["n_iterations"],
-        record["resolution"],
-        Location.of(destination, options),
-        f" and {Path(args.labels_csv).resolve()}" if args.labels_csv else "",
-    )
+        if report is not None:  # after the store is complete: a failed report leaves it
+            write_report(
+                store, report, compare_default=args.compare_default, storage_options=options
+            )
+
+
+def _cluster(args: argparse.Namespace) -> ClusterConfig:
+    return ClusterConfig(**{f.name: getattr(args, f.name) for f in fields(ClusterConfig)})
+
+
+def _report_path(args: argparse.Namespace) -> str | None:
+    """Where ``run`` or ``demo`` writes the report, or None; checked before the run starts.
+
+    Without the report extra, ``demo`` skips its default report with a note, so that it runs
+    after a plain ``pip install``; an asked-for report is an error.
+    """
+    if args.report is None and not args.compare_default:
+        return None
+    try:
+        require_extra()
+    except InputError as error:
+        if args.command != "demo":
+            raise
+        logger.warning("no report: %s", error)
+        return None
+    store = args.input if getattr(args, "in_place", False) else args.out
+    return args.report or report_path_for(store)
+
+
+def _report(args: argparse.Namespace) -> None:
+    """Write the report of an existing store; a cluster only for the standard clustering."""
+    require_extra()
+    with dask_client(_cluster(args)) if args.compare_default else nullcontext():
+        write_report(
+            args.store,
+            args.out,
+            compare_default=args.compare_default,
+            storage_options=args.storage_options,
+        )
 
 
 def _ingest(args: argparse.Namespace) -> None:
@@ -346,6 +432,7 @@ def _simulate(args: argparse.Namespace) -> None:
 _COMMANDS = {
     "run": lambda args: _run(args, args.input),
     "demo": lambda args: _run(args, io.BUNDLED_PBMC3K),
+    "report": _report,
     "ingest": _ingest,
     "simulate": _simulate,
 }

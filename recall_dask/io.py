@@ -689,6 +689,15 @@ def write_results(
     zarr.consolidate_metadata(root.store)
 
 
+def read_results(store: str | Path, *, storage_options: StorageOptions = None) -> ad.AnnData:
+    """obs, var, obsm and uns of a store (a path or URL), without X: the results of a run."""
+    location = Location.of(store, storage_options)
+    root = _open_group(location, "r")
+    with _reading(location):
+        parts = {key: read_elem(root[key]) for key in ("obs", "var", "obsm", "uns") if key in root}
+    return ad.AnnData(**parts)
+
+
 def write_labels_csv(path: str | Path, barcodes: Sequence[str], labels: Sequence[Any]) -> None:
     """Write one ``barcode,cluster`` row per cell, in input order, under that header."""
     if len(barcodes) != len(labels):

@@ -54,6 +54,16 @@ def n_selected(W: np.ndarray, fdr: float = 0.05, offset: int = 1) -> int:
     return int(np.count_nonzero(selected(W, fdr, offset)))
 
 
+def strongest_selected(
+    W: np.ndarray, fdr: float = 0.05, n_top: int = 10, offset: int = 1
+) -> np.ndarray:
+    """Indices of the selected features with the largest ``W``, at most ``n_top``, by
+    decreasing ``W`` (ties: lower index first)."""
+    W = np.asarray(W, dtype=np.float64)
+    chosen = np.flatnonzero(selected(W, fdr, offset))
+    return chosen[np.argsort(-W[chosen], kind="stable")][:n_top]
+
+
 def n_selected_per_pair(W2d: np.ndarray, fdr: float = 0.05, offset: int = 1) -> np.ndarray:
     """:func:`n_selected` for each row of a ``(pairs, features)`` array, each row on its own."""
     return np.array([n_selected(row, fdr, offset) for row in np.asarray(W2d)], dtype=np.int64)

@@ -134,6 +134,7 @@ def run_recall(
         "versions": _versions(),
         "variable_genes": np.asarray(var.index[genes], dtype=str),
         "iterations": {str(i): it.summary() for i, it in enumerate(iterations)},
+        "markers": iterations[-1].markers.record(var.index[genes]),
         "n_iterations": len(iterations),
         "resolution": iterations[-1].resolution,
         "n_clusters": iterations[-1].n_clusters,
@@ -267,13 +268,14 @@ def recall_store(
 def _annotate(
     adata: ad.AnnData, embedding: np.ndarray, iterations: list[Iteration], record: dict
 ) -> None:
-    adata.obs["recall_clusters"] = _categorical(iterations[-1].labels, adata.obs_names)
-    adata.obs["initial_clusters"] = _categorical(iterations[0].labels, adata.obs_names)
+    adata.obs["recall_clusters"] = categorical_labels(iterations[-1].labels, adata.obs_names)
+    adata.obs["initial_clusters"] = categorical_labels(iterations[0].labels, adata.obs_names)
     adata.obsm["X_pca"] = embedding
     adata.uns["recall"] = record
 
 
-def _categorical(labels: np.ndarray, index: pd.Index) -> pd.Series:
+def categorical_labels(labels: np.ndarray, index: pd.Index) -> pd.Series:
+    """Cluster labels 0..K-1 as the categorical column a store keeps ("0", "1", ...)."""
     names = [str(i) for i in range(int(labels.max()) + 1)]
     return pd.Series(pd.Categorical.from_codes(labels, categories=names), index=index)
 

@@ -169,13 +169,35 @@ def _augment_block(
     real = sp.csr_matrix(block[:, genes], dtype=np.float64)
     artificial = null.sample(first_row, block.shape[0], seed)
     augmented = sp.hstack([real, artificial], format="csr", dtype=np.float64)
-    library_size = np.asarray(augmented.sum(axis=1)).ravel()
+    return _log_normalize(augmented, np.asarray(augmented.sum(axis=1)).ravel(), target_sum)
+
+
+def _log_normalize(
+    matrix: sp.csr_matrix, library_size: np.ndarray, target_sum: float
+) -> sp.csr_matrix:
+    """Seurat's LogNormalize in place: log1p(x * target_sum / library size), row by row."""
     with np.errstate(divide="ignore"):
         factor = np.where(library_size > 0, target_sum / library_size, 0.0)
-    augmented.data *= np.repeat(factor, np.diff(augmented.indptr))
-    np.log1p(augmented.data, out=augmented.data)
-    augmented.eliminate_zeros()
-    return augmented
+    matrix.data *= np.repeat(factor, np.diff(matrix.indptr))
+    np.log1p(matrix.data, out=matrix.data)
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def _normalize_block(
+    block: sp.csr_matrix, first_row: int, genes: np.ndarray, target_sum: float
+) -> sp.csr_matrix:
+    """The ``genes`` columns of one row block, log-normalized by the library size of all genes."""
+    block = sp.csr_matrix(block, dtype=np.float64)
+    library_size = np.asarray(block.sum(axis=1)).ravel()
+    return _log_normalize(block[:, genes], library_size, target_sum)
+
+
+def log_normalized(counts: da.Array, genes: np.ndarray, target_sum: float = 1e4) -> da.Array:
+    """Lazy (cells, genes) log-normalized matrix of the ``genes`` columns, as Seurat's
+    ``NormalizeData`` on all genes followed by a subset to the variable genes: the standard
+    clustering without artificial genes."""
+    return map_row_blocks(counts, _normalize_block, genes.size, genes, target_sum)
 
 
 def augmented_log_normalized(

@@ -6,16 +6,25 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import simulate_dense
+import scipy.sparse as sp
+from conftest import as_row_chunked, simulate_dense
+from scipy.stats import mannwhitneyu
 
 from recall_dask import calibrate as calibrate_module
-from recall_dask.calibrate import CalibrationError, Iteration, resolutions
+from recall_dask.calibrate import (
+    MARKERS_PER_PAIR,
+    CalibrationError,
+    Iteration,
+    resolutions,
+    selected_gene_counts,
+)
 from recall_dask.graph import (
     ClusteringStopped,
     cluster_graph,
     nearest_neighbors,
     shared_nearest_neighbors,
 )
+from recall_dask.knockoff import knockoff_threshold
 from recall_dask.params import RecallParams
 from recall_dask.pipeline import recall
 
@@ -88,3 +97,43 @@ def test_a_stopped_clustering_ends_at_its_next_start(rng):
     for algorithm in ("louvain", "leiden"):
         with pytest.raises(ClusteringStopped):
             cluster_graph(snn, 0.8, algorithm=algorithm, stop=stop)
+
+
+def _planted_pairs(rng, n_genes=60, per_cluster=45):
+    """Three clusters, each raising its own 25 genes, and artificial twins with no signal."""
+    labels = np.repeat([0, 1, 2], per_cluster)
+    means = np.ones((3, n_genes))
+    for cluster in range(3):
+        means[cluster, rng.choice(n_genes, 25, replace=False)] = 4.0
+    genes = rng.poisson(means[labels]).astype(float)
+    twins = rng.poisson(2.0, size=genes.shape).astype(float)
+    return sp.csr_matrix(np.hstack([genes, twins])), labels
+
+
+@pytest.mark.parametrize("chunks", [-1, 37], ids=["one-chunk", "37-rows"])
+def test_markers_are_each_pairs_strongest_knockoff_selections(rng, chunks):
+    """Oracle: for each pair, W from scipy's rank-sum p-values of the gene and its twin, the
+    knockoff+ threshold, the selected genes and the top ones by W."""
+    matrix, labels = _planted_pairs(rng)
+    n_genes = matrix.shape[1] // 2
+    counts, markers = selected_gene_counts(as_row_chunked(matrix, chunks), labels, n_genes, 0.05)
+    dense = matrix.toarray()
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        p = mannwhitneyu(dense[labels == a], dense[labels == b], method="asymptotic").pvalue
+        w = -np.log10(p[:n_genes]) + np.log10(p[n_genes:])
+        chosen = np.flatnonzero(w >= knockoff_threshold(w))
+        top = chosen[np.argsort(-w[chosen], kind="stable")][:MARKERS_PER_PAIR]
+        assert counts[a, b] == counts[b, a] == chosen.size > MARKERS_PER_PAIR
+        mine = (markers.cluster_a == a) & (markers.cluster_b == b)
+        np.testing.assert_array_equal(markers.gene[mine], top)
+        np.testing.assert_allclose(markers.W[mine], w[top], rtol=1e-9)
+    assert set(zip(markers.cluster_a, markers.cluster_b, strict=True)) == {(0, 1), (0, 2), (1, 2)}
+
+
+def test_one_cluster_has_no_markers(rng):
+    matrix, _ = _planted_pairs(rng)
+    counts, markers = selected_gene_counts(
+        as_row_chunked(matrix, -1), np.zeros(matrix.shape[0], dtype=np.int64), 60, 0.05
+    )
+    assert counts.tolist() == [[-1]]
+    assert markers.gene.size == markers.W.size == markers.cluster_a.size == 0

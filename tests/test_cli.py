@@ -138,17 +138,21 @@ def test_entry_point_reports_without_traceback(tmp_path):
 
 
 HELP_MENTIONS = {
-    "": ("run", "demo", "ingest", "simulate"),
+    "": ("run", "demo", "report", "ingest", "simulate"),
     "run": (
         "--seed",
         "--fdr",
         "--n-pcs",
         "--k-neighbors",
         "--snn-prune",
+        "--in-place",
         "--scheduler",
         "--labels-csv",
+        "--report",
+        "--compare-default",
     ),
-    "demo": ("--seed", "--fdr", "--scheduler"),
+    "demo": ("--seed", "--fdr", "--scheduler", "--no-report"),
+    "report": ("--out", "--compare-default", "--scheduler", "recall-dask[report]"),
     "ingest": ("--chunk-size", "--layer"),
     "simulate": ("--cells", "--genes", "--groups", "--de-prob"),
 }

@@ -9,6 +9,7 @@ from recall_dask.knockoff import (
     n_selected,
     n_selected_per_pair,
     selected,
+    strongest_selected,
 )
 
 
@@ -108,3 +109,13 @@ def test_per_pair_counts_rows_independently():
     W2d = np.stack([np.arange(1.0, 21.0), np.arange(1.0, 21.0) - 10, np.zeros(20)])
     np.testing.assert_array_equal(n_selected_per_pair(W2d), [n_selected(row) for row in W2d])
     assert n_selected_per_pair(W2d)[0] == 20
+
+
+def test_strongest_selected_are_the_top_selected_by_w(rng):
+    W = np.r_[rng.normal(8.0, 3.0, 45), -1.0, 7.0, 7.0, rng.normal(0.0, 1.0, 30)]
+    t = _brute_threshold(W, 0.05, 1)
+    chosen = [j for j in sorted(range(W.size), key=lambda j: (-W[j], j)) if W[j] >= t]
+    assert len(chosen) > 10
+    np.testing.assert_array_equal(strongest_selected(W, n_top=10), chosen[:10])
+    np.testing.assert_array_equal(strongest_selected(W, n_top=1000), chosen)
+    assert strongest_selected(np.arange(1.0, 20.0)).size == 0, "nothing selected, no markers"
