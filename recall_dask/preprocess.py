@@ -68,34 +68,47 @@ def _vst_expected_variance(mean: np.ndarray, variance: np.ndarray) -> np.ndarray
     return expected
 
 
-def _clipped_square_sums(
+def _clipped_sums(
     block: sp.csr_matrix, mean: np.ndarray, sd: np.ndarray, clip: float
 ) -> np.ndarray:
-    """Per-gene sum over the block's nonzero entries of min((x - mean) / sd, clip) squared."""
+    """Per-gene number, sum and sum of squares of the block's values whose standardized value
+    ``(x - mean) / sd`` exceeds ``clip``."""
     block = sp.csr_matrix(block, dtype=np.float64)
     genes = block.indices
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.minimum((block.data - mean[genes]) / sd[genes], clip)
-    z[sd[genes] == 0] = 0.0
-    return np.bincount(genes, weights=z * z, minlength=mean.size)[None, :]
+        clipped = (block.data - mean[genes]) / sd[genes] > clip
+    genes, values = genes[clipped], block.data[clipped]
+    n_genes = mean.size
+    return np.vstack(
+        [
+            np.bincount(genes, minlength=n_genes),
+            np.bincount(genes, weights=values, minlength=n_genes),
+            np.bincount(genes, weights=values * values, minlength=n_genes),
+        ]
+    )
 
 
 def vst_standardized_variance(counts: da.Array, moments: np.ndarray) -> np.ndarray:
     """Seurat's vst score: variance of counts standardized by the loess-expected sd.
 
-    Standardized values are clipped at sqrt(n_cells) (Seurat's ``clip.max = "auto"``); zeros
-    are counted in closed form, so one pass over the nonzero entries suffices.
+    Standardized values are clipped at sqrt(n_cells) (Seurat's ``clip.max = "auto"``). Every
+    value below the clip, zeros included, adds ``(x - mean)^2 / sd^2``, which expands into the
+    gene's sums of counts and of squared counts; a pass over the nonzero entries finds the few
+    clipped ones. All those sums are exact integers, so the score, and the ranking of genes
+    with tied scores, does not depend on the chunking.
     """
     n_cells = counts.shape[0]
-    total, total_sq, n_nonzero = moments
+    total, total_sq, _ = moments
     mean, variance = _mean_and_variance(total, total_sq, n_cells)
     sd = np.sqrt(_vst_expected_variance(mean, variance))
-    nonzero_part = sum_row_blocks(
-        counts, _clipped_square_sums, (1, mean.size), mean, sd, float(np.sqrt(n_cells))
-    ).compute()[0]
+    clip = float(np.sqrt(n_cells))
+    n_clipped, clipped_total, clipped_sq = sum_row_blocks(
+        counts, _clipped_sums, (3, mean.size), mean, sd, clip
+    ).compute()
+    below_total, below_sq = total - clipped_total, total_sq - clipped_sq
+    below = below_sq - 2 * mean * below_total + (n_cells - n_clipped) * mean**2
     with np.errstate(divide="ignore", invalid="ignore"):
-        zero_part = (n_cells - n_nonzero) * (mean / sd) ** 2
-        score = (nonzero_part + zero_part) / (n_cells - 1)
+        score = (below / sd**2 + n_clipped * clip**2) / (n_cells - 1)
     score[sd == 0] = 0.0
     return score
 
@@ -106,17 +119,25 @@ def select_variable_genes(
     """Indices of the variable genes: ``var['highly_variable']`` if given, else vst's top genes.
 
     Genes are returned in ``var`` order, not in Seurat's rank order: the order only decides
-    which random stream each artificial gene gets, and ``var`` order keeps it independent of
-    floating-point noise in the scores (which can swap near-equal ranks between chunkings).
+    which random stream each artificial gene gets, and ``var`` order keeps that independent of
+    how the scores rank.
     Genes constant over all cells are never selected: they would carry no signal.
     """
-    if "highly_variable" in var.columns:
-        chosen = np.flatnonzero(var["highly_variable"].to_numpy(dtype=bool))
-        logger.info("using %d genes flagged in var['highly_variable']", chosen.size)
-    else:
-        score = vst_standardized_variance(counts, moments)
-        ranked = np.argsort(-score, kind="stable")
-        chosen = np.sort(ranked[: min(n_top, int((score > 0).sum()))])
+    if "highly_variable" not in var.columns:
+        return top_vst_genes(counts, n_top, moments)
+    chosen = np.flatnonzero(var["highly_variable"].to_numpy(dtype=bool))
+    logger.info("using %d genes flagged in var['highly_variable']", chosen.size)
+    return _enough(chosen)
+
+
+def top_vst_genes(counts: da.Array, n_top: int, moments: np.ndarray) -> np.ndarray:
+    """Indices, in ``var`` order, of the ``n_top`` genes with the highest vst score that vary."""
+    score = vst_standardized_variance(counts, moments)
+    ranked = np.argsort(-score, kind="stable")
+    return _enough(np.sort(ranked[: min(n_top, int((score > 0).sum()))]))
+
+
+def _enough(chosen: np.ndarray) -> np.ndarray:
     if chosen.size < 2:
         raise InputError(f"only {chosen.size} variable genes; need at least 2")
     return chosen
