@@ -1,7 +1,10 @@
 """The resolution loop of ``FindClustersRecall``: recluster until every cluster pair is real.
 
-At each resolution the graph is clustered and every pair of clusters is tested on the
-variable genes and their artificial twins. A pair whose knockoff filter selects no gene is
+At each resolution the graph is clustered and every pair of clusters is tested by a pair test:
+a function of the labels that returns the clusters x clusters matrix of genes selected per
+pair. recall's test (:func:`selected_gene_counts`) runs the knockoff filter on the variable
+genes and their artificial twins; a count-splitting test counts marker genes on held-out
+counts, as ``FindClustersCountsplit`` does with the same loop. A pair that selects no gene is
 not supported by the data, so the resolution drops by ``reduction_percentage`` and the same
 graph is clustered again. The loop stops when every pair selects a gene or one cluster is left.
 
@@ -17,6 +20,7 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -27,9 +31,13 @@ import scipy.sparse as sp
 from recall_dask.graph import SNNGraph, cluster_graph
 from recall_dask.knockoff import knockoff_statistics, n_selected_per_pair
 from recall_dask.params import RecallParams
-from recall_dask.wilcoxon import cluster_pairs, pairwise_log_pvalues
+from recall_dask.wilcoxon import pair_matrix, pairwise_log_pvalues
 
 logger = logging.getLogger(__name__)
+
+#: Labels (one cluster id per cell, ``0..K-1``) to the K x K matrix of genes selected per pair,
+#: -1 on the diagonal.
+PairTest = Callable[[np.ndarray], np.ndarray]
 
 #: Clusterings run at once in the client: the current resolution and the next ones.
 CLUSTERING_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -81,14 +89,11 @@ def selected_gene_counts(
     artificial twins, in the same order, in the next ``n_genes``.
     """
     n_clusters = int(labels.max()) + 1
-    counts = np.full((n_clusters, n_clusters), -1, dtype=np.int64)
     if n_clusters == 1:
-        return counts
+        return pair_matrix(np.empty(0, dtype=np.int64), 1)
     log_p = pairwise_log_pvalues(data, labels, n_clusters)
     w = knockoff_statistics(log_p[:, :n_genes], log_p[:, n_genes:])
-    a, b = cluster_pairs(n_clusters).T
-    counts[a, b] = counts[b, a] = n_selected_per_pair(w, fdr)
-    return counts
+    return pair_matrix(n_selected_per_pair(w, fdr), n_clusters)
 
 
 def resolutions(params: RecallParams) -> list[float]:
@@ -99,10 +104,11 @@ def resolutions(params: RecallParams) -> list[float]:
     return values
 
 
-def calibrate(
-    snn: sp.csr_matrix, data: da.Array, n_genes: int, params: RecallParams
-) -> list[Iteration]:
-    """Lower the resolution until every cluster pair selects a gene; the last iteration wins."""
+def calibrate(snn: sp.csr_matrix, pair_test: PairTest, params: RecallParams) -> list[Iteration]:
+    """Lower the resolution until every cluster pair selects a gene; the last iteration wins.
+
+    ``pair_test`` is called once per clustering, with its labels.
+    """
     graph = SNNGraph.from_snn(snn)
     steps = resolutions(params)
     stop = threading.Event()
@@ -123,9 +129,7 @@ def calibrate(
                             stop=stop,
                         )
                 labels = clusterings.pop(number).result()
-                iteration = Iteration(
-                    resolution, labels, selected_gene_counts(data, labels, n_genes, params.fdr)
-                )
+                iteration = Iteration(resolution, labels, pair_test(labels))
                 iterations.append(iteration)
                 _log(len(iterations), iteration)
                 if iteration.failing_pair is None:

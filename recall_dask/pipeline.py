@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from recall_dask import io
-from recall_dask.calibrate import Iteration, calibrate
+from recall_dask.calibrate import Iteration, calibrate, selected_gene_counts
 from recall_dask.errors import InputError
 from recall_dask.graph import nearest_neighbors, shared_nearest_neighbors
 from recall_dask.nulls import fit_null
@@ -126,7 +127,8 @@ def run_recall(
         knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors)
         snn = shared_nearest_neighbors(knn, params.snn_prune)
     with _stage("calibration", timings):
-        iterations = calibrate(snn, tiles, genes.size, params)
+        pair_test = partial(selected_gene_counts, tiles, n_genes=genes.size, fdr=params.fdr)
+        iterations = calibrate(snn, pair_test, params)
     record = {
         "params": params.as_dict(),
         "seed": params.seed,
