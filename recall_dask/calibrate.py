@@ -3,10 +3,11 @@
 At each resolution the graph is clustered and every pair of clusters is tested by a pair test:
 a function of the labels that returns the clusters x clusters matrix of genes selected per
 pair. recall's test (:func:`selected_gene_counts`) runs the knockoff filter on the variable
-genes and their artificial twins; a count-splitting test counts marker genes on held-out
-counts, as ``FindClustersCountsplit`` does with the same loop. A pair that selects no gene is
-not supported by the data, so the resolution drops by ``reduction_percentage`` and the same
-graph is clustered again. The loop stops when every pair selects a gene or one cluster is left.
+genes and their artificial twins; count splitting's (:mod:`recall_dask.countsplit`) counts
+marker genes on held-out counts, as ``FindClustersCountsplit`` does with the same loop. A pair
+that selects no gene is not supported by the data, so the resolution drops by
+``reduction_percentage`` and the same graph is clustered again. The loop stops when every pair
+selects a gene or one cluster is left.
 
 Each clustering starts its own random stream (Seurat's ``random.seed = 0``), so the clustering
 at a resolution does not depend on the ones before it. The next resolutions are therefore

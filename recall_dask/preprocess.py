@@ -143,6 +143,25 @@ def _enough(chosen: np.ndarray) -> np.ndarray:
     return chosen
 
 
+def log_normalize(
+    block: sp.csr_matrix, target_sum: float, columns: np.ndarray | None = None
+) -> sp.csr_matrix:
+    """Seurat's LogNormalize of a row block: ``log1p(x * target_sum / library size)``, float64.
+
+    The library size of a cell is its total over all columns of ``block``; with ``columns``,
+    only those columns are returned (normalized by the full library size).
+    """
+    block = sp.csr_matrix(block, dtype=np.float64)
+    library_size = np.asarray(block.sum(axis=1)).ravel()
+    block = block.copy() if columns is None else block[:, columns]  # never scale the input
+    with np.errstate(divide="ignore"):
+        factor = np.where(library_size > 0, target_sum / library_size, 0.0)
+    block.data *= np.repeat(factor, np.diff(block.indptr))
+    np.log1p(block.data, out=block.data)
+    block.eliminate_zeros()
+    return block
+
+
 def _augment_block(
     block: sp.csr_matrix,
     first_row: int,
@@ -155,13 +174,7 @@ def _augment_block(
     real = sp.csr_matrix(block[:, genes], dtype=np.float64)
     artificial = null.sample(first_row, block.shape[0], seed)
     augmented = sp.hstack([real, artificial], format="csr", dtype=np.float64)
-    library_size = np.asarray(augmented.sum(axis=1)).ravel()
-    with np.errstate(divide="ignore"):
-        factor = np.where(library_size > 0, target_sum / library_size, 0.0)
-    augmented.data *= np.repeat(factor, np.diff(augmented.indptr))
-    np.log1p(augmented.data, out=augmented.data)
-    augmented.eliminate_zeros()
-    return augmented
+    return log_normalize(augmented, target_sum)
 
 
 def augmented_log_normalized(

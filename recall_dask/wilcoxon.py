@@ -10,7 +10,8 @@ nonzeros by (feature, cluster) and sorts each group, then for every cluster pair
 clusters' sorted nonzeros in one linear pass, counting all zeros as a single tie group in closed
 form. The regrouping and the merge are numba kernels (:mod:`recall_dask._kernels`). The
 grouping (:class:`ClusterGroups`) also yields per-cluster detection counts and sums, so other
-pair tests run on the same tasks through :func:`per_feature_block`.
+pair tests (:mod:`recall_dask.countsplit`) run on the same tasks through
+:func:`per_feature_block`.
 """
 
 from __future__ import annotations

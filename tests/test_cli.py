@@ -70,6 +70,7 @@ def bad_inputs(tmp: Path, rng) -> dict[str, tuple[Path, list[str]]]:
         "fdr out of range": (cellranger_folder(tmp / "ok1", good), ["--fdr", "1.5"]),
         "unknown algorithm": (cellranger_folder(tmp / "ok2", good), ["--algorithm", "x"]),
         "unknown null": (cellranger_folder(tmp / "ok3", good), ["--null-method", "beta"]),
+        "unknown method": (cellranger_folder(tmp / "ok8", good), ["--method", "split"]),
         "bad resolution": (cellranger_folder(tmp / "ok4", good), ["--resolution-start", "-1"]),
         "no workers": (cellranger_folder(tmp / "ok5", good), ["--n-workers", "0"]),
         "bad chunk size": (cellranger_folder(tmp / "ok6", good), ["--chunk-size", "0"]),
@@ -92,6 +93,7 @@ CASES = [
     "fdr out of range",
     "unknown algorithm",
     "unknown null",
+    "unknown method",
     "bad resolution",
     "no workers",
     "bad chunk size",
@@ -133,8 +135,8 @@ def test_entry_point_reports_without_traceback(tmp_path):
 
 HELP_MENTIONS = {
     "": ("run", "demo", "ingest", "simulate"),
-    "run": ("--seed", "--fdr", "--scheduler", "--labels-csv"),
-    "demo": ("--seed", "--fdr", "--scheduler"),
+    "run": ("--method", "countsplit", "--seed", "--fdr", "--scheduler", "--labels-csv"),
+    "demo": ("--method", "countsplit", "--seed", "--fdr", "--scheduler"),
     "ingest": ("--chunk-size", "--layer"),
     "simulate": ("--cells", "--genes", "--groups", "--de-prob"),
 }
