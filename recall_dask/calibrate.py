@@ -1,9 +1,13 @@
 """The resolution loop of ``FindClustersRecall``: recluster until every cluster pair is real.
 
-At each resolution the graph is clustered and every pair of clusters is tested on the
-variable genes and their artificial twins. A pair whose knockoff filter selects no gene is
-not supported by the data, so the resolution drops by ``reduction_percentage`` and the same
-graph is clustered again. The loop stops when every pair selects a gene or one cluster is left.
+At each resolution the graph is clustered and every pair of clusters is tested by a pair test:
+a function of the labels that returns the clusters x clusters matrix of genes selected per
+pair (and marker candidates, where it has them). recall's test (:func:`selected_gene_counts`)
+runs the knockoff filter on the variable genes and their artificial twins; count splitting's
+(:mod:`recall_dask.countsplit`) counts marker genes on held-out counts, as
+``FindClustersCountsplit`` does with the same loop. A pair that selects no gene is not
+supported by the data, so the resolution drops by ``reduction_percentage`` and the same graph
+is clustered again. The loop stops when every pair selects a gene or one cluster is left.
 
 Each clustering starts its own random stream (Seurat's ``random.seed = 0``), so the clustering
 at a resolution does not depend on the ones before it. The next resolutions are therefore
@@ -17,6 +21,7 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -27,7 +32,7 @@ import scipy.sparse as sp
 from recall_dask.graph import SNNGraph, cluster_graph
 from recall_dask.knockoff import knockoff_statistics, n_selected_per_pair, strongest_selected
 from recall_dask.params import RecallParams
-from recall_dask.wilcoxon import cluster_pairs, pairwise_log_pvalues
+from recall_dask.wilcoxon import cluster_pairs, pair_matrix, pairwise_log_pvalues
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +76,11 @@ class Markers:
             "gene": np.asarray(gene_names, dtype=str)[self.gene],
             "W": self.W,
         }
+
+
+#: Labels (one cluster id per cell, ``0..K-1``) to the K x K matrix of genes selected per pair
+#: (-1 on the diagonal) and, for tests that have them, each pair's marker candidates.
+PairTest = Callable[[np.ndarray], tuple[np.ndarray, Markers | None]]
 
 
 @dataclass(frozen=True)
@@ -117,15 +127,14 @@ def selected_gene_counts(
     artificial twins, in the same order, in the next ``n_genes``.
     """
     n_clusters = int(labels.max()) + 1
-    counts = np.full((n_clusters, n_clusters), -1, dtype=np.int64)
     pairs = cluster_pairs(n_clusters)
     if n_clusters == 1:
-        return counts, Markers.strongest(np.zeros((0, n_genes)), pairs, fdr)
+        return pair_matrix(np.empty(0, dtype=np.int64), 1), Markers.strongest(
+            np.zeros((0, n_genes)), pairs, fdr
+        )
     log_p = pairwise_log_pvalues(data, labels, n_clusters)
     w = knockoff_statistics(log_p[:, :n_genes], log_p[:, n_genes:])
-    a, b = pairs.T
-    counts[a, b] = counts[b, a] = n_selected_per_pair(w, fdr)
-    return counts, Markers.strongest(w, pairs, fdr)
+    return pair_matrix(n_selected_per_pair(w, fdr), n_clusters), Markers.strongest(w, pairs, fdr)
 
 
 def resolutions(params: RecallParams) -> list[float]:
@@ -136,10 +145,11 @@ def resolutions(params: RecallParams) -> list[float]:
     return values
 
 
-def calibrate(
-    snn: sp.csr_matrix, data: da.Array, n_genes: int, params: RecallParams
-) -> list[Iteration]:
-    """Lower the resolution until every cluster pair selects a gene; the last iteration wins."""
+def calibrate(snn: sp.csr_matrix, pair_test: PairTest, params: RecallParams) -> list[Iteration]:
+    """Lower the resolution until every cluster pair selects a gene; the last iteration wins.
+
+    ``pair_test`` is called once per clustering, with its labels.
+    """
     graph = SNNGraph.from_snn(snn)
     steps = resolutions(params)
     stop = threading.Event()
@@ -160,9 +170,7 @@ def calibrate(
                             stop=stop,
                         )
                 labels = clusterings.pop(number).result()
-                iteration = Iteration(
-                    resolution, labels, *selected_gene_counts(data, labels, n_genes, params.fdr)
-                )
+                iteration = Iteration(resolution, labels, *pair_test(labels))
                 iterations.append(iteration)
                 _log(len(iterations), iteration)
                 if iteration.failing_pair is None:

@@ -18,7 +18,7 @@ from recall_dask.cluster import CLUSTER_KINDS, ClusterConfig, dask_client
 from recall_dask.errors import InputError
 from recall_dask.graph import ALGORITHMS
 from recall_dask.nulls import NULL_METHODS
-from recall_dask.params import RecallParams
+from recall_dask.params import METHODS, RecallParams
 from recall_dask.pipeline import ingested, recall_store
 from recall_dask.progress import reporting
 from recall_dask.report import report_path_for, require_extra, write_report
@@ -39,7 +39,21 @@ class _Parser(argparse.ArgumentParser):
 def _add_recall_options(parser: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     add = parser.add_argument
-    add("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+    add(
+        "--method",
+        choices=METHODS,
+        default=d.method,
+        help="how cluster pairs are tested: recall = artificial null genes and the knockoff "
+        "filter (FindClustersRecall); countsplit = split the counts into train and test halves, "
+        "cluster the train half and test marker genes on the test half with Seurat's "
+        "FindMarkers defaults (FindClustersCountsplit) (default %(default)s)",
+    )
+    add(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="random seed of the artificial genes or of the count split (default %(default)s)",
+    )
     add(
         "--resolution-start",
         type=float,
@@ -57,7 +71,8 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
         "--n-hvg",
         type=int,
         default=d.n_hvg,
-        help="number of variable genes, each with one artificial twin (default %(default)s)",
+        help="number of variable genes; recall gives each an artificial twin, countsplit "
+        "chooses them on the train half (default %(default)s)",
     )
     add(
         "--algorithm",
@@ -69,9 +84,15 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
         "--null-method",
         choices=NULL_METHODS,
         default=d.null_method,
-        help="null distribution of the artificial genes (default %(default)s)",
+        help="null distribution of the artificial genes; recall only (default %(default)s)",
     )
-    add("--fdr", type=float, default=d.fdr, help="knockoff+ target FDR q (default %(default)s)")
+    add(
+        "--fdr",
+        type=float,
+        default=d.fdr,
+        help="knockoff+ target FDR q; with countsplit, the level of the Bonferroni-adjusted "
+        "marker p-values (default %(default)s)",
+    )
     add(
         "--n-pcs",
         type=int,
@@ -108,7 +129,8 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
     add(
         "--work-dir",
         default=None,
-        help="directory or URL (s3://...) for the temporary work store of the augmented matrix; "
+        help="directory or URL (s3://...) for the temporary work store of the normalized "
+        "matrices; "
         "on a cluster, one every worker can reach (default: the system's temporary directory)",
     )
     _add_storage_options(parser)

@@ -9,15 +9,22 @@ from recall_dask.errors import InputError
 from recall_dask.graph import ALGORITHMS
 from recall_dask.nulls import NULL_METHODS
 
+#: How cluster pairs are tested: artificial genes and knockoffs (``FindClustersRecall``), or
+#: marker genes on held-out counts (``FindClustersCountsplit``).
+METHODS = ("recall", "countsplit")
+
 
 @dataclass(frozen=True)
 class RecallParams:
     """Options of ``FindClustersRecall`` and the Seurat defaults it relies on.
 
     Defaults mirror the R package: ZIP null, 2,000 variable genes, resolution 0.8 lowered by
-    20% per iteration, 10 PCs for the graph, Louvain, knockoff+ at q = 0.05.
+    20% per iteration, 10 PCs for the graph, Louvain, knockoff+ at q = 0.05. ``method``
+    "countsplit" runs ``FindClustersCountsplit`` instead; ``null_method`` does not apply to it,
+    and ``fdr`` is then the level of its Bonferroni-adjusted p-values (R: 0.05).
     """
 
+    method: str = "recall"
     resolution_start: float = 0.8
     reduction_percentage: float = 0.2
     dims: int = 10
@@ -35,6 +42,7 @@ class RecallParams:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.method in METHODS, f"--method must be one of {', '.join(METHODS)}"),
             (self.resolution_start > 0, "--resolution-start must be > 0"),
             (0 < self.reduction_percentage < 1, "--reduction-percentage must be in (0, 1)"),
             (self.dims >= 1, "--dims must be >= 1"),

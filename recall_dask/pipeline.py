@@ -1,9 +1,12 @@
 """``recall``: one cell matrix from counts to calibrated labels, stage by stage.
 
-counts -> variable genes -> artificial genes from their nulls -> augmented, log-normalized
-matrix (in a Zarr work store, or in worker memory) -> scaling and exact PCA -> gathered
-embedding -> kNN and SNN graph -> calibration loop -> labels in ``obs``, embedding in
-``obsm``, trace in ``uns``.
+recall (``FindClustersRecall``): counts -> variable genes -> artificial genes from their
+nulls -> augmented, log-normalized matrix (in a Zarr work store, or in worker memory).
+Count splitting (``FindClustersCountsplit``): counts -> train and test halves -> variable genes
+of the train half -> its log-normalized variable genes, and the log-normalized test half of
+all genes (both in the work store, or in worker memory). Then both: scaling and exact PCA ->
+gathered embedding -> kNN and SNN graph -> calibration loop with the method's pair test ->
+labels in ``obs``, embedding in ``obsm``, trace in ``uns``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from recall_dask import io
-from recall_dask.calibrate import Iteration, calibrate
+from recall_dask.calibrate import Iteration, PairTest, calibrate, selected_gene_counts
+from recall_dask.countsplit import counts_half, log_normalized_half, marker_gene_counts
 from recall_dask.errors import InputError
 from recall_dask.graph import nearest_neighbors, shared_nearest_neighbors
 from recall_dask.nulls import fit_null
@@ -36,6 +42,7 @@ from recall_dask.preprocess import (
     column_moments,
     feature_scaling,
     select_variable_genes,
+    top_vst_genes,
 )
 from recall_dask.progress import compute, reporting
 from recall_dask.storage import Location, StorageOptions
@@ -68,20 +75,32 @@ def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
     logger.info("%s done in %.2f s", name, timings[name])
 
 
+def _kept(
+    data: da.Array, work: Path | str | None, name: str, storage_options: StorageOptions
+) -> tuple[da.Array, da.Array]:
+    """``data`` computed once and kept: as the store ``name`` in the work directory ``work``
+    (out of core) or, with ``None``, in worker memory. It comes back twice, lazily: by row
+    chunks, for the passes over the cells, and by (row chunk, feature block) tiles, for the
+    pairwise tests."""
+    width = feature_block_for(data.shape[0])
+    if work is None:
+        rows = _persist(data)
+        return rows, rows.rechunk({1: width})
+    store = Location.of(work, storage_options).child(name).url
+    tiles = write_tiles(data, store, width, storage_options)
+    return tiles.by_rows(), tiles.by_tiles()
+
+
 def augment(
     counts: da.Array,
     var: pd.DataFrame,
     params: RecallParams,
     timings: dict[str, float],
-    store: Path | str | None,
+    work: Path | str | None,
     storage_options: StorageOptions = None,
 ) -> tuple[np.ndarray, da.Array, da.Array]:
-    """Variable genes and the log-normalized [genes | artificial genes] matrix, computed once.
-
-    The matrix goes to the work store ``store`` (a path or URL, out of core), or with ``None``
-    stays in worker memory. It comes back twice, lazily: by row chunks, for the passes over the
-    cells, and by (row chunk, feature block) tiles, for the pairwise tests.
-    """
+    """Variable genes and the log-normalized [genes | artificial genes] matrix, computed once
+    and kept (:func:`_kept`), by rows and by tiles."""
     with _stage("variable genes", timings):
         (moments,) = compute(column_moments(counts))
         genes = select_variable_genes(counts, var, params.n_hvg, moments)
@@ -89,16 +108,69 @@ def augment(
         null = fit_null(counts[:, genes], params.null_method)
     with _stage("artificial genes and normalization", timings):
         data = augmented_log_normalized(counts, genes, null, params.seed, params.target_sum)
-        width = feature_block_for(counts.shape[0])
-        if store is None:
-            rows = _persist(data)
-            return genes, rows, rows.rechunk({1: width})
-        tiles = write_tiles(data, store, width, storage_options)
-    return genes, tiles.by_rows(), tiles.by_tiles()
+        rows, tiles = _kept(data, work, "augmented.zarr", storage_options)
+    return genes, rows, tiles
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What a method hands to the shared stages."""
+
+    genes: np.ndarray  # the variable genes, as indices into var
+    rows: da.Array  # the log-normalized matrix to scale and embed, by row chunks
+    pair_test: PairTest  # labels -> selected-gene counts per pair, and markers if any
+
+
+def _recall_inputs(
+    counts: da.Array,
+    var: pd.DataFrame,
+    params: RecallParams,
+    timings: dict[str, float],
+    work: Path | str | None,
+    storage_options: StorageOptions,
+) -> _Prepared:
+    """``FindClustersRecall``: embed the augmented matrix, test pairs with knockoffs on it."""
+    genes, rows, tiles = augment(counts, var, params, timings, work, storage_options)
+    test = partial(selected_gene_counts, tiles, n_genes=genes.size, fdr=params.fdr)
+    return _Prepared(genes, rows, test)
+
+
+def _countsplit_inputs(
+    counts: da.Array,
+    var: pd.DataFrame,
+    params: RecallParams,
+    timings: dict[str, float],
+    work: Path | str | None,
+    storage_options: StorageOptions,
+) -> _Prepared:
+    """``FindClustersCountsplit``: embed the train half's variable genes, test pairs for marker
+    genes on the test half of all genes (:mod:`recall_dask.countsplit`).
+
+    The variable genes are vst's top ``n_hvg`` of the train half; ``var['highly_variable']`` is
+    not used, since genes chosen on all counts would let the test half shape the clusters.
+    """
+    seed, target_sum = params.seed, params.target_sum
+    with _stage("variable genes", timings):
+        train = counts_half(counts, seed, "train")
+        genes = top_vst_genes(train, params.n_hvg, compute(column_moments(train))[0])
+    with _stage("count splitting and normalization", timings):
+        train_genes = log_normalized_half(counts, seed, "train", target_sum, genes)
+        rows, _ = _kept(train_genes, work, "train.zarr", storage_options)
+        test = log_normalized_half(counts, seed, "test", target_sum)
+        _, test_tiles = _kept(test, work, "test.zarr", storage_options)
+
+    def pair_test(labels: np.ndarray) -> tuple[np.ndarray, None]:
+        return marker_gene_counts(test_tiles, labels, alpha=params.fdr), None
+
+    return _Prepared(genes, rows, pair_test)
+
+
+_METHODS = {"recall": _recall_inputs, "countsplit": _countsplit_inputs}
 
 
 def embed(data: da.Array, params: RecallParams, timings: dict[str, float]) -> np.ndarray:
-    """Exact PCA of the scaled augmented data, gathered as cells x PCs."""
+    """Exact PCA of the scaled data (augmented, or the train half's variable genes), gathered
+    as cells x PCs."""
     with _stage("scaling and PCA", timings):
         scaling = feature_scaling(data, params.scale_max)
         pca = pca_from_gram(scaled_gram(data, scaling), min(params.n_pcs, data.shape[0]))
@@ -112,29 +184,30 @@ def run_recall(
     store: Path | str | None = None,
     storage_options: StorageOptions = None,
 ) -> tuple[np.ndarray, list[Iteration], dict[str, Any]]:
-    """Embedding, calibration iterations and the ``uns['recall']`` record for a count matrix.
+    """Embedding, calibration iterations and the ``uns['recall']`` record for a count matrix,
+    by ``params.method``.
 
-    ``store`` is the path or URL of the work store for the augmented matrix; ``None`` keeps it
-    in worker memory.
+    ``store`` is the path or URL of the work directory for the normalized matrices; ``None``
+    keeps them in worker memory.
     """
     n_cells = counts.shape[0]
     if n_cells < params.k_neighbors:
         raise InputError(f"fewer cells ({n_cells}) than neighbours (k = {params.k_neighbors})")
     timings: dict[str, float] = {}
-    genes, rows, tiles = augment(counts, var, params, timings, store, storage_options)
-    embedding = embed(rows, params, timings)
+    inputs = _METHODS[params.method](counts, var, params, timings, store, storage_options)
+    embedding = embed(inputs.rows, params, timings)
     with _stage("neighbour graph", timings):
         knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors)
         snn = shared_nearest_neighbors(knn, params.snn_prune)
     with _stage("calibration", timings):
-        iterations = calibrate(snn, tiles, genes.size, params)
+        iterations = calibrate(snn, inputs.pair_test, params)
     record = {
+        "method": params.method,
         "params": params.as_dict(),
         "seed": params.seed,
         "versions": _versions(),
-        "variable_genes": np.asarray(var.index[genes], dtype=str),
+        "variable_genes": np.asarray(var.index[inputs.genes], dtype=str),
         "iterations": {str(i): it.summary() for i, it in enumerate(iterations)},
-        "markers": iterations[-1].markers.record(var.index[genes]),
         "n_iterations": len(iterations),
         "resolution": iterations[-1].resolution,
         "n_clusters": iterations[-1].n_clusters,
@@ -144,6 +217,8 @@ def run_recall(
             "seconds": np.array(list(timings.values())),
         },
     }
+    if iterations[-1].markers is not None:  # count splitting has no knockoff W
+        record["markers"] = iterations[-1].markers.record(var.index[inputs.genes])
     return embedding, iterations, record
 
 
@@ -158,7 +233,8 @@ def recall(
     progress: bool = True,
     **options: Any,
 ) -> ad.AnnData:
-    """Cluster cells with knockoff-calibrated resolution (recall), like a scanpy ``tl`` function.
+    """Cluster cells with knockoff-calibrated resolution (recall), like a scanpy ``tl`` function;
+    ``method="countsplit"`` calibrates it by count splitting instead.
 
     ``data`` is an in-memory AnnData of raw counts (in ``X`` or ``layers[layer]``) or a path to
     a Cell Ranger folder or .h5, an .h5ad or an AnnData .zarr store. ``options`` are the fields
@@ -169,10 +245,11 @@ def recall(
     too, and the store is returned with X as a lazy dask array; without ``out`` a temporary
     store is used and the result is loaded into memory. Runs on the active Dask client, if any.
 
-    The augmented matrix (variable and artificial genes) is computed once and kept, for a path,
-    in a Zarr work store under ``work_dir`` (default: the system's temporary directory; on a
-    cluster, a directory every worker can reach), removed at the end. For an AnnData it stays
-    in worker memory, unless ``work_dir`` is given.
+    The normalized matrices (recall: variable and artificial genes; countsplit: the train
+    half's variable genes and the test half) are computed once and kept, for a path, in a Zarr
+    work store under ``work_dir`` (default: the system's temporary directory; on a cluster, a
+    directory every worker can reach), removed at the end. For an AnnData they stay in worker
+    memory, unless ``work_dir`` is given.
 
     ``out``, ``work_dir`` and an input ``.zarr`` store may be URLs that fsspec reads
     (``s3://bucket/out.zarr``), opened with ``storage_options`` (default: fsspec's
@@ -249,12 +326,12 @@ def recall_store(
     results into it.
 
     Rows are read in chunks of ``chunk_size`` cells (default: the store's own chunking). The
-    augmented matrix lives in a work store under ``work_dir`` while the run lasts. Workers read
-    the counts and the work store themselves, by URL.
+    normalized matrices live in a work store under ``work_dir`` while the run lasts. Workers
+    read the counts and the work store themselves, by URL.
     """
     adata = io.open_counts(store, chunk_size=chunk_size, storage_options=storage_options)
-    with work_store(work_dir, storage_options) as augmented:
-        _annotate(adata, *run_recall(adata.X, adata.var, params, augmented, storage_options))
+    with work_store(work_dir, storage_options) as work:
+        _annotate(adata, *run_recall(adata.X, adata.var, params, work, storage_options))
     io.write_results(
         store,
         obs=adata.obs,

@@ -101,36 +101,47 @@ def local_quadratic_fit(x: np.ndarray, y: np.ndarray, span: float) -> np.ndarray
     return fitted
 
 
-def _clipped_square_sums(
+def _clipped_sums(
     block: sp.csr_matrix, mean: np.ndarray, sd: np.ndarray, clip: float
 ) -> np.ndarray:
-    """Per-gene sum over the block's nonzero entries of min((x - mean) / sd, clip) squared."""
+    """Per-gene number, sum and sum of squares of the block's values whose standardized value
+    ``(x - mean) / sd`` exceeds ``clip``."""
     block = sp.csr_matrix(block, dtype=np.float64)
     genes = block.indices
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.minimum((block.data - mean[genes]) / sd[genes], clip)
-    z[sd[genes] == 0] = 0.0
-    return np.bincount(genes, weights=z * z, minlength=mean.size)[None, :]
+        clipped = (block.data - mean[genes]) / sd[genes] > clip
+    genes, values = genes[clipped], block.data[clipped]
+    n_genes = mean.size
+    return np.vstack(
+        [
+            np.bincount(genes, minlength=n_genes),
+            np.bincount(genes, weights=values, minlength=n_genes),
+            np.bincount(genes, weights=values * values, minlength=n_genes),
+        ]
+    )
 
 
 def vst_standardized_variance(counts: da.Array, moments: np.ndarray) -> np.ndarray:
     """Seurat's vst score: variance of counts standardized by the loess-expected sd.
 
-    Standardized values are clipped at sqrt(n_cells) (Seurat's ``clip.max = "auto"``); zeros
-    are counted in closed form, so one pass over the nonzero entries suffices.
+    Standardized values are clipped at sqrt(n_cells) (Seurat's ``clip.max = "auto"``). Every
+    value below the clip, zeros included, adds ``(x - mean)^2 / sd^2``, which expands into the
+    gene's sums of counts and of squared counts; a pass over the nonzero entries finds the few
+    clipped ones. All those sums are exact integers, so the score, and the ranking of genes
+    with tied scores, does not depend on the chunking.
     """
     n_cells = counts.shape[0]
-    total, total_sq, n_nonzero = moments
+    total, total_sq, _ = moments
     mean, variance = _mean_and_variance(total, total_sq, n_cells)
     sd = np.sqrt(_vst_expected_variance(mean, variance))
-    (nonzero_part,) = compute(
-        sum_row_blocks(
-            counts, _clipped_square_sums, (1, mean.size), mean, sd, float(np.sqrt(n_cells))
-        )
-    )[0]
+    clip = float(np.sqrt(n_cells))
+    ((n_clipped, clipped_total, clipped_sq),) = compute(
+        sum_row_blocks(counts, _clipped_sums, (3, mean.size), mean, sd, clip)
+    )
+    below_total, below_sq = total - clipped_total, total_sq - clipped_sq
+    below = below_sq - 2 * mean * below_total + (n_cells - n_clipped) * mean**2
     with np.errstate(divide="ignore", invalid="ignore"):
-        zero_part = (n_cells - n_nonzero) * (mean / sd) ** 2
-        score = (nonzero_part + zero_part) / (n_cells - 1)
+        score = (below / sd**2 + n_clipped * clip**2) / (n_cells - 1)
     score[sd == 0] = 0.0
     return score
 
@@ -141,20 +152,47 @@ def select_variable_genes(
     """Indices of the variable genes: ``var['highly_variable']`` if given, else vst's top genes.
 
     Genes are returned in ``var`` order, not in Seurat's rank order: the order only decides
-    which random stream each artificial gene gets, and ``var`` order keeps it independent of
-    floating-point noise in the scores (which can swap near-equal ranks between chunkings).
+    which random stream each artificial gene gets, and ``var`` order keeps that independent of
+    how the scores rank.
     Genes constant over all cells are never selected: they would carry no signal.
     """
-    if "highly_variable" in var.columns:
-        chosen = np.flatnonzero(var["highly_variable"].to_numpy(dtype=bool))
-        logger.info("using %d genes flagged in var['highly_variable']", chosen.size)
-    else:
-        score = vst_standardized_variance(counts, moments)
-        ranked = np.argsort(-score, kind="stable")
-        chosen = np.sort(ranked[: min(n_top, int((score > 0).sum()))])
+    if "highly_variable" not in var.columns:
+        return top_vst_genes(counts, n_top, moments)
+    chosen = np.flatnonzero(var["highly_variable"].to_numpy(dtype=bool))
+    logger.info("using %d genes flagged in var['highly_variable']", chosen.size)
+    return _enough(chosen)
+
+
+def top_vst_genes(counts: da.Array, n_top: int, moments: np.ndarray) -> np.ndarray:
+    """Indices, in ``var`` order, of the ``n_top`` genes with the highest vst score that vary."""
+    score = vst_standardized_variance(counts, moments)
+    ranked = np.argsort(-score, kind="stable")
+    return _enough(np.sort(ranked[: min(n_top, int((score > 0).sum()))]))
+
+
+def _enough(chosen: np.ndarray) -> np.ndarray:
     if chosen.size < 2:
         raise InputError(f"only {chosen.size} variable genes; need at least 2")
     return chosen
+
+
+def log_normalize(
+    block: sp.csr_matrix, target_sum: float, columns: np.ndarray | None = None
+) -> sp.csr_matrix:
+    """Seurat's LogNormalize of a row block: ``log1p(x * target_sum / library size)``, float64.
+
+    The library size of a cell is its total over all columns of ``block``; with ``columns``,
+    only those columns are returned (normalized by the full library size).
+    """
+    block = sp.csr_matrix(block, dtype=np.float64)
+    library_size = np.asarray(block.sum(axis=1)).ravel()
+    block = block.copy() if columns is None else block[:, columns]  # never scale the input
+    with np.errstate(divide="ignore"):
+        factor = np.where(library_size > 0, target_sum / library_size, 0.0)
+    block.data *= np.repeat(factor, np.diff(block.indptr))
+    np.log1p(block.data, out=block.data)
+    block.eliminate_zeros()
+    return block
 
 
 def _augment_block(
@@ -169,28 +207,13 @@ def _augment_block(
     real = sp.csr_matrix(block[:, genes], dtype=np.float64)
     artificial = null.sample(first_row, block.shape[0], seed)
     augmented = sp.hstack([real, artificial], format="csr", dtype=np.float64)
-    return _log_normalize(augmented, np.asarray(augmented.sum(axis=1)).ravel(), target_sum)
-
-
-def _log_normalize(
-    matrix: sp.csr_matrix, library_size: np.ndarray, target_sum: float
-) -> sp.csr_matrix:
-    """Seurat's LogNormalize in place: log1p(x * target_sum / library size), row by row."""
-    with np.errstate(divide="ignore"):
-        factor = np.where(library_size > 0, target_sum / library_size, 0.0)
-    matrix.data *= np.repeat(factor, np.diff(matrix.indptr))
-    np.log1p(matrix.data, out=matrix.data)
-    matrix.eliminate_zeros()
-    return matrix
+    return log_normalize(augmented, target_sum)
 
 
 def _normalize_block(
     block: sp.csr_matrix, first_row: int, genes: np.ndarray, target_sum: float
 ) -> sp.csr_matrix:
-    """The ``genes`` columns of one row block, log-normalized by the library size of all genes."""
-    block = sp.csr_matrix(block, dtype=np.float64)
-    library_size = np.asarray(block.sum(axis=1)).ravel()
-    return _log_normalize(block[:, genes], library_size, target_sum)
+    return log_normalize(block, target_sum, genes)
 
 
 def log_normalized(counts: da.Array, genes: np.ndarray, target_sum: float = 1e4) -> da.Array:

@@ -306,6 +306,26 @@ def _trace_table(trace: list[dict]) -> str:
     return _table(header, rows, numeric={0, 1, 2, 3})
 
 
+def _selection(record: dict, fdr: float) -> str:
+    if record.get("method", "recall") == "countsplit":
+        return f"genes with Bonferroni-adjusted p < {fdr:g} on the test half (count splitting)"
+    return f"knockoff+ at q = {fdr:g}"
+
+
+def _markers_section(record: dict, n_selected: np.ndarray) -> str:
+    if "markers" not in record:
+        return (
+            '<p class="note">Count splitting selects genes by their p-values on the test half '
+            "and has no knockoff W, so no marker candidates are listed.</p>"
+        )
+    return (
+        '<p class="note">For each final pair, the selected genes with the largest W = '
+        "-log10 p(gene) + log10 p(artificial twin) (Wilcoxon, two-sided): they tell the two "
+        "clusters apart better than their null twins. W does not say which cluster expresses "
+        "the gene more.</p>" + _markers_table(record["markers"], n_selected)
+    )
+
+
 def _markers_table(markers: dict, n_selected: np.ndarray) -> str:
     frame = pd.DataFrame(
         {key: np.asarray(markers[key]) for key in ("cluster_a", "cluster_b", "gene", "W")}
@@ -368,17 +388,13 @@ def render_report(adata: ad.AnnData, *, title: str, compare_default: bool = Fals
         _image(trace_figure(trace), "clusters and resolution per iteration"),
         _trace_table(trace),
         '<div class="columns"><div><h2>Genes selected per pair</h2>',
-        f'<p class="note">Final iteration, knockoff+ at q = {fdr:g}.</p>',
+        f'<p class="note">Final iteration, {_selection(record, fdr)}.</p>',
         _image(selected_heatmap(final), "genes selected per cluster pair"),
         "</div><div><h2>Cluster sizes</h2>",
         _image(sizes_figure(adata.obs["recall_clusters"]), "cells per recall cluster"),
         "</div></div>",
         "<h2>Marker candidates</h2>",
-        '<p class="note">For each final pair, the selected genes with the largest W = '
-        "-log10 p(gene) + log10 p(artificial twin) (Wilcoxon, two-sided): they tell the two "
-        "clusters apart better than their null twins. W does not say which cluster expresses "
-        "the gene more.</p>",
-        _markers_table(record["markers"], final),
+        _markers_section(record, final),
         '<div class="columns"><div><h2>Parameters</h2>',
         _key_values(["parameter", "value"], record["params"]),
         "</div><div><h2>Versions</h2>",

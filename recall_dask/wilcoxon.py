@@ -8,10 +8,18 @@ logs computed in log space, so they stay finite where ``p`` itself underflows to
 Work is split by feature blocks. Each task gathers its column block for all cells, regroups the
 nonzeros by (feature, cluster) and sorts each group, then for every cluster pair merges the two
 clusters' sorted nonzeros in one linear pass, counting all zeros as a single tie group in closed
-form. The regrouping and the merge are numba kernels (:mod:`recall_dask._kernels`).
+form. The regrouping and the merge are numba kernels (:mod:`recall_dask._kernels`). The
+grouping (:class:`ClusterGroups`) also yields per-cluster detection counts and sums, so other
+pair tests (:mod:`recall_dask.countsplit`) run on the same tasks through
+:func:`per_feature_block`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import dask
 import dask.array as da
@@ -72,37 +80,77 @@ def rank_sum_log_pvalue(x: np.ndarray, y: np.ndarray) -> float:
     return float(_log_pvalue(np.array(delta), np.array(np.sqrt(max(var, 0.0)))))
 
 
-def _block_log_pvalues(
-    blocks: list, labels: np.ndarray, n_clusters: int, pairs: np.ndarray
-) -> np.ndarray:
-    """Log p-values ``(n_pairs, block width)`` for one column block given as its row blocks."""
-    block = sp.vstack([sp.csr_matrix(b) for b in blocks], format="csr")
-    n_features = block.shape[1]
-    values, offsets = group_nonzeros(
-        block.indptr, block.indices, block.data, labels, n_features, n_clusters
-    )
-    for start, stop in pairwise(offsets.tolist()):
-        values[start:stop].sort()
-    sizes = np.bincount(labels, minlength=n_clusters).astype(np.int64)
-    delta, sigma = pairwise_rank_sum_stats(values, offsets, sizes, pairs, n_features)
-    return _log_pvalue(delta, sigma)
+@dataclass(frozen=True)
+class ClusterGroups:
+    """One feature block's nonzeros grouped by (feature, cluster), each group sorted ascending.
+
+    The nonzeros of feature ``j`` in cluster ``c`` are ``values[offsets[g]:offsets[g + 1]]`` with
+    ``g = j * n_clusters + c``; ``sizes[c]`` counts the cells of cluster ``c``. Every statistic
+    a pair test needs (rank sums, detection rates, sums of values) comes from this one regrouping.
+    """
+
+    values: np.ndarray
+    offsets: np.ndarray
+    sizes: np.ndarray
+    n_features: int
+
+    @classmethod
+    def of(cls, blocks: list, labels: np.ndarray, n_clusters: int) -> ClusterGroups:
+        """Group a column block given as its row blocks (CSR or dense) for all cells."""
+        block = sp.vstack([sp.csr_matrix(b) for b in blocks], format="csr")
+        n_features = block.shape[1]
+        values, offsets = group_nonzeros(
+            block.indptr, block.indices, block.data, labels, n_features, n_clusters
+        )
+        for start, stop in pairwise(offsets.tolist()):
+            values[start:stop].sort()
+        sizes = np.bincount(labels, minlength=n_clusters).astype(np.int64)
+        return cls(values, offsets, sizes, n_features)
+
+    def log_pvalues(self, pairs: np.ndarray) -> np.ndarray:
+        """Rank-sum log p-values ``(n_pairs, n_features)``."""
+        delta, sigma = pairwise_rank_sum_stats(
+            self.values, self.offsets, self.sizes, pairs, self.n_features
+        )
+        return _log_pvalue(delta, sigma)
+
+    def nonzero_counts(self) -> np.ndarray:
+        """Cells with a nonzero value, ``(n_features, n_clusters)``."""
+        return np.diff(self.offsets).reshape(self.n_features, self.sizes.size)
+
+    def sums(self, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """Sum of ``transform(value)`` over each group's nonzeros, ``(n_features, n_clusters)``;
+        ``transform(0)`` must be 0, so the zeros add nothing."""
+        group = np.repeat(np.arange(self.offsets.size - 1), np.diff(self.offsets))
+        totals = np.bincount(group, weights=transform(self.values), minlength=self.offsets.size - 1)
+        return totals.reshape(self.n_features, self.sizes.size)
 
 
-def pairwise_log_pvalues(
-    data: da.Array, labels: np.ndarray, n_clusters: int, *, feature_block: int | None = None
-) -> np.ndarray:
-    """Natural-log rank-sum p-values for every cluster pair and feature, ``(n_pairs, n_features)``.
+def _grouped_call(
+    blocks: list, labels: np.ndarray, n_clusters: int, pairs: np.ndarray, func, *args
+) -> Any:
+    return func(ClusterGroups.of(blocks, labels, n_clusters), pairs, *args)
 
+
+def per_feature_block(
+    data: da.Array,
+    labels: np.ndarray,
+    n_clusters: int,
+    func: Callable[..., Any],
+    *args: Any,
+    feature_block: int | None = None,
+) -> tuple:
+    """``func(groups, pairs, *args)`` for every feature block of ``data``, all computed at once.
+
+    ``groups`` is the block's :class:`ClusterGroups` and ``pairs`` is :func:`cluster_pairs`.
     ``data`` is a dask array ``(n_cells, n_features)`` (expression values, mostly zeros; negative
     values are ranked correctly too) whose blocks are scipy sparse or dense matrices; ``labels``
-    holds a cluster id in ``0..n_clusters-1`` per cell. Rows follow :func:`cluster_pairs`. A pair
-    gets ``log p = 0`` where all its values tie or one of its clusters is empty (R gives NaN).
-    The result does not depend on the chunking. One task per block of features (``data``'s
-    column chunks, or ``feature_block`` columns) holds that block for all cells in memory; all
-    tasks are computed at once.
+    holds a cluster id in ``0..n_clusters-1`` per cell. One task per block of features
+    (``data``'s column chunks, or ``feature_block`` columns) holds that block for all cells in
+    memory; results come back in feature order.
     """
     labels = np.asarray(labels)
-    n_cells, n_features = data.shape
+    n_cells = data.shape[0]
     if labels.shape != (n_cells,):
         raise InputError(f"labels has shape {labels.shape}, expected ({n_cells},)")
     if not np.issubdtype(labels.dtype, np.integer):
@@ -115,10 +163,35 @@ def pairwise_log_pvalues(
     shared_labels = dask.delayed(labels.astype(np.int64), pure=True)
     if feature_block is not None:
         data = data.rechunk({1: feature_block})
-    test = dask.delayed(_block_log_pvalues, pure=True)
-    tasks = [
-        test(list(row_blocks), shared_labels, n_clusters, pairs)
-        for row_blocks in data.to_delayed().T
-    ]
-    results = compute(*tasks)
-    return np.concatenate(results, axis=1) if results else np.zeros((len(pairs), 0))
+    task = dask.delayed(_grouped_call, pure=True)
+    return compute(
+        *(
+            task(list(row_blocks), shared_labels, n_clusters, pairs, func, *args)
+            for row_blocks in data.to_delayed().T
+        )
+    )
+
+
+def pairwise_log_pvalues(
+    data: da.Array, labels: np.ndarray, n_clusters: int, *, feature_block: int | None = None
+) -> np.ndarray:
+    """Natural-log rank-sum p-values for every cluster pair and feature, ``(n_pairs, n_features)``.
+
+    Arguments as :func:`per_feature_block`. Rows follow :func:`cluster_pairs`. A pair gets
+    ``log p = 0`` where all its values tie or one of its clusters is empty (R gives NaN). The
+    result does not depend on the chunking.
+    """
+    results = per_feature_block(
+        data, labels, n_clusters, ClusterGroups.log_pvalues, feature_block=feature_block
+    )
+    n_pairs = n_clusters * (n_clusters - 1) // 2
+    return np.concatenate(results, axis=1) if results else np.zeros((n_pairs, 0))
+
+
+def pair_matrix(per_pair: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Symmetric clusters x clusters matrix of per-pair counts (in :func:`cluster_pairs` order),
+    -1 on the diagonal."""
+    matrix = np.full((n_clusters, n_clusters), -1, dtype=np.int64)
+    a, b = cluster_pairs(n_clusters).T
+    matrix[a, b] = matrix[b, a] = per_pair
+    return matrix

@@ -1,8 +1,9 @@
 """The augmented matrix on disk: a Zarr work store read by row chunks and by feature blocks.
 
-The log-normalized [variable genes | artificial genes] matrix is computed once and then read
-many times: by row chunks for the scaling, the Gram matrix and the embedding, and by feature
-blocks for the pairwise tests of every calibration iteration. Kept in worker memory it would
+The log-normalized [variable genes | artificial genes] matrix (or, for count splitting, the
+train half's variable genes and the test half's genes) is computed once and then read many
+times: by row chunks for the scaling, the Gram matrix and the embedding, and by feature blocks
+for the pairwise tests of every calibration iteration. Kept in worker memory it would
 grow with the number of cells; written here, memory stays bounded by the chunk size.
 
 The task that computes a row chunk writes it as CSR tiles, one per feature block, back to back
@@ -49,8 +50,9 @@ _ENTRIES_PER_CHUNK = 1 << 16  # stored chunk of data and indices: 512 KiB of flo
 def work_store(
     work_dir: str | os.PathLike | None, storage_options: StorageOptions = None
 ) -> Iterator[Path | str]:
-    """A fresh work store in a new directory under ``work_dir``, removed afterwards, even on
-    failure: a ``Path`` for a local directory, else a URL (open it with ``storage_options``).
+    """A fresh, private work directory under ``work_dir`` for the run's stores, removed
+    afterwards, even on failure: a ``Path`` for a local directory, else a URL (open it with
+    ``storage_options``). Each store (:func:`write_tiles`) gets its own name inside it.
 
     ``None`` means the system's temporary directory. On a cluster whose workers do not share
     the client's disk, ``work_dir`` must be a directory (or a URL, such as ``s3://bucket/tmp``)
@@ -63,9 +65,8 @@ def work_store(
         if not root.isdir():
             raise InputError(f"work directory {work_dir} does not exist")
         os.mkdir(directory.path, 0o700)  # private, as tempfile.mkdtemp makes it
-    store = directory.child("augmented.zarr")
     try:
-        yield Path(store.path) if store.is_local else store.url
+        yield Path(directory.path) if directory.is_local else directory.url
     finally:
         try:
             directory.remove()

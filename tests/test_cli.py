@@ -70,6 +70,7 @@ def bad_inputs(tmp: Path, rng) -> dict[str, tuple[Path, list[str]]]:
         "fdr out of range": (cellranger_folder(tmp / "ok1", good), ["--fdr", "1.5"]),
         "unknown algorithm": (cellranger_folder(tmp / "ok2", good), ["--algorithm", "x"]),
         "unknown null": (cellranger_folder(tmp / "ok3", good), ["--null-method", "beta"]),
+        "unknown method": (cellranger_folder(tmp / "ok11", good), ["--method", "split"]),
         "bad resolution": (cellranger_folder(tmp / "ok4", good), ["--resolution-start", "-1"]),
         "no workers": (cellranger_folder(tmp / "ok5", good), ["--n-workers", "0"]),
         "bad chunk size": (cellranger_folder(tmp / "ok6", good), ["--chunk-size", "0"]),
@@ -95,6 +96,7 @@ CASES = [
     "fdr out of range",
     "unknown algorithm",
     "unknown null",
+    "unknown method",
     "bad resolution",
     "no workers",
     "bad chunk size",
@@ -140,6 +142,8 @@ def test_entry_point_reports_without_traceback(tmp_path):
 HELP_MENTIONS = {
     "": ("run", "demo", "report", "ingest", "simulate"),
     "run": (
+        "--method",
+        "countsplit",
         "--seed",
         "--fdr",
         "--n-pcs",
@@ -151,7 +155,7 @@ HELP_MENTIONS = {
         "--report",
         "--compare-default",
     ),
-    "demo": ("--seed", "--fdr", "--scheduler", "--no-report"),
+    "demo": ("--method", "countsplit", "--seed", "--fdr", "--scheduler", "--no-report"),
     "report": ("--out", "--compare-default", "--scheduler", "recall-dask[report]"),
     "ingest": ("--chunk-size", "--layer"),
     "simulate": ("--cells", "--genes", "--groups", "--de-prob"),

@@ -1,5 +1,6 @@
-"""Preprocessing: the vst variance trend (scikit-misc's loess, and our direct fit where loess
-is singular) and log-normalization of the original genes."""
+"""Preprocessing: Seurat's vst score against a dense oracle and its independence of the
+chunking; the variance trend (scikit-misc's loess, and our direct fit where loess is
+singular); log-normalization of the original genes."""
 
 from __future__ import annotations
 
@@ -12,9 +13,64 @@ from skmisc.loess import loess
 from recall_dask.preprocess import (
     LOESS_SPAN,
     _vst_expected_variance,
+    column_moments,
     local_quadratic_fit,
     log_normalized,
+    top_vst_genes,
+    vst_standardized_variance,
 )
+
+
+def vst_oracle(dense: np.ndarray) -> tuple[np.ndarray, int]:
+    """Variance (n - 1) of (x - mean) / sd clipped at sqrt(n), over all cells, gene by gene;
+    and how many values were clipped."""
+    n = dense.shape[0]
+    mean, variance = dense.mean(axis=0), dense.var(axis=0, ddof=1)
+    sd = np.sqrt(_vst_expected_variance(mean, variance))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.minimum((dense - mean) / sd, np.sqrt(n))
+    score = (z**2).sum(axis=0) / (n - 1)
+    score[sd == 0] = 0.0
+    return score, int(np.sum(z == np.sqrt(n)))
+
+
+@pytest.fixture(scope="module")
+def tied_counts() -> sp.csr_matrix:
+    """217 cells x 80 genes: NB-like genes, ten with an outlier beyond the clip, and 10 trios
+    of sparse genes, each trio holding the same few counts in different cells (tied scores)."""
+    rng = np.random.default_rng(3)
+    dense = rng.negative_binomial(2, 2 / (2 + rng.lognormal(0.0, 1.0, 50)), size=(217, 50))
+    dense[rng.integers(0, 217, 10), np.arange(10)] += 400
+    sparse = np.zeros((217, 30))
+    for j in range(30):
+        trio = j // 3
+        sparse[rng.choice(217, 4 + trio, replace=False), j] = np.arange(4 + trio) % 3 + 1 + trio
+    return sp.csr_matrix(np.hstack([dense, sparse]).astype(np.float32))
+
+
+def scores(matrix: sp.csr_matrix, chunks) -> np.ndarray:
+    lazy = as_row_chunked(matrix, chunks)
+    return vst_standardized_variance(lazy, column_moments(lazy).compute())
+
+
+def test_vst_score_matches_the_oracle(tied_counts):
+    dense = tied_counts.toarray().astype(np.float64)
+    expected, n_clipped = vst_oracle(dense)
+    assert n_clipped > 0
+    np.testing.assert_allclose(scores(tied_counts, -1), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("chunks", list(ROW_CHUNKINGS.values()), ids=list(ROW_CHUNKINGS))
+def test_vst_ranking_does_not_depend_on_chunking(tied_counts, chunks):
+    whole = scores(tied_counts, -1)
+    np.testing.assert_array_equal(scores(tied_counts, chunks), whole)  # bit for bit
+    assert np.unique(whole[50:]).size == 10, "the sparse genes tie in trios"
+    lazy = as_row_chunked(tied_counts, chunks)
+    moments = column_moments(lazy).compute()
+    one = as_row_chunked(tied_counts, -1)
+    np.testing.assert_array_equal(
+        top_vst_genes(lazy, 60, moments), top_vst_genes(one, 60, column_moments(one).compute())
+    )
 
 
 def test_direct_fit_equals_loess_direct_surface(rng):

@@ -1,0 +1,153 @@
+"""Count splitting, as ``FindClustersCountsplit`` of the R package: cluster one half of the
+counts, test the clusters on the other half.
+
+**The split.** Every count X is thinned into ``train ~ Binomial(X, 1/2)`` and
+``test = X - train`` (``countsplit::countsplit`` with its defaults: two folds, epsilon 1/2,
+Poisson splitting). Under a Poisson model the halves are independent, so marker genes found on
+the test half are not "confirmed" merely because the train half chose the clusters. The
+draws are keyed by ``--seed``, a stream constant and fixed blocks of absolute rows
+(``SeedSequence([seed, STREAM, block])``, as the artificial genes of :mod:`recall_dask.nulls`);
+within a block, each entry takes its own counter-based random bits
+(:func:`recall_dask._kernels.binomial_half`). numpy's sequential ``binomial`` would use a
+data-dependent share of the block's stream, so a chunk starting mid-block could not resume it;
+counter-based bits make each half of any row chunk reproducible on any worker, for any
+chunking, and the two halves always add up to X.
+
+**The pair test** is Seurat v5's ``FindMarkers(test, ident.1, ident.2)`` with its defaults, as
+``FindClustersCountsplit`` calls it (satijalab/seurat ``R/differential_expression.R``:
+``FindMarkers.default``, ``FoldChange.Assay``, ``WilcoxDETest``), on the log-normalized test
+half of all genes:
+
+* ``min.pct = 0.01``: a gene is tested if ``max(pct.1, pct.2) >= 0.01``, ``pct`` being the
+  fraction of a cluster's cells with a nonzero value, rounded to 3 decimals.
+* ``logfc.threshold = 0.1``: ``|avg_log2FC| >= 0.1``, where Seurat v5 (``FoldChange.Assay`` on
+  the ``data`` layer of a LogNormalize assay) takes
+  ``avg_log2FC = log2((sum(expm1(x) in 1) + 1) / n1) - log2((sum(expm1(x) in 2) + 1) / n2)``.
+  Seurat v4 took ``log2(mean(expm1(x)) + 1)`` per cluster; we follow v5.
+* ``test.use = "wilcox"``: the two-sided rank-sum test with tie and continuity correction
+  (presto's ``wilcoxauc``, Seurat's default when presto is installed; :mod:`recall_dask.wilcoxon`).
+* ``p_val_adj = min(1, p * nrow(object))``: Bonferroni over all genes of the test object, not
+  only the tested ones. A pair selects the genes with ``p_val_adj < alpha`` (R: 0.05, our
+  ``--fdr``).
+
+The statistics of the filters (detection counts and sums of ``expm1`` per cluster) come from
+the same grouping of a feature block that the Wilcoxon test uses, so one read of the test
+matrix per iteration serves everything, and each task returns only its per-pair counts.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import scipy.sparse as sp
+
+from recall_dask._chunks import map_row_blocks
+from recall_dask._kernels import binomial_half
+from recall_dask.preprocess import log_normalize
+from recall_dask.wilcoxon import ClusterGroups, pair_matrix, per_feature_block
+
+STREAM = 0x63737074  # "cspt": keeps the split apart from other streams of the same seed
+RNG_BLOCK_ROWS = 1024  # cells per RNG block, in absolute row coordinates
+PARTS = ("train", "test")
+#: Seurat v5 ``FindMarkers`` defaults.
+MIN_PCT = 0.01
+LOGFC_THRESHOLD = 0.1
+_COUNTS_META = sp.csr_matrix((0, 0), dtype=np.float32)
+
+
+def _block_keys(first_row: int, n_rows: int, seed: int) -> np.ndarray:
+    """The uint64 key of every RNG block that rows ``first_row ..`` touch."""
+    first = first_row // RNG_BLOCK_ROWS
+    last = max(first + 1, -(-(first_row + n_rows) // RNG_BLOCK_ROWS))
+    return np.array(
+        [
+            np.random.SeedSequence([seed, STREAM, block]).generate_state(1, np.uint64)[0]
+            for block in range(first, last)
+        ],
+        dtype=np.uint64,
+    )
+
+
+def split_block(
+    block: sp.spmatrix | np.ndarray, first_row: int, seed: int, part: str
+) -> sp.csr_matrix:
+    """The ``part`` ("train" or "test") half of a row block of counts whose first row is
+    ``first_row``; the two halves of the same rows add up to the block exactly."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    block = sp.csr_matrix(block, dtype=np.float32)
+    if not block.has_canonical_format:  # one draw per (cell, gene), on a copy of the input
+        block = block.copy()
+        block.sum_duplicates()
+    keys = _block_keys(first_row, block.shape[0], seed)
+    train = binomial_half(
+        block.indptr, block.indices, block.data, first_row, keys, RNG_BLOCK_ROWS, block.shape[1]
+    )
+    values = train if part == "train" else block.data - train
+    half = sp.csr_matrix((values, block.indices.copy(), block.indptr.copy()), shape=block.shape)
+    half.eliminate_zeros()
+    return half
+
+
+def counts_half(counts: da.Array, seed: int, part: str) -> da.Array:
+    """Lazy train or test half of row-chunked ``counts`` (float32 CSR blocks), drawn on the
+    workers block by block."""
+    return map_row_blocks(
+        counts, split_block, counts.shape[1], seed, part, dtype=np.float32, meta=_COUNTS_META
+    )
+
+
+def _log_normalized_half(
+    block: sp.spmatrix | np.ndarray,
+    first_row: int,
+    seed: int,
+    part: str,
+    target_sum: float,
+    genes: np.ndarray | None,
+) -> sp.csr_matrix:
+    return log_normalize(split_block(block, first_row, seed, part), target_sum, genes)
+
+
+def log_normalized_half(
+    counts: da.Array,
+    seed: int,
+    part: str,
+    target_sum: float = 1e4,
+    genes: np.ndarray | None = None,
+) -> da.Array:
+    """Lazy LogNormalize of one half: library sizes over all genes of that half (as Seurat's
+    ``NormalizeData`` on the half's own object), then only the columns ``genes`` if given."""
+    width = counts.shape[1] if genes is None else genes.size
+    return map_row_blocks(counts, _log_normalized_half, width, seed, part, target_sum, genes)
+
+
+def _marker_counts(
+    groups: ClusterGroups, pairs: np.ndarray, n_genes: int, alpha: float
+) -> np.ndarray:
+    """Per pair, the genes of this feature block that pass Seurat's filters and have
+    ``min(1, p * n_genes) < alpha``."""
+    sizes = groups.sizes.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pct = np.round(groups.nonzero_counts() / sizes, 3)
+        mean_log2 = np.log2((groups.sums(np.expm1) + 1.0) / sizes)
+    a, b = pairs.T
+    tested = (np.maximum(pct[:, a], pct[:, b]) >= MIN_PCT) & (
+        np.abs(mean_log2[:, a] - mean_log2[:, b]) >= LOGFC_THRESHOLD
+    )
+    significant = np.minimum(1.0, np.exp(groups.log_pvalues(pairs)) * n_genes) < alpha
+    return np.count_nonzero(tested.T & significant, axis=1)
+
+
+def marker_gene_counts(data: da.Array, labels: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    """Clusters x clusters matrix of the marker genes ``FindMarkers`` reports significant for
+    each pair (``p_val_adj < alpha``), -1 on the diagonal.
+
+    ``data`` is the log-normalized test half of all genes, chunked by rows and feature blocks;
+    the Bonferroni factor is its number of columns. Clusters of fewer than 3 cells are tested
+    too, where ``FindMarkers`` stops with an error (``min.cells.group = 3``).
+    """
+    n_clusters = int(labels.max()) + 1
+    if n_clusters == 1:
+        return pair_matrix(np.empty(0, dtype=np.int64), 1)
+    per_block = per_feature_block(data, labels, n_clusters, _marker_counts, data.shape[1], alpha)
+    return pair_matrix(np.sum(per_block, axis=0), n_clusters)
