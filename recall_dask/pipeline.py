@@ -86,7 +86,7 @@ def augment(
         (moments,) = compute(column_moments(counts))
         genes = select_variable_genes(counts, var, params.n_hvg, moments)
     with _stage("null fits", timings):
-        null = fit_null(counts[:, genes], params.null_method)
+        null = fit_null(counts[:, genes], params.null_method, params.seed)
     with _stage("artificial genes and normalization", timings):
         data = augmented_log_normalized(counts, genes, null, params.seed, params.target_sum)
         width = feature_block_for(counts.shape[0])

@@ -6,6 +6,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from scipy.stats import norm
 
 #: Row-chunk layouts that exercise chunk boundaries, by readable id.
 ROW_CHUNKINGS = {"one-chunk": -1, "37-rows": 37, "uneven": (50, 1, 99, 67), "1-row": 1}
@@ -47,3 +48,28 @@ def simulate_dense(*args, **kwargs):
     from recall_dask.simulate import simulate
 
     return simulate(*args, log_mean=-1.0, **kwargs)
+
+
+def latent_gaussian_counts(rng: np.random.Generator, n: int, p: int, quantile, rho: float = 0.6):
+    """Data with a known Gaussian copula: ``quantile(Phi(z))`` (n x p), with rows ``z`` drawn
+    from ``N(0, R)``, every correlation in ``R`` equal to ``rho``."""
+    correlation = np.full((p, p), rho)
+    np.fill_diagonal(correlation, 1.0)
+    z = rng.standard_normal((n, p)) @ np.linalg.cholesky(correlation).T
+    return quantile(norm.cdf(z))
+
+
+def degenerate_columns(n: int) -> np.ndarray:
+    """Degenerate genes of ``n`` cells: all-zero, no zeros, only 0/1, a single nonzero, constant."""
+    cols = np.zeros((n, 5))
+    cols[:, 1] = 1 + np.arange(n) % 5
+    cols[::3, 2] = 1
+    cols[7, 3] = 4
+    cols[:, 4] = 3
+    return cols
+
+
+def histogram(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nonzero values of ``column`` and how many cells hold each."""
+    values, counts = np.unique(column[column > 0], return_counts=True)
+    return values, counts
