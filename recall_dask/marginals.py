@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import minimize_scalar
-from scipy.special import betainc, gammaincc, gammaln, lambertw, ndtr
+from scipy.special import gammaln, lambertw, ndtr
 
-from recall_dask._kernels import count_quantiles
+from recall_dask._kernels import count_cdf_bounds, count_quantiles
 
 _LOG_THETA_BOUNDS = (-20.0, 25.0)
 
@@ -119,17 +119,11 @@ class CountMarginal:
         """Genes that are always zero."""
         return self.zero_probability() >= 1.0
 
-    def cdf(self, k: np.ndarray, genes: np.ndarray) -> np.ndarray:
-        """``P(X_g <= k)`` for counts ``k >= 0`` of genes ``genes`` (arrays of one shape), by
-        the regularized incomplete gamma (Poisson) and beta (NB) functions."""
-        rate, pi, theta = self.rate[genes], self.pi[genes], self.theta[genes]
-        poisson = np.isinf(theta)
-        below = np.empty(np.shape(k))
-        below[poisson] = gammaincc(k[poisson] + 1.0, rate[poisson])
-        nb = ~poisson
-        size = theta[nb]
-        below[nb] = betainc(size, k[nb] + 1.0, size / (size + rate[nb]))
-        return pi + (1.0 - pi) * below
+    def cdf_bounds(self, x: np.ndarray, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(P(X_g <= x - 1), P(X_g <= x))`` for counts ``x >= 0`` of genes ``genes``."""
+        x = np.asarray(x, dtype=np.int64)
+        genes = np.asarray(genes, dtype=np.int64)
+        return count_cdf_bounds(x, genes, self.rate, self.pi, self.theta)
 
     def draw(self, rng: np.random.Generator, n_rows: int) -> sp.csr_matrix:
         """Independent counts of ``n_rows`` cells (float32 CSR); Poisson draws only where the
@@ -160,8 +154,7 @@ class CountMarginal:
         coo = sp.coo_matrix(counts)
         present = coo.data != 0
         rows, genes = coo.row[present], coo.col[present]
-        x = coo.data[present].astype(np.float64)
-        lower, upper = self.cdf(x - 1.0, genes), self.cdf(x, genes)
+        lower, upper = self.cdf_bounds(coo.data[present], genes)
         u[rows, genes] = lower + v[rows, genes] * (upper - lower)
         return u
 

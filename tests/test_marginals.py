@@ -128,13 +128,15 @@ def test_count_quantiles_equal_scipy(rng):
     np.testing.assert_array_equal(draws.toarray(), _scipy_quantile(COUNT_GENES, norm.cdf(z)))
 
 
-def test_count_cdf_equals_scipy(rng):
-    k = rng.poisson(COUNT_GENES.rate, size=(50, COUNT_GENES.n_genes)).astype(np.float64)
-    genes = np.broadcast_to(np.arange(COUNT_GENES.n_genes), k.shape)
-    np.testing.assert_allclose(COUNT_GENES.cdf(k, genes), _scipy_cdf(COUNT_GENES, k), rtol=1e-6)
-    np.testing.assert_allclose(
-        COUNT_GENES.zero_probability(), _scipy_cdf(COUNT_GENES, np.zeros((1, 10)))[0], rtol=1e-9
-    )
+def test_count_cdf_bounds_equal_scipy(rng):
+    x = rng.poisson(COUNT_GENES.rate, size=(50, COUNT_GENES.n_genes))
+    x[:, -1] = 0  # the always-zero gene
+    genes = np.broadcast_to(np.arange(COUNT_GENES.n_genes), x.shape)
+    lower, upper = COUNT_GENES.cdf_bounds(x.ravel(), genes.ravel())
+    np.testing.assert_allclose(lower.reshape(x.shape), _scipy_cdf(COUNT_GENES, x - 1), rtol=1e-9)
+    np.testing.assert_allclose(upper.reshape(x.shape), _scipy_cdf(COUNT_GENES, x), rtol=1e-9)
+    zero = _scipy_cdf(COUNT_GENES, np.zeros((1, COUNT_GENES.n_genes)))[0]
+    np.testing.assert_allclose(COUNT_GENES.zero_probability(), zero, rtol=1e-12)
 
 
 def test_randomized_transform_of_the_marginal_is_uniform(rng):
