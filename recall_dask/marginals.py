@@ -198,8 +198,8 @@ class GaussianMarginal:
         return ~(self.sd > 0)
 
     def uniform_scores(self, counts: sp.csr_matrix, v: np.ndarray) -> np.ndarray:
-        """``Phi((x - mu) / sd)``, exactly uniform for continuous data (``v`` is unused, as in
-        scDesign3); NaN for constant genes."""
+        """``Phi((x - mu) / sd)``: no randomization for a continuous marginal (``v`` is unused),
+        as in scDesign3; NaN for constant genes."""
         with np.errstate(divide="ignore", invalid="ignore"):
             return ndtr((sp.csr_matrix(counts).toarray() - self.mu) / self.sd)
 

@@ -60,7 +60,8 @@ _VALUE_SPAN = 1 << 40  # histogram key = gene * _VALUE_SPAN + count value
 @dataclass(frozen=True, eq=False)
 class NullModel:
     """Fitted null: per-gene ``marginal``, and the Cholesky factor of the copula correlation
-    (``None``: independent genes). ``method`` is one of ``NULL_METHODS``."""
+    (``None``: independent genes, for count marginals only). ``method`` is one of
+    ``NULL_METHODS``."""
 
     method: str
     marginal: Marginal

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import as_row_chunked, latent_gaussian_counts
-from scipy.stats import nbinom, norm, poisson
+from conftest import as_row_chunked, latent_gaussian_counts, scipy_count_cdf
+from scipy.stats import nbinom, norm
 
 from recall_dask._chunks import RNG_BLOCK_ROWS
 from recall_dask.copula import SCORE_STREAM, cholesky_factor, correlated_normals, fit_correlation
@@ -26,22 +26,13 @@ def _data(rng: np.random.Generator) -> np.ndarray:
     return np.column_stack([counts, np.zeros(N_CELLS), np.full(N_CELLS, 3.0)])
 
 
-def _scipy_cdf(marginal: CountMarginal, k: np.ndarray) -> np.ndarray:
-    rate, pi, theta = marginal.rate, marginal.pi, marginal.theta
-    finite = np.where(np.isfinite(theta), theta, 1.0)
-    base = np.where(
-        np.isinf(theta), poisson.cdf(k, rate), nbinom.cdf(k, finite, finite / (finite + rate))
-    )
-    return np.where(k < 0, 0.0, pi + (1 - pi) * base)
-
-
 def _oracle_correlation(x: np.ndarray, marginal: Marginal, seed: int) -> np.ndarray:
     """scDesign3's normal scores of the whole matrix at once, by scipy; then np.corrcoef."""
     n, p = x.shape
     streams = (np.random.SeedSequence([seed, SCORE_STREAM, b]) for b in range(-(-n // 1024)))
     v = np.vstack([np.random.default_rng(s).random((RNG_BLOCK_ROWS, p)) for s in streams])[:n]
     if isinstance(marginal, CountMarginal):
-        lower, upper = _scipy_cdf(marginal, x - 1), _scipy_cdf(marginal, x)
+        lower, upper = scipy_count_cdf(marginal, x - 1), scipy_count_cdf(marginal, x)
         u = lower + v * (upper - lower)
         constant = upper[0] >= 1  # always zero
     else:

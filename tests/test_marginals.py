@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import degenerate_columns, histogram
+from conftest import degenerate_columns, histogram, scipy_count_cdf, scipy_count_quantile
 from scipy.integrate import quad
 from scipy.optimize import minimize
-from scipy.stats import nbinom, norm, poisson
+from scipy.stats import nbinom, norm
 
 from recall_dask.marginals import CountMarginal, GaussianMarginal, fit_nb_theta, fit_zip_moments
 
@@ -95,37 +95,11 @@ COUNT_GENES = CountMarginal(
 )
 
 
-def _scipy_cdf(marginal: CountMarginal, k: np.ndarray) -> np.ndarray:
-    """``P(X <= k)`` per column of ``k`` by scipy, 0 below 0."""
-    out = np.empty(k.shape)
-    for j in range(marginal.n_genes):
-        rate, pi, theta = marginal.rate[j], marginal.pi[j], marginal.theta[j]
-        if np.isinf(theta):
-            base = poisson.cdf(k[:, j], rate)
-        else:
-            base = nbinom.cdf(k[:, j], theta, theta / (theta + rate))
-        out[:, j] = np.where(k[:, j] < 0, 0.0, pi + (1 - pi) * base)
-    return out
-
-
-def _scipy_quantile(marginal: CountMarginal, u: np.ndarray) -> np.ndarray:
-    out = np.empty(u.shape)
-    for j in range(marginal.n_genes):
-        rate, pi, theta = marginal.rate[j], marginal.pi[j], marginal.theta[j]
-        v = np.clip((u[:, j] - pi) / (1 - pi), 0, 1) if pi < 1 else np.zeros(len(u))
-        if np.isinf(theta):
-            base = poisson.ppf(v, rate)
-        else:
-            base = nbinom.ppf(v, theta, theta / (theta + rate))
-        out[:, j] = np.where(u[:, j] < pi, 0.0, base)
-    return out
-
-
 def test_count_quantiles_equal_scipy(rng):
     z = rng.standard_normal((20_000, COUNT_GENES.n_genes))
     draws = COUNT_GENES.quantiles(z)
     assert isinstance(draws, sp.csr_matrix) and draws.dtype == np.float32
-    np.testing.assert_array_equal(draws.toarray(), _scipy_quantile(COUNT_GENES, norm.cdf(z)))
+    np.testing.assert_array_equal(draws.toarray(), scipy_count_quantile(COUNT_GENES, norm.cdf(z)))
 
 
 def test_count_cdf_bounds_equal_scipy(rng):
@@ -133,9 +107,11 @@ def test_count_cdf_bounds_equal_scipy(rng):
     x[:, -1] = 0  # the always-zero gene
     genes = np.broadcast_to(np.arange(COUNT_GENES.n_genes), x.shape)
     lower, upper = COUNT_GENES.cdf_bounds(x.ravel(), genes.ravel())
-    np.testing.assert_allclose(lower.reshape(x.shape), _scipy_cdf(COUNT_GENES, x - 1), rtol=1e-9)
-    np.testing.assert_allclose(upper.reshape(x.shape), _scipy_cdf(COUNT_GENES, x), rtol=1e-9)
-    zero = _scipy_cdf(COUNT_GENES, np.zeros((1, COUNT_GENES.n_genes)))[0]
+    np.testing.assert_allclose(
+        lower.reshape(x.shape), scipy_count_cdf(COUNT_GENES, x - 1), rtol=1e-9
+    )
+    np.testing.assert_allclose(upper.reshape(x.shape), scipy_count_cdf(COUNT_GENES, x), rtol=1e-9)
+    zero = scipy_count_cdf(COUNT_GENES, np.zeros((1, COUNT_GENES.n_genes)))[0]
     np.testing.assert_allclose(COUNT_GENES.zero_probability(), zero, rtol=1e-12)
 
 
@@ -143,8 +119,8 @@ def test_randomized_transform_of_the_marginal_is_uniform(rng):
     n = 40_000
     counts = COUNT_GENES.quantiles(rng.standard_normal((n, COUNT_GENES.n_genes)))
     u = COUNT_GENES.uniform_scores(counts, rng.random(counts.shape))
-    lower = _scipy_cdf(COUNT_GENES, counts.toarray() - 1)
-    upper = _scipy_cdf(COUNT_GENES, counts.toarray())
+    lower = scipy_count_cdf(COUNT_GENES, counts.toarray() - 1)
+    upper = scipy_count_cdf(COUNT_GENES, counts.toarray())
     assert np.all((lower - 1e-9 <= u) & (u <= upper + 1e-9))
     for q in (0.1, 0.5, 0.9):  # P(u <= q) = q within 5 standard errors
         below = (u <= q).mean(axis=0)

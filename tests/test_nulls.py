@@ -13,6 +13,7 @@ from conftest import (
     degenerate_columns,
     histogram,
     latent_gaussian_counts,
+    scipy_count_quantile,
 )
 from distributed import Client, LocalCluster
 from scipy.stats import nbinom, norm, poisson
@@ -224,13 +225,9 @@ def test_independent_nulls_are_uncorrelated(method):
 
 def _scipy_copula_sample(model: NullModel, rng: np.random.Generator, n: int) -> np.ndarray:
     """Oracle: ``z ~ N(0, L L^T)`` by numpy, then each marginal's quantile by scipy."""
-    u = norm.cdf(
-        rng.multivariate_normal(np.zeros(model.n_genes), model.cholesky @ model.cholesky.T, n)
-    )
-    m = model.marginal
-    if np.all(np.isfinite(m.theta)):
-        return nbinom.ppf(u, m.theta, m.theta / (m.theta + m.rate))
-    return np.where(u < m.pi, 0.0, poisson.ppf(np.clip((u - m.pi) / (1 - m.pi), 0, 1), m.rate))
+    correlation = model.cholesky @ model.cholesky.T
+    z = rng.multivariate_normal(np.zeros(model.n_genes), correlation, n)
+    return scipy_count_quantile(model.marginal, norm.cdf(z))
 
 
 @pytest.mark.parametrize("method", ["zip-copula", "nb-copula", "poisson-copula"])
