@@ -3,7 +3,8 @@
 Every stage sees the cells as a dask array chunked by rows only, whose blocks are CSR
 matrices. These helpers map a function over the row blocks (knowing each block's first row,
 so random streams can be keyed by absolute cell index) or sum per-block partial results
-with a tree reduction, so memory stays bounded by the chunk size.
+with a tree reduction, so memory stays bounded by the chunk size. Random draws come in fixed
+blocks of ``RNG_BLOCK_ROWS`` absolute rows, so they do not depend on the chunking.
 """
 
 from __future__ import annotations
@@ -17,6 +18,22 @@ import numpy as np
 import scipy.sparse as sp
 
 CSR_META = sp.csr_matrix((0, 0), dtype=np.float64)
+RNG_BLOCK_ROWS = 1024  # cells per RNG block, in absolute row coordinates
+
+
+def rng_block_spans(row_start: int, n_rows: int) -> list[tuple[int, int, int]]:
+    """``(block, start, stop)`` for each RNG block holding some of rows ``row_start ..
+    row_start + n_rows - 1``: those rows are rows ``start .. stop - 1`` of the block."""
+    first = row_start // RNG_BLOCK_ROWS
+    last = -(-(row_start + n_rows) // RNG_BLOCK_ROWS)
+    return [
+        (
+            block,
+            max(row_start - block * RNG_BLOCK_ROWS, 0),
+            min(row_start + n_rows - block * RNG_BLOCK_ROWS, RNG_BLOCK_ROWS),
+        )
+        for block in range(first, last)
+    ]
 
 
 def row_offsets(array: da.Array) -> np.ndarray:
@@ -31,8 +48,10 @@ def _row_blocks(array: da.Array) -> list:
 
 
 def _shared(values: tuple) -> list:
-    """Wrap large arguments once, so every task refers to one copy in the graph."""
-    return [dask.delayed(v, traverse=False) if isinstance(v, np.ndarray) else v for v in values]
+    """Wrap arguments other than scalars once (arrays, fitted models), so every task refers to
+    one copy in the graph instead of carrying its own."""
+    scalar = (int, float, str, bool, np.number, type(None))
+    return [v if isinstance(v, scalar) else dask.delayed(v, traverse=False) for v in values]
 
 
 def map_row_blocks(
@@ -61,16 +80,20 @@ def sum_row_blocks(
     shape: tuple[int, ...],
     *args: Any,
     batch: int | None = None,
+    first_rows: bool = False,
 ) -> da.Array:
     """Sum the float64 arrays ``func(block, *args)`` over row blocks with a tree reduction.
 
     With ``batch`` set, ``func`` receives lists of up to ``batch`` consecutive blocks and
     returns their summed partial, so that large partials (a Gram matrix) are accumulated in
-    place instead of being allocated, shipped and added once per block.
+    place instead of being allocated, shipped and added once per block. With ``first_rows``,
+    each block comes as a ``(block, first_row)`` pair, for random streams keyed by row.
     """
     shared = _shared(args)
     call = dask.delayed(func, pure=True)
     blocks = _row_blocks(array)
+    if first_rows:
+        blocks = [(b, int(start)) for b, start in zip(blocks, row_offsets(array), strict=True)]
     if batch is not None:
         blocks = [blocks[i : i + batch] for i in range(0, len(blocks), batch)]
     parts = [da.from_delayed(call(block, *shared), shape, dtype=np.float64) for block in blocks]

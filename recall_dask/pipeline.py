@@ -105,7 +105,7 @@ def augment(
         (moments,) = compute(column_moments(counts))
         genes = select_variable_genes(counts, var, params.n_hvg, moments)
     with _stage("null fits", timings):
-        null = fit_null(counts[:, genes], params.null_method)
+        null = fit_null(counts[:, genes], params.null_method, params.seed)
     with _stage("artificial genes and normalization", timings):
         data = augmented_log_normalized(counts, genes, null, params.seed, params.target_sum)
         rows, tiles = _kept(data, work, "augmented.zarr", storage_options)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recall_dask._kernels import count_inverse
 from recall_dask.errors import InputError
 from recall_dask.io import DEFAULT_CHUNK_SIZE, write_10x_h5, write_stream
 from recall_dask.storage import StorageOptions
@@ -55,35 +56,10 @@ LOG_MEAN = -5.0
 
 
 @numba.njit(nogil=True, cache=True)
-def _nb_inverse(u, mu, r):
-    """The NB(mean ``mu``, size ``r``) quantile of ``u`` in [0, 1): smallest k with F(k) > u.
-
-    Zero is decided without computing F(0) when ``u < 1 - mu`` (Markov: 1 - F(0) <= mu).
-    If rounding keeps the summed F below ``u`` (``u`` within ~1e-16 of 1), the upward search
-    stops once it is past the mean and the pmf no longer changes the sum (at the latest when
-    the pmf underflows to 0), so it always ends as long as F(0) does not underflow, that is
-    for ``mu`` below ~1e60.
-    """
-    if u < 1.0 - mu:
-        return 0
-    pmf = np.exp(-r * np.log1p(mu / r))  # F(0) = (r / (r + mu))^r
-    cdf = pmf
-    q = mu / (r + mu)
-    k = 0
-    while cdf <= u:
-        pmf *= (k + r) / (k + 1) * q
-        k += 1
-        if cdf + pmf == cdf and k > mu:
-            break
-        cdf += pmf
-    return k
-
-
-@numba.njit(nogil=True, cache=True)
 def _nb_inverse_many(mu, u, r):
     out = np.empty(mu.size, dtype=np.int64)
     for i in range(mu.size):
-        out[i] = _nb_inverse(u[i], mu[i], r)
+        out[i] = count_inverse(u[i], mu[i], r)
     return out
 
 
@@ -119,7 +95,7 @@ def _nb_csr_rows(means, groups, size_factors, uniforms, r):
             u = uniforms[i, j]
             if u < 1.0 - mu:
                 continue
-            k = _nb_inverse(u, mu, r)
+            k = count_inverse(u, mu, r)
             if k == 0:
                 continue
             if nnz == capacity:

@@ -6,6 +6,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from scipy.stats import nbinom, norm, poisson
 
 #: Row-chunk layouts that exercise chunk boundaries, by readable id.
 ROW_CHUNKINGS = {"one-chunk": -1, "37-rows": 37, "uneven": (50, 1, 99, 67), "1-row": 1}
@@ -47,3 +48,50 @@ def simulate_dense(*args, **kwargs):
     from recall_dask.simulate import simulate
 
     return simulate(*args, log_mean=-1.0, **kwargs)
+
+
+def latent_gaussian_counts(rng: np.random.Generator, n: int, p: int, quantile, rho: float = 0.6):
+    """Data with a known Gaussian copula: ``quantile(Phi(z))`` (n x p), with rows ``z`` drawn
+    from ``N(0, R)``, every correlation in ``R`` equal to ``rho``."""
+    correlation = np.full((p, p), rho)
+    np.fill_diagonal(correlation, 1.0)
+    z = rng.standard_normal((n, p)) @ np.linalg.cholesky(correlation).T
+    return quantile(norm.cdf(z))
+
+
+def degenerate_columns(n: int) -> np.ndarray:
+    """Degenerate genes of ``n`` cells: all-zero, no zeros, only 0/1, a single nonzero, constant."""
+    cols = np.zeros((n, 5))
+    cols[:, 1] = 1 + np.arange(n) % 5
+    cols[::3, 2] = 1
+    cols[7, 3] = 4
+    cols[:, 4] = 3
+    return cols
+
+
+def histogram(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nonzero values of ``column`` and how many cells hold each."""
+    values, counts = np.unique(column[column > 0], return_counts=True)
+    return values, counts
+
+
+def _scipy_count(marginal, dist, values: np.ndarray) -> np.ndarray:
+    """scipy's ``dist`` ("cdf" or "ppf") of the NB part of a count marginal, per column (Poisson
+    where theta is infinite)."""
+    theta = np.where(np.isfinite(marginal.theta), marginal.theta, 1.0)
+    nb = getattr(nbinom, dist)(values, theta, theta / (theta + marginal.rate))
+    return np.where(np.isinf(marginal.theta), getattr(poisson, dist)(values, marginal.rate), nb)
+
+
+def scipy_count_cdf(marginal, k: np.ndarray) -> np.ndarray:
+    """Oracle ``P(X <= k)`` (cells x genes) of a zero-inflated count marginal; 0 below 0."""
+    pi = marginal.pi
+    return np.where(k < 0, 0.0, pi + (1 - pi) * _scipy_count(marginal, "cdf", k))
+
+
+def scipy_count_quantile(marginal, u: np.ndarray) -> np.ndarray:
+    """Oracle quantile (cells x genes) of a zero-inflated count marginal at uniforms ``u``."""
+    pi = marginal.pi
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = np.clip((u - pi) / (1 - pi), 0, 1)
+    return np.where(u < pi, 0.0, np.nan_to_num(_scipy_count(marginal, "ppf", v)))

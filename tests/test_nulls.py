@@ -1,4 +1,5 @@
-"""Null fits against closed forms and slow oracles; sampling against chunking and schedulers."""
+"""Null fits against the dense computation; artificial genes against the fitted null, the data's
+correlation, chunking, seeds and schedulers."""
 
 from __future__ import annotations
 
@@ -6,120 +7,50 @@ import dask.array as da
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import ROW_CHUNKINGS, as_row_chunked
-from distributed import Client, LocalCluster
-from scipy.optimize import minimize
-from scipy.stats import nbinom
-
-from recall_dask.errors import InputError
-from recall_dask.nulls import (
-    NULL_METHODS,
-    NullModel,
-    artificial_genes,
-    fit_nb_theta,
-    fit_null,
-    fit_zip_moments,
+from conftest import (
+    ROW_CHUNKINGS,
+    as_row_chunked,
+    degenerate_columns,
+    histogram,
+    latent_gaussian_counts,
+    scipy_count_quantile,
 )
+from distributed import Client, LocalCluster
+from scipy.stats import nbinom, norm, poisson
+
+from recall_dask import nulls
+from recall_dask.errors import InputError
+from recall_dask.marginals import CountMarginal, fit_nb_theta, fit_zip_moments
+from recall_dask.nulls import NULL_METHODS, NullModel, artificial_genes, fit_null
 
 N_CELLS = 217  # the conftest "uneven" layout covers 217 rows
-DEGENERATE = ["all-zero", "no-zeros", "only-0-1", "single-nonzero", "constant"]
-
-
-def _degenerate_columns(n: int) -> np.ndarray:
-    """Columns in the order of DEGENERATE."""
-    cols = np.zeros((n, len(DEGENERATE)))
-    cols[:, 1] = 1 + np.arange(n) % 5
-    cols[::3, 2] = 1
-    cols[7, 3] = 4
-    cols[:, 4] = 3
-    return cols
+COPULA_METHODS = [m for m in NULL_METHODS if m.endswith("-copula")]
+INDEPENDENT_METHODS = [m for m in NULL_METHODS if m not in COPULA_METHODS]
 
 
 def _count_matrix(rng: np.random.Generator) -> np.ndarray:
     """Overdispersed genes, a ZIP gene, then the degenerate columns."""
     nb = rng.poisson(rng.gamma(0.6, [0.5, 3.0, 8.0], size=(N_CELLS, 3)))
     zip_gene = rng.poisson(2.5, N_CELLS) * (rng.random(N_CELLS) > 0.4)
-    return np.column_stack([nb, zip_gene, _degenerate_columns(N_CELLS)])
+    return np.column_stack([nb, zip_gene, degenerate_columns(N_CELLS)])
 
 
-def _histogram(column: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    values, counts = np.unique(column[column > 0], return_counts=True)
-    return values, counts
+def _dense_marginal(dense: np.ndarray, family: str) -> dict[str, np.ndarray]:
+    """The marginal's parameters computed on the whole matrix at once."""
+    mean = dense.mean(axis=0)
+    inf = np.full_like(mean, np.inf)
+    if family == "zip":
+        lam, pi = fit_zip_moments(mean, (dense == 0).mean(axis=0))
+        return {"rate": lam, "pi": pi, "theta": inf}
+    if family == "nb":
+        theta = [fit_nb_theta(len(dense), *histogram(col)) for col in dense.T]
+        return {"rate": mean, "pi": np.zeros_like(mean), "theta": np.array(theta)}
+    if family == "poisson":
+        return {"rate": mean, "pi": np.zeros_like(mean), "theta": inf}
+    return {"mu": mean, "sd": dense.std(axis=0)}
 
 
-def _zip_model(rate: float, pi: float, p: int = 3) -> NullModel:
-    return NullModel("zip", np.full(p, rate), np.full(p, pi), np.full(p, np.inf))
-
-
-# --- ZIP by moments ---------------------------------------------------------------------
-
-
-def test_zip_moments_solve_the_moment_equations_of_a_hand_example():
-    # data 0, 0, 1, 2, 3: r0 = 0.4, mean = 1.2, g = 2, lambda = 2 + W0(-2 e^-2) = 1.5936
-    lam, pi = fit_zip_moments(np.array([1.2]), np.array([0.4]))
-    assert lam[0] == pytest.approx(1.5936, abs=1e-4)
-    assert lam[0] / (1 - np.exp(-lam[0])) == pytest.approx(2.0, rel=1e-12)
-    assert (1 - pi[0]) * lam[0] == pytest.approx(1.2, rel=1e-12)
-    assert pi[0] + (1 - pi[0]) * np.exp(-lam[0]) == pytest.approx(0.4, rel=1e-12)
-
-
-def test_zip_moments_recover_simulated_parameters(rng):
-    n, lam_true, pi_true = 200_000, np.array([0.7, 3.0, 12.0]), np.array([0.2, 0.4, 0.8])
-    x = rng.poisson(lam_true, size=(n, 3)) * (rng.random((n, 3)) >= pi_true)
-    lam, pi = fit_zip_moments(x.mean(axis=0), (x == 0).mean(axis=0))
-    np.testing.assert_allclose(lam, lam_true, rtol=0.03)
-    np.testing.assert_allclose(pi, pi_true, atol=0.01)
-
-
-def test_zip_degenerate_genes_get_documented_valid_nulls():
-    cols = _degenerate_columns(N_CELLS)
-    mean = cols.mean(axis=0)
-    lam, pi = fit_zip_moments(mean, (cols == 0).mean(axis=0))
-    assert (lam[0], pi[0]) == (0.0, 1.0)
-    for poisson in (1, 2, 4):  # no zeros, only 0/1 values, constant
-        assert (lam[poisson], pi[poisson]) == (mean[poisson], 0.0)
-    assert lam[3] > 0 and 0 < pi[3] < 1
-    assert (1 - pi[3]) * lam[3] == pytest.approx(mean[3])
-
-
-# --- NB by maximum likelihood -----------------------------------------------------------
-
-
-def test_nb_mle_recovers_simulated_parameters(rng):
-    mu, theta = 2.0, 0.7
-    x = rng.negative_binomial(theta, theta / (theta + mu), size=100_000)
-    assert x.mean() == pytest.approx(mu, rel=0.02)
-    assert fit_nb_theta(x.size, *_histogram(x)) == pytest.approx(theta, rel=0.05)
-
-
-def test_nb_mle_matches_direct_maximization_over_the_full_sample(rng):
-    x = rng.negative_binomial(1.3, 1.3 / (1.3 + 4.0), size=300)
-
-    def negative_loglik(log_params):
-        mu, size = np.exp(log_params)
-        return -nbinom.logpmf(x, size, size / (size + mu)).sum()
-
-    direct = minimize(
-        negative_loglik,
-        x0=[0.0, 0.0],
-        method="Nelder-Mead",
-        options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 5000},
-    )
-    mu_direct, theta_direct = np.exp(direct.x)
-    assert x.mean() == pytest.approx(mu_direct, rel=1e-5)
-    assert fit_nb_theta(x.size, *_histogram(x)) == pytest.approx(theta_direct, rel=1e-4)
-
-
-@pytest.mark.parametrize(
-    "column",
-    [np.array([1, 2, 1, 2, 2, 1]), np.array([0, 3, 3, 3]), np.zeros(9)],
-    ids=["underdispersed", "constant", "all-zero"],
-)
-def test_nb_without_overdispersion_is_poisson(column):
-    assert fit_nb_theta(column.size, *_histogram(column)) == np.inf
-
-
-# --- fit_null: one streaming pass equals the dense computation ----------------------------
+# --- fit_null: streaming passes equal the dense computation -------------------------------
 
 
 @pytest.mark.parametrize("method", NULL_METHODS)
@@ -128,16 +59,9 @@ def test_fit_null_equals_dense_fit(rng, chunks, method):
     dense = _count_matrix(rng)
     model = fit_null(as_row_chunked(sp.csr_matrix(dense.astype(np.float32)), chunks), method)
     assert model.method == method
-    if method == "zip":
-        lam, pi = fit_zip_moments(dense.mean(axis=0), (dense == 0).mean(axis=0))
-        np.testing.assert_allclose(model.rate, lam, rtol=1e-12)
-        np.testing.assert_allclose(model.pi, pi, rtol=1e-12, atol=1e-15)
-        assert np.all(np.isinf(model.theta))
-    else:
-        theta = [fit_nb_theta(N_CELLS, *_histogram(col)) for col in dense.T]
-        np.testing.assert_allclose(model.rate, dense.mean(axis=0), rtol=1e-12)
-        np.testing.assert_allclose(model.theta, theta, rtol=1e-9)
-        assert np.all(model.pi == 0)
+    assert (model.cholesky is not None) == (method in COPULA_METHODS)
+    for name, expected in _dense_marginal(dense, method.removesuffix("-copula")).items():
+        np.testing.assert_allclose(getattr(model.marginal, name), expected, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.float64], ids=["int32", "float64"])
@@ -145,60 +69,47 @@ def test_fit_null_accepts_integer_and_float_blocks(rng, dtype):
     dense = _count_matrix(rng)
     reference = fit_null(as_row_chunked(sp.csr_matrix(dense.astype(np.float32)), 37), "nb")
     model = fit_null(as_row_chunked(sp.csr_matrix(dense.astype(dtype)), 50), "nb")
-    np.testing.assert_allclose(model.theta, reference.theta, rtol=1e-9)
+    np.testing.assert_allclose(model.marginal.theta, reference.marginal.theta, rtol=1e-9)
 
 
 @pytest.mark.parametrize("method", NULL_METHODS)
-def test_degenerate_genes_give_valid_parameters_and_samples(method):
-    cols = _degenerate_columns(N_CELLS)
-    model = fit_null(as_row_chunked(sp.csr_matrix(cols), 37), method)
-    assert np.all(np.isfinite(model.rate)) and np.all(model.rate >= 0)
-    assert np.all((model.pi >= 0) & (model.pi <= 1))
-    assert np.all(model.theta > 0) and not np.any(np.isnan(model.theta))
+def test_degenerate_genes_give_valid_nulls_and_samples(method):
+    model = fit_null(as_row_chunked(sp.csr_matrix(degenerate_columns(N_CELLS)), 37), method)
+    assert np.all(np.isfinite(model.mean())) and np.all(model.mean() >= 0)
+    assert np.all((model.zero_probability() >= 0) & (model.zero_probability() <= 1))
     draws = model.sample(0, 3000, seed=1).toarray()
-    assert np.all(draws >= 0) and np.all(draws == np.round(draws))
+    assert np.all(np.isfinite(draws)) and np.all(draws >= 0)
     assert not draws[:, 0].any()
+    if method != "gaussian-copula":
+        assert np.all(draws == np.round(draws))
     np.testing.assert_allclose(draws.mean(axis=0), model.mean(), rtol=0.1, atol=0.01)
 
 
-def test_fit_null_rejects_bad_input(rng):
+def test_fit_null_rejects_bad_input(rng, monkeypatch):
     data = as_row_chunked(sp.csr_matrix(_count_matrix(rng)), 37)
-    with pytest.raises(InputError, match="zip, nb"):
-        fit_null(data, "poisson")
+    with pytest.raises(InputError, match="zip, nb, poisson, zip-copula, .*, gaussian-copula"):
+        fit_null(data, "zinb")
+    for method in ("nb", "gaussian-copula"):
+        with pytest.raises(InputError, match="non-negative integers"):
+            fit_null(as_row_chunked(sp.csr_matrix(np.array([[0.5, 1.0], [2.0, 0.0]])), 1), method)
     with pytest.raises(InputError, match="non-negative integers"):
-        fit_null(as_row_chunked(sp.csr_matrix(np.array([[0.5, 1.0], [2.0, 0.0]])), 1))
-    with pytest.raises(InputError, match="non-negative integers"):
-        fit_null(as_row_chunked(sp.csr_matrix(np.array([[-1.0, 1.0]])), 1))
+        fit_null(as_row_chunked(sp.csr_matrix(np.array([[-1.0, 1.0]])), 1), "zip-copula")
     with pytest.raises(InputError, match="chunked by rows only"):
         fit_null(da.from_array(_count_matrix(rng), chunks=(50, 2)))
+    monkeypatch.setattr(nulls, "MAX_COPULA_GENES", 8)
+    with pytest.raises(InputError, match="at most 8 variable genes \\(got 9\\).*--n-hvg"):
+        fit_null(data, "nb-copula")
+    assert fit_null(data, "nb").n_genes == 9
 
 
-# --- sampling ----------------------------------------------------------------------------
+# --- sampling: the fitted marginals, for every method --------------------------------------
 
 
 @pytest.fixture(scope="module")
 def models() -> dict[str, NullModel]:
     rng = np.random.default_rng(7)
     data = as_row_chunked(sp.csr_matrix(_count_matrix(rng)), 50)
-    return {method: fit_null(data, method) for method in NULL_METHODS}
-
-
-@pytest.mark.parametrize("method", NULL_METHODS)
-def test_sample_does_not_depend_on_chunking(models, method):
-    model = models[method]
-    whole = model.sample(0, 5000, seed=11)
-    bounds = [0, 37, 1037, 1038, 2048, 4096, 5000]
-    pieces = [model.sample(a, b - a, seed=11) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    assert whole.shape == (5000, model.n_genes) and whole.dtype == np.float32
-    assert isinstance(whole, sp.csr_matrix)
-    np.testing.assert_array_equal(sp.vstack(pieces).toarray(), whole.toarray())
-    np.testing.assert_array_equal(model.sample(1500, 10, 11).toarray(), whole[1500:1510].toarray())
-    assert model.sample(3, 0, 11).shape == (0, model.n_genes)
-
-
-def test_seeds_give_different_genes(models):
-    model = models["zip"]
-    assert (model.sample(0, 2000, 1) != model.sample(0, 2000, 2)).nnz > 0
+    return {method: fit_null(data, method, seed=5) for method in NULL_METHODS}
 
 
 @pytest.mark.parametrize("method", NULL_METHODS)
@@ -214,23 +125,125 @@ def test_artificial_genes_match_the_fitted_null(models, method):
 
 
 def test_zip_sampler_uses_structural_zeros():
-    draws = _zip_model(rate=30.0, pi=0.25).sample(0, 8000, seed=5).toarray()
+    marginal = CountMarginal(np.full(3, 30.0), np.full(3, 0.25), np.full(3, np.inf))
+    draws = NullModel("zip", marginal).sample(0, 8000, seed=5).toarray()
     assert (draws == 0).mean() == pytest.approx(0.25, abs=0.02)
 
 
+@pytest.mark.parametrize("method", NULL_METHODS)
+def test_sample_does_not_depend_on_chunking(models, method):
+    model = models[method]
+    whole = model.sample(0, 5000, seed=11)
+    bounds = [0, 37, 1037, 1038, 2048, 4096, 5000]
+    pieces = [model.sample(a, b - a, seed=11) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    assert whole.shape == (5000, model.n_genes) and whole.dtype == np.float32
+    assert isinstance(whole, sp.csr_matrix)
+    np.testing.assert_array_equal(sp.vstack(pieces).toarray(), whole.toarray())
+    np.testing.assert_array_equal(model.sample(1500, 10, 11).toarray(), whole[1500:1510].toarray())
+    assert model.sample(3, 0, 11).shape == (0, model.n_genes)
+    chunked = artificial_genes(model, (37,) * 135 + (5,), seed=11).compute(scheduler="sync")
+    np.testing.assert_array_equal(chunked.toarray(), whole.toarray())
+
+
+@pytest.mark.parametrize("method", NULL_METHODS)
+def test_seeds_give_different_genes(models, method):
+    model = models[method]
+    assert (model.sample(0, 2000, 1) != model.sample(0, 2000, 1)).nnz == 0
+    assert (model.sample(0, 2000, 1) != model.sample(0, 2000, 2)).nnz > 0
+
+
+def test_copula_fit_seed_changes_only_the_correlation_estimate(rng):
+    data = as_row_chunked(sp.csr_matrix(_count_matrix(rng)), 50)
+    first, again, other = (fit_null(data, "nb-copula", seed=s) for s in (1, 1, 2))
+    np.testing.assert_array_equal(first.cholesky, again.cholesky)
+    assert not np.array_equal(first.cholesky, other.cholesky)
+    np.testing.assert_array_equal(first.marginal.theta, other.marginal.theta)
+
+
 def test_artificial_genes_same_on_threads_and_processes(models):
-    model = models["nb"]
     chunks = (700, 37, 1, 1262)
-    lazy = artificial_genes(model, chunks, seed=9)
-    assert lazy.chunks == (chunks, (model.n_genes,)) and lazy.dtype == np.float32
-    threaded = lazy.compute(scheduler="threads")
+    lazy = {m: artificial_genes(models[m], chunks, seed=9) for m in ("nb", "nb-copula")}
+    assert lazy["nb"].chunks == (chunks, (9,)) and lazy["nb"].dtype == np.float32
+    threaded = {m: x.compute(scheduler="threads") for m, x in lazy.items()}
     with (
         LocalCluster(
             n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
         ) as cluster,
         Client(cluster),
     ):
-        distributed = artificial_genes(model, chunks, seed=9).compute()
-    assert isinstance(threaded, sp.csr_matrix) and threaded.dtype == np.float32
-    np.testing.assert_array_equal(threaded.toarray(), distributed.toarray())
-    np.testing.assert_array_equal(threaded.toarray(), model.sample(0, 2000, 9).toarray())
+        distributed = {m: x.compute() for m, x in lazy.items()}
+    for method, values in threaded.items():
+        assert isinstance(values, sp.csr_matrix) and values.dtype == np.float32
+        np.testing.assert_array_equal(values.toarray(), distributed[method].toarray())
+        np.testing.assert_array_equal(values.toarray(), models[method].sample(0, 2000, 9).toarray())
+
+
+# --- sampling: the gene-gene correlation ----------------------------------------------------
+
+N_CORRELATED = 20_000
+#: Data of each family with a latent Gaussian copula (every correlation 0.6), counts high
+#: enough that the randomized transform of discrete data barely attenuates the copula.
+HIGH_MEANS = np.array([20.0, 30.0, 50.0, 80.0])
+DATA_OF_FAMILY = {
+    "zip": lambda u: np.where(
+        u < 0.05, 0.0, poisson.ppf(np.clip((u - 0.05) / 0.95, 0, 1), HIGH_MEANS)
+    ),
+    "nb": lambda u: nbinom.ppf(u, 5.0, 5.0 / (5.0 + HIGH_MEANS)),
+    "poisson": lambda u: poisson.ppf(u, HIGH_MEANS),
+    "gaussian": lambda u: nbinom.ppf(u, 5.0, 5.0 / (5.0 + HIGH_MEANS)),
+}
+
+
+def _correlations(x: np.ndarray) -> np.ndarray:
+    return np.corrcoef(x.T)[np.triu_indices(x.shape[1], 1)]
+
+
+def _correlated_fit(method: str, seed: int) -> tuple[np.ndarray, NullModel]:
+    quantile = DATA_OF_FAMILY[method.removesuffix("-copula")]
+    data = latent_gaussian_counts(np.random.default_rng(seed), N_CORRELATED, 4, quantile)
+    return data, fit_null(as_row_chunked(sp.csr_matrix(data), 4096), method, seed=seed)
+
+
+@pytest.mark.parametrize("method", COPULA_METHODS)
+def test_copula_nulls_reproduce_the_data_correlation(method):
+    data, model = _correlated_fit(method, seed=21)
+    draws = model.sample(0, N_CORRELATED, seed=22).toarray()
+    expected = _correlations(data)
+    # two independent estimates of one correlation r: sd of the difference sqrt(2)(1 - r^2)/sqrt(n)
+    se = np.sqrt(2) * (1 - expected**2) / np.sqrt(N_CORRELATED)
+    assert np.all(expected > 0.4)
+    assert np.all(np.abs(_correlations(draws) - expected) <= 5 * se)
+
+
+@pytest.mark.parametrize("method", INDEPENDENT_METHODS)
+def test_independent_nulls_are_uncorrelated(method):
+    data, model = _correlated_fit(method + "-copula", seed=23)
+    independent = fit_null(as_row_chunked(sp.csr_matrix(data), 4096), method)
+    draws = independent.sample(0, N_CORRELATED, seed=24).toarray()
+    assert np.all(np.abs(_correlations(draws)) <= 5 / np.sqrt(N_CORRELATED))
+
+
+def _scipy_copula_sample(model: NullModel, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Oracle: ``z ~ N(0, L L^T)`` by numpy, then each marginal's quantile by scipy."""
+    correlation = model.cholesky @ model.cholesky.T
+    z = rng.multivariate_normal(np.zeros(model.n_genes), correlation, n)
+    return scipy_count_quantile(model.marginal, norm.cdf(z))
+
+
+@pytest.mark.parametrize("method", ["zip-copula", "nb-copula", "poisson-copula"])
+def test_low_count_copula_samples_follow_the_fitted_copula(method):
+    """At low counts the randomized transform attenuates the fitted correlation (as in
+    scDesign3); the samples must still follow the fitted model, checked by an oracle sampler."""
+    quantile = {
+        "zip-copula": lambda u: np.where(u < 0.3, 0.0, poisson.ppf((u - 0.3) / 0.7, [0.5, 2, 4])),
+        "nb-copula": lambda u: nbinom.ppf(u, 1.5, 1.5 / (1.5 + np.array([0.3, 1.0, 4.0]))),
+        "poisson-copula": lambda u: poisson.ppf(u, [0.3, 1.0, 4.0]),
+    }[method]
+    data = latent_gaussian_counts(np.random.default_rng(25), N_CORRELATED, 3, quantile, rho=0.7)
+    model = fit_null(as_row_chunked(sp.csr_matrix(data), 4096), method, seed=26)
+    draws = model.sample(0, N_CORRELATED, seed=27).toarray()
+    oracle = _scipy_copula_sample(model, np.random.default_rng(28), N_CORRELATED)
+    expected = _correlations(oracle)
+    se = np.sqrt(2) * (1 - expected**2) / np.sqrt(N_CORRELATED)
+    assert np.all(np.abs(_correlations(draws) - expected) <= 5 * se)
+    assert np.all(_correlations(draws) < _correlations(data))  # attenuated, not reproduced
