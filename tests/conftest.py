@@ -50,6 +50,25 @@ def simulate_dense(*args, **kwargs):
     return simulate(*args, log_mean=-1.0, **kwargs)
 
 
+def poisson_population(n_cells: int, n_genes: int, seed: int):
+    """One homogeneous population of Poisson counts with equal depth: no groups, and the model
+    under which every method of calibration is valid (count splitting's halves are then
+    independent)."""
+    import anndata as ad
+    import pandas as pd
+
+    from recall_dask.simulate import group_means
+
+    rng = np.random.default_rng(seed)
+    means = group_means(n_genes, 1, 0.0, seed, log_mean=-1.0)[0]
+    counts = sp.csr_matrix(rng.poisson(means, size=(n_cells, n_genes)).astype(np.float32))
+    return ad.AnnData(
+        X=counts,
+        obs=pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)]),
+        var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)]),
+    )
+
+
 def latent_gaussian_counts(rng: np.random.Generator, n: int, p: int, quantile, rho: float = 0.6):
     """Data with a known Gaussian copula: ``quantile(Phi(z))`` (n x p), with rows ``z`` drawn
     from ``N(0, R)``, every correlation in ``R`` equal to ``rho``."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import anndata as ad
 import dask.array as da
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 from conftest import as_row_chunked, simulate_dense
@@ -24,7 +23,7 @@ from recall_dask.countsplit import (
     split_block,
 )
 from recall_dask.pipeline import recall
-from recall_dask.simulate import group_means, write_simulated
+from recall_dask.simulate import write_simulated
 from recall_dask.wilcoxon import cluster_pairs
 
 FAST = {"n_hvg": 500}
@@ -172,29 +171,6 @@ def test_one_cluster_needs_no_test():
 
 
 # -- end to end ------------------------------------------------------------------------------
-
-
-def poisson_population(n_cells: int, n_genes: int, seed: int) -> ad.AnnData:
-    """One homogeneous population of Poisson counts with equal depth: the model under which
-    the two halves are independent."""
-    rng = np.random.default_rng(seed)
-    means = group_means(n_genes, 1, 0.0, seed, log_mean=-1.0)[0]
-    counts = sp.csr_matrix(rng.poisson(means, size=(n_cells, n_genes)).astype(np.float32))
-    return ad.AnnData(
-        X=counts,
-        obs=pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)]),
-        var=pd.DataFrame(index=[f"gene{j}" for j in range(n_genes)]),
-    )
-
-
-def test_homogeneous_population_is_one_cluster():
-    adata = poisson_population(2000, 1500, seed=3)
-    recall(adata, method="countsplit", seed=1, **FAST)
-    assert adata.obs["initial_clusters"].nunique() >= 2, "plain clustering at 0.8 over-clusters"
-    assert adata.obs["recall_clusters"].nunique() == 1
-    record = adata.uns["recall"]
-    assert record["method"] == "countsplit" and record["n_clusters"] == 1
-    assert record["n_iterations"] > 1
 
 
 @pytest.fixture(scope="module")
