@@ -126,9 +126,10 @@ class ClusterGroups:
         return totals.reshape(self.n_features, self.sizes.size)
 
 
-def _grouped_call(
+def _pair_tests_of_block(
     blocks: list, labels: np.ndarray, n_clusters: int, pairs: np.ndarray, func, *args
 ) -> Any:
+    """One task: a feature block's values grouped by cluster, then ``func`` over the pairs."""
     return func(ClusterGroups.of(blocks, labels, n_clusters), pairs, *args)
 
 
@@ -163,7 +164,7 @@ def per_feature_block(
     shared_labels = dask.delayed(labels.astype(np.int64), pure=True)
     if feature_block is not None:
         data = data.rechunk({1: feature_block})
-    task = dask.delayed(_grouped_call, pure=True)
+    task = dask.delayed(_pair_tests_of_block, pure=True)
     return compute(
         *(
             task(list(row_blocks), shared_labels, n_clusters, pairs, func, *args)
