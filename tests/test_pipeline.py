@@ -61,6 +61,26 @@ def test_results_land_where_scanpy_users_look(five_groups):
     np.testing.assert_allclose(resolutions, 0.8 * 0.8 ** np.arange(len(iterations)))
 
 
+def test_scanpy_workflow_around_recall():
+    """An AnnData as scanpy leaves it (log-normalized X, counts in a layer) goes in; scanpy's
+    neighbours, UMAP and plots work on what comes out."""
+    import scanpy as sc
+
+    adata = simulate_dense(600, 800, 3, de_prob=0.1, seed=2)
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    recall(adata, layer="counts", seed=1, n_hvg=300, progress=False)
+    sc.pp.neighbors(adata, use_rep="X_pca", n_pcs=10)
+    sc.tl.umap(adata, random_state=0)
+    ax = sc.pl.umap(adata, color="recall_clusters", show=False)
+    shown = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert shown == list(adata.obs["recall_clusters"].cat.categories)
+    assert len(shown) == adata.uns["recall"]["n_clusters"] == 3
+    markers = pd.DataFrame(adata.uns["recall"]["markers"])
+    assert set(markers["gene"]) <= set(adata.var_names)
+
+
 def test_counts_from_a_layer_give_the_same_labels(five_groups):
     adata = simulate_dense(1500, 1500, 5, **FIVE_GROUPS)
     adata.layers["counts"] = adata.X.copy()
