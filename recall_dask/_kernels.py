@@ -387,12 +387,6 @@ def _java_next_int(state, bound):
             return value
 
 
-# A node remembers its neighbouring clusters and the edge weight to each, while they are at
-# most this many and no neighbour has moved since; late sweeps, in which almost no node
-# moves, then skip the edges.
-_REMEMBERED_CLUSTERS = 4
-
-
 @numba.njit(nogil=True, cache=True)
 def _random_permutation(state, n):
     """Seurat's ``Arrays2.generateRandomPermutation`` on the Java stream."""
@@ -438,19 +432,25 @@ def louvain_local_moving(indptr, indices, weights, node_weight, cluster, resolut
     positive gain moves to an empty cluster. Relabels clusters 0..K-1 by their old ids.
     Returns (whether any node moved, number of clusters). ``cluster`` is updated in place.
 
-    Two exact speed-ups over Seurat's loop, with the same moves: the network is laid out in
-    visit order, and nodes remember their neighbouring clusters until a neighbour moves.
+    Exact speed-ups over Seurat's loop, with the same moves: the network is laid out in visit
+    order; each node keeps its neighbouring clusters and its summed edge weight to each until
+    a neighbour moves (most of a sweep's nodes have no neighbour that moved since their last
+    visit, so most visits skip the edges); cluster ids take the indices' dtype (int32 for
+    fewer than 2^31 edges); and the edge loop has no branch, so the random reads of
+    successive edges overlap. The known clusters take as much memory as the network's edges.
     """
     n = node_weight.size
     if n == 1:
         return False, 1
     order = _random_permutation(state, n)
-    cluster_weight = np.zeros(n)
-    cluster_size = np.zeros(n, dtype=np.int64)
+    # Column 0: weight from the visited node to each cluster, column 1: the cluster's weight.
+    # Side by side, a neighbouring cluster's two reads share a cache line.
+    weight = np.zeros((n, 2))
+    cluster_size = np.zeros(n, dtype=indices.dtype)
     for i in range(n):  # summed in node order, as Seurat does
-        cluster_weight[cluster[i]] += node_weight[i]
+        weight[cluster[i], 1] += node_weight[i]
         cluster_size[cluster[i]] += 1
-    unused = np.empty(n, dtype=np.int64)
+    unused = np.empty(n, dtype=indices.dtype)
     n_unused = 0
     for c in range(n - 1, -1, -1):
         if cluster_size[c] == 0:
@@ -459,51 +459,48 @@ def louvain_local_moving(indptr, indices, weights, node_weight, cluster, resolut
     indptr, indices, weights, node_weight = _in_visit_order(
         indptr, indices, weights, node_weight, order
     )
-    label = cluster[order]  # cluster ids stay as they are; only the nodes are reordered
-    remembered = np.full(n, -1, dtype=np.int64)  # -1: must look at the edges
-    remembered_cluster = np.empty((n, _REMEMBERED_CLUSTERS), dtype=np.int64)
-    remembered_weight = np.empty((n, _REMEMBERED_CLUSTERS))
-    weight_to = np.zeros(n)
-    neighbours = np.empty(n, dtype=np.int64)
+    label = np.empty(n, dtype=indices.dtype)  # cluster ids stay; only the nodes are reordered
+    for p in range(n):
+        label[p] = cluster[order[p]]
+    # Node p's neighbouring clusters, in the order Seurat meets them, and the weight to each:
+    # known_cluster/known_weight[indptr[p]:indptr[p] + n_known[p]]; -1: look at the edges.
+    n_known = np.full(n, -1, dtype=np.int32)
+    known_cluster = np.empty(indices.size, dtype=indices.dtype)
+    known_weight = np.empty(indices.size)
     update = False
     n_stable = 0
     node = 0
     while n_stable < n:
-        n_neighbours = remembered[node]
-        if n_neighbours >= 0:
-            for t in range(n_neighbours):
-                neighbours[t] = remembered_cluster[node, t]
-                weight_to[neighbours[t]] = remembered_weight[node, t]
-        else:
-            n_neighbours = 0
-            for e in range(indptr[node], indptr[node + 1]):
+        first = indptr[node]
+        if n_known[node] < 0:
+            end = first
+            for e in range(first, indptr[node + 1]):
                 c = label[indices[e]]
-                if weight_to[c] == 0:
-                    neighbours[n_neighbours] = c
-                    n_neighbours += 1
-                weight_to[c] += weights[e]
-            if n_neighbours <= _REMEMBERED_CLUSTERS:
-                remembered[node] = n_neighbours
-                for t in range(n_neighbours):
-                    remembered_cluster[node, t] = neighbours[t]
-                    remembered_weight[node, t] = weight_to[neighbours[t]]
+                w = weight[c, 0]
+                known_cluster[end] = c  # kept only if c is new: end <= e, always in range
+                end += w == 0.0
+                weight[c, 0] = w + weights[e]
+            for t in range(first, end):
+                c = known_cluster[t]
+                known_weight[t] = weight[c, 0]
+                weight[c, 0] = 0.0
+            n_known[node] = end - first
         current = label[node]
-        cluster_weight[current] -= node_weight[node]
+        weight[current, 1] -= node_weight[node]
         cluster_size[current] -= 1
         if cluster_size[current] == 0:
             unused[n_unused] = current
             n_unused += 1
         best, best_gain = -1, 0.0
-        for t in range(n_neighbours):
-            c = neighbours[t]
-            gain = weight_to[c] - node_weight[node] * cluster_weight[c] * resolution
+        for t in range(first, first + n_known[node]):
+            c = known_cluster[t]
+            gain = known_weight[t] - node_weight[node] * weight[c, 1] * resolution
             if gain > best_gain or (gain == best_gain and c < best):
                 best, best_gain = c, gain
-            weight_to[c] = 0.0
         if best_gain == 0.0:
             n_unused -= 1
             best = unused[n_unused]
-        cluster_weight[best] += node_weight[node]
+        weight[best, 1] += node_weight[node]
         cluster_size[best] += 1
         if best == current:
             n_stable += 1
@@ -511,8 +508,8 @@ def louvain_local_moving(indptr, indices, weights, node_weight, cluster, resolut
             label[node] = best
             n_stable = 1
             update = True
-            for e in range(indptr[node], indptr[node + 1]):
-                remembered[indices[e]] = -1
+            for e in range(first, indptr[node + 1]):
+                n_known[indices[e]] = -1
         node = node + 1 if node < n - 1 else 0
     relabel = np.full(n, -1, dtype=np.int64)
     n_clusters = 0
@@ -529,48 +526,47 @@ def louvain_local_moving(indptr, indices, weights, node_weight, cluster, resolut
 def reduce_network(indptr, indices, weights, node_weight, cluster, n_clusters):
     """The network of clusters: summed node weights and between-cluster edge weights.
 
-    Two passes over the edges, one to count each cluster's neighbouring clusters and one to
-    fill them in, so the reduced network takes only the memory it needs.
+    Sums in Seurat's order: a cluster's nodes in increasing order, each node's edges in order,
+    neighbouring clusters listed as first met. One pass over the nodes appends each
+    between-cluster edge to its cluster's bucket (edges read front to back, not cluster by
+    cluster); each bucket is then summed and compacted in place. The buckets take as much
+    memory as the network's edges, until the result is copied out.
     """
-    members_start = np.zeros(n_clusters + 1, dtype=np.int64)
-    for i in range(cluster.size):
-        members_start[cluster[i] + 1] += 1
-    members_start = np.cumsum(members_start)
-    fill = members_start[:-1].copy()
-    members = np.empty(cluster.size, dtype=np.int64)
-    for i in range(cluster.size):
-        members[fill[cluster[i]]] = i
-        fill[cluster[i]] += 1
+    n = cluster.size
+    bucket_start = np.zeros(n_clusters + 1, dtype=np.int64)
     reduced_weight = np.zeros(n_clusters)
+    for i in range(n):
+        bucket_start[cluster[i] + 1] += indptr[i + 1] - indptr[i]
+        reduced_weight[cluster[i]] += node_weight[i]
+    bucket_start = np.cumsum(bucket_start)
+    bucket_end = bucket_start[:-1].copy()
+    other = np.empty(indptr[n], dtype=cluster.dtype)
+    other_weight = np.empty(indptr[n])
+    for i in range(n):
+        c = cluster[i]
+        end = bucket_end[c]
+        for e in range(indptr[i], indptr[i + 1]):
+            o = cluster[indices[e]]
+            other[end] = o  # kept only if o != c: end stays within c's bucket
+            other_weight[end] = weights[e]
+            end += o != c
+        bucket_end[c] = end
     reduced_indptr = np.zeros(n_clusters + 1, dtype=np.int64)
     weight_to = np.zeros(n_clusters)
-    neighbours = np.empty(n_clusters, dtype=np.int64)
-    for counting in (True, False):
-        if not counting:
-            reduced_indices = np.empty(reduced_indptr[-1], dtype=np.int64)
-            reduced_weights = np.empty(reduced_indptr[-1])
-        for c in range(n_clusters):
-            n_neighbours = 0
-            for m in range(members_start[c], members_start[c + 1]):
-                node = members[m]
-                if not counting:
-                    reduced_weight[c] += node_weight[node]
-                for e in range(indptr[node], indptr[node + 1]):
-                    other = cluster[indices[e]]
-                    if other != c:
-                        if weight_to[other] == 0:
-                            neighbours[n_neighbours] = other
-                            n_neighbours += 1
-                        weight_to[other] += weights[e]
-            start = reduced_indptr[c]
-            for t in range(n_neighbours):
-                if not counting:
-                    reduced_indices[start + t] = neighbours[t]
-                    reduced_weights[start + t] = weight_to[neighbours[t]]
-                weight_to[neighbours[t]] = 0.0
-            if counting:
-                reduced_indptr[c + 1] = reduced_indptr[c] + n_neighbours
-    return reduced_indptr, reduced_indices, reduced_weights, reduced_weight
+    out = 0
+    for c in range(n_clusters):
+        begin = out
+        for t in range(bucket_start[c], bucket_end[c]):
+            o = other[t]
+            w = weight_to[o]
+            other[out] = o  # out <= t: overwrites only entries already read
+            out += w == 0.0
+            weight_to[o] = w + other_weight[t]
+        for t in range(begin, out):
+            other_weight[t] = weight_to[other[t]]
+            weight_to[other[t]] = 0.0
+        reduced_indptr[c + 1] = out
+    return reduced_indptr, other[:out].copy(), other_weight[:out].copy(), reduced_weight
 
 
 @numba.njit(nogil=True, cache=True)

@@ -192,12 +192,14 @@ def _seurat_louvain(network, resolution, seed, n_starts, n_iterations, initial, 
     resolution / (2 x total edge weight).
     """
     scaled_resolution = resolution / network[2].sum()
+    ids = network[1].dtype  # cluster ids as the node ids: int32 below 2^31 edges
+    initial = None if initial is None else np.asarray(initial, dtype=ids)
     state = java_random(seed)
     best, best_quality = None, -np.inf
     for _ in range(n_starts):
         if stop.is_set():
             raise ClusteringStopped
-        cluster = np.arange(network[3].size) if initial is None else np.array(initial)
+        cluster = np.arange(network[3].size, dtype=ids) if initial is None else initial.copy()
         for _ in range(n_iterations):
             if not _louvain(network, cluster, scaled_resolution, state):
                 break
@@ -212,7 +214,7 @@ def _louvain(network, cluster, resolution, state) -> bool:
     the same on the network of clusters, recursively; ``cluster`` is updated in place."""
     update, n_clusters = louvain_local_moving(*network, cluster, resolution, state)
     if n_clusters < network[3].size:
-        coarse = np.arange(n_clusters)
+        coarse = np.arange(n_clusters, dtype=cluster.dtype)
         if _louvain(reduce_network(*network, cluster, n_clusters), coarse, resolution, state):
             cluster[:] = coarse[cluster]
             update = True

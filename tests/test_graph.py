@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import threading
 
 import igraph as ig
 import numpy as np
@@ -296,7 +297,7 @@ def _seurat_local_moving(indptr, indices, weights, node_weight, cluster, resolut
         cluster_weight[cluster[i]] += node_weight[i]
         cluster_size[cluster[i]] += 1
     unused = [c for c in range(n - 1, -1, -1) if cluster_size[c] == 0]
-    n_stable, i = 0, 0
+    n_stable, i, update = 0, 0, False
     while n_stable < n:
         node = order[i]
         weight_to = {}
@@ -318,38 +319,153 @@ def _seurat_local_moving(indptr, indices, weights, node_weight, cluster, resolut
         cluster_weight[best] += node_weight[node]
         cluster_size[best] += 1
         n_stable = n_stable + 1 if best == current else 1
+        update = update or best != current
         cluster[node] = best
         i = (i + 1) % n
     relabel = np.cumsum(cluster_size > 0) - 1
     cluster[:] = relabel[cluster]
+    return update
+
+
+def _seurat_reduced_network(indptr, indices, weights, node_weight, cluster, n_clusters):
+    """Seurat's ``Network.createReducedNetwork`` in plain Python: the oracle for
+    ``reduce_network``. A dict keeps the neighbouring clusters in the order first met."""
+    members = [[] for _ in range(n_clusters)]
+    for node, c in enumerate(cluster.tolist()):
+        members[c].append(node)
+    reduced_indptr, reduced_indices, reduced_weights = [0], [], []
+    reduced_node_weight = np.zeros(n_clusters)
+    for c in range(n_clusters):
+        weight_to = {}
+        for node in members[c]:
+            reduced_node_weight[c] += node_weight[node]
+            for e in range(indptr[node], indptr[node + 1]):
+                other = cluster[indices[e]]
+                if other != c:
+                    weight_to[other] = weight_to.get(other, 0.0) + weights[e]
+        reduced_indices += weight_to.keys()
+        reduced_weights += weight_to.values()
+        reduced_indptr.append(len(reduced_indices))
+    return (*map(np.array, (reduced_indptr, reduced_indices, reduced_weights)), reduced_node_weight)
 
 
 def _both_local_movings(network, cluster, resolution):
+    """Our kernel (int32 cluster ids, as ``_seurat_louvain`` passes them) and the oracle from
+    the same partition and Java stream: same clusters, same stream afterwards."""
     from recall_dask._kernels import java_random, louvain_local_moving
 
-    ours, oracle = cluster.copy(), cluster.copy()
+    ours, oracle = cluster.astype(network[1].dtype), cluster.copy()
     ours_state, oracle_state = java_random(11), java_random(11)
-    louvain_local_moving(*network, ours, resolution, ours_state)
+    _, n_clusters = louvain_local_moving(*network, ours, resolution, ours_state)
     _seurat_local_moving(*network, oracle, resolution, oracle_state)
     np.testing.assert_array_equal(ours, oracle)
-    assert ours_state[0] == oracle_state[0]
+    assert ours_state[0] == oracle_state[0] and n_clusters == oracle.max() + 1
     return ours
 
 
-@pytest.mark.parametrize("start", ["singletons", "partition"])
-@pytest.mark.parametrize("resolution", [0.3, 0.8, 2.0])
-def test_local_moving_makes_seurat_moves(start, resolution):
-    """Visit-order layout and remembered neighbouring clusters change no move: same clusters
-    and the same Java stream afterwards as the plain loop, on the graph and on the network
-    of the clusters it found (summed weights)."""
+def _torus_network(side):
+    """Unit-weight 4-neighbour torus: every node has the same weight, so gains tie often."""
+    from recall_dask.graph import _network
+
+    grid = np.arange(side * side).reshape(side, side)
+    rows = np.concatenate([grid.ravel(), grid.ravel()])
+    cols = np.concatenate([np.roll(grid, 1, axis).ravel() for axis in (0, 1)])
+    return _network(_sym(side * side, zip(rows, cols, np.ones(rows.size), strict=True)))
+
+
+@pytest.mark.parametrize(
+    ("graph", "start", "resolution"),
+    [
+        ("blobs", "singletons", 0.3),
+        ("blobs", "singletons", 0.8),
+        ("blobs", "partition", 0.8),
+        ("blobs", "partition", 2.0),
+        ("torus", "singletons", 0.8),
+        ("torus", "partition", 3.0),
+    ],
+)
+def test_local_moving_makes_seurat_moves(graph, start, resolution):
+    """Visit-order layout, known neighbouring clusters and int32 ids change no move: same
+    clusters and the same Java stream afterwards as Seurat's plain loop, on the graph and on
+    the network of the clusters it found, which must be Seurat's bit for bit."""
     from recall_dask._kernels import reduce_network
     from recall_dask.graph import _network
 
-    x, truth = _blobs(4, 150, spread=3.0, seed=2)
-    network = _network(_snn_of(x))
+    if graph == "blobs":
+        x, truth = _blobs(4, 150, spread=3.0, seed=2)
+        network = _network(_snn_of(x))
+    else:  # ties between equal gains, decided by the lower cluster id
+        network = _torus_network(20)
+        truth = np.arange(400) % 6
     scaled = resolution / network[2].sum()
-    initial = np.arange(truth.size) if start == "singletons" else (truth * 7) % 5 + 3
-    found = _both_local_movings(network, initial, scaled)  # ids 0-2 start empty above
-    assert np.unique(found).size > 1
+    n = network[3].size
+    # A partition leaves ids 0-2 and those above 7 empty: moves to empty clusters pop them.
+    initial = np.arange(n) if start == "singletons" else (truth * 7) % 5 + 3
+    found = _both_local_movings(network, initial, scaled)
+    assert 1 < np.unique(found).size < n
     coarse = reduce_network(*network, found, found.max() + 1)
-    _both_local_movings(coarse, np.arange(coarse[3].size), scaled)
+    oracle = _seurat_reduced_network(*network, found, found.max() + 1)
+    for ours, expected in zip(coarse, oracle, strict=True):
+        np.testing.assert_array_equal(ours, expected)
+    k = coarse[3].size
+    _both_local_movings(coarse, np.arange(k), scaled)
+    _both_local_movings(coarse, np.arange(k) % 3, scaled)
+
+
+def test_cluster_weights_summed_in_node_order():
+    """Cluster weights are summed in node order, as Seurat's, not in visit order: node 4 has
+    equal edge weight to clusters {0, 1, 2} and {3}, and (0.1 + 0.2) + 0.3 > 0.6 makes {3}
+    the better one, where (0.3 + 0.2) + 0.1 == 0.6 would tie them."""
+    snn = _sym(5, [(0, 1, 1.0), (1, 2, 1.0), (0, 2, 1.0), (4, 0, 1.0), (4, 3, 1.0)])
+    network = (snn.indptr, snn.indices, snn.data, np.array([0.1, 0.2, 0.3, 0.6, 1.0]))
+    _both_local_movings(network, np.array([0, 0, 0, 1, 2]), 1.0)
+
+
+def _seurat_louvain_oracle(network, resolution, seed, n_starts, initial):
+    """Seurat's ``RunModularityClustering`` (Louvain, 10 iterations) from the plain-Python
+    local moving and reduced network."""
+    from recall_dask._kernels import java_random, partition_quality
+
+    def louvain(network, cluster):  # Seurat's runLouvainAlgorithm
+        if network[3].size == 1:
+            return False
+        update = _seurat_local_moving(*network, cluster, scaled, state)
+        n_clusters = cluster.max() + 1
+        if n_clusters < network[3].size:
+            coarse = np.arange(n_clusters)
+            if louvain(_seurat_reduced_network(*network, cluster, n_clusters), coarse):
+                cluster[:] = coarse[cluster]
+                update = True
+        return update
+
+    scaled = resolution / network[2].sum()
+    state = java_random(seed)
+    best, best_quality = None, -np.inf
+    for _ in range(n_starts):
+        cluster = np.arange(network[3].size) if initial is None else initial.copy()
+        for _ in range(10):
+            if not louvain(network, cluster):
+                break
+        quality = partition_quality(*network, cluster, scaled)
+        if quality > best_quality:
+            best, best_quality = cluster.copy(), quality
+    return best
+
+
+@pytest.mark.parametrize(("graph", "resolution"), [("blobs", 1.0), ("torus", 2.0)])
+@pytest.mark.parametrize("start", ["singletons", "partition"])
+def test_seurat_louvain_matches_plain_loop(graph, resolution, start):
+    """Whole Louvain runs (local moving, reduced networks, restarts, best start) give
+    Seurat's partition."""
+    from recall_dask.graph import _network, _seurat_louvain
+
+    if graph == "blobs":
+        network = _network(_snn_of(_blobs(4, 60, spread=3.0, seed=4)[0]))
+    else:
+        network = _torus_network(12)
+    n = network[3].size
+    initial = None if start == "singletons" else np.arange(n) % 9
+    ours = _seurat_louvain(network, resolution, 3, 3, 10, initial, threading.Event())
+    oracle = _seurat_louvain_oracle(network, resolution, 3, 3, initial)
+    np.testing.assert_array_equal(ours, oracle)
+    assert 1 < np.unique(ours).size < n
