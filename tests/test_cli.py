@@ -239,7 +239,8 @@ def test_in_place_run_writes_results_into_the_input_store(tmp_path, capsys):
     assert tree_digest(source / "X") == counts_before
     in_place, copied = ad.read_zarr(source), ad.read_zarr(copy)
     np.testing.assert_array_equal(in_place.obs["recall_clusters"], copied.obs["recall_clusters"])
-    np.testing.assert_array_equal(in_place.obsm["X_pca"], copied.obsm["X_pca"])
+    # Same embedding up to float rounding (threaded BLAS may sum in another order).
+    np.testing.assert_allclose(in_place.obsm["X_pca"], copied.obsm["X_pca"], atol=1e-10)
     assert in_place.uns["recall"]["n_iterations"] == copied.uns["recall"]["n_iterations"]
     capsys.readouterr()
     both = ["--in-place", "-o", str(tmp_path / "x.zarr")]
