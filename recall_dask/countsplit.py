@@ -41,13 +41,12 @@ import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 
-from recall_dask._chunks import map_row_blocks
+from recall_dask._chunks import RNG_BLOCK_ROWS, map_row_blocks, rng_block_spans
 from recall_dask._kernels import binomial_half
 from recall_dask.preprocess import log_normalize
 from recall_dask.wilcoxon import ClusterGroups, pair_matrix, per_feature_block
 
 STREAM = 0x63737074  # "cspt": keeps the split apart from other streams of the same seed
-RNG_BLOCK_ROWS = 1024  # cells per RNG block, in absolute row coordinates
 PARTS = ("train", "test")
 #: Seurat v5 ``FindMarkers`` defaults.
 MIN_PCT = 0.01
@@ -57,12 +56,10 @@ _COUNTS_META = sp.csr_matrix((0, 0), dtype=np.float32)
 
 def _block_keys(first_row: int, n_rows: int, seed: int) -> np.ndarray:
     """The uint64 key of every RNG block that rows ``first_row ..`` touch."""
-    first = first_row // RNG_BLOCK_ROWS
-    last = max(first + 1, -(-(first_row + n_rows) // RNG_BLOCK_ROWS))
     return np.array(
         [
             np.random.SeedSequence([seed, STREAM, block]).generate_state(1, np.uint64)[0]
-            for block in range(first, last)
+            for block, _, _ in rng_block_spans(first_row, n_rows)
         ],
         dtype=np.uint64,
     )
