@@ -45,46 +45,52 @@ def _tie_term(t):
 
 
 @numba.njit(nogil=True, cache=True)
-def _rank_sum_pair(values, a0, a1, b0, b1, n_a, n_b):
-    """Rank sum of group a and the tie term sum(t^3 - t) over the union of groups a and b.
+def _next_tie_group(values, head, end, tied, present):
+    """Take the smallest value left at the heads of the clusters' sorted lists, with all its
+    copies: ``tied[c]`` gets cluster c's count and ``present`` lists the clusters that have it.
+    Returns (value, number of clusters present); value is +inf once every list is used up."""
+    v = np.inf
+    for c in range(head.size):
+        if head[c] < end[c] and values[head[c]] < v:
+            v = values[head[c]]
+    n_present = 0
+    if v == np.inf:
+        return v, n_present
+    for c in range(head.size):
+        t = 0
+        while head[c] < end[c] and values[head[c]] == v:
+            head[c] += 1
+            t += 1
+        if t:
+            tied[c] = t
+            present[n_present] = c
+            n_present += 1
+    return v, n_present
 
-    ``values[a0:a1]`` and ``values[b0:b1]`` are the sorted nonzeros of each group; the
-    remaining ``n_a - (a1 - a0)`` and ``n_b - (b1 - b0)`` members are zeros. One merge pass
-    walks the tie groups in increasing order; the zeros form one tie group, placed after the
-    negative values (if any) and before the positive ones.
+
+@numba.njit(nogil=True, cache=True)
+def _rank_one_tie_group(tied, present, n_present, seen, below, own, cross, count_ties):
+    """Fold one tie group into the running cross counts and tie terms, then mark it ranked.
+
+    ``below[a, b]`` sums, over members of a, the members of b ranked below them (ties with
+    them count half). ``own[a]`` and ``cross[a, b]`` split the tie term of pair (a, b),
+    ``(t_a + t_b)^3 - (t_a + t_b)``, into ``t_a^3 - t_a``, ``t_b^3 - t_b`` and the rest,
+    ``3 t_a t_b (t_a + t_b)``, so that one pass over the union serves every pair.
     """
-    z_a = n_a - (a1 - a0)
-    z = z_a + n_b - (b1 - b0)
-    pos = 0.0  # number of union members ranked so far
-    rank_sum = 0.0
-    ties = 0.0
-    zeros_done = False
-    ia, ib = a0, b0
-    while ia < a1 or ib < b1:
-        take_a = ib >= b1 or (ia < a1 and values[ia] <= values[ib])
-        v = values[ia] if take_a else values[ib]
-        if not zeros_done and v > 0:
-            rank_sum += z_a * (pos + (z + 1) / 2.0)
-            ties += _tie_term(z)
-            pos += z
-            zeros_done = True
-        t_a = 0
-        while ia < a1 and values[ia] == v:
-            ia += 1
-            t_a += 1
-        t_b = 0
-        while ib < b1 and values[ib] == v:
-            ib += 1
-            t_b += 1
-        t = t_a + t_b
-        rank_sum += t_a * (pos + (t + 1) / 2.0)
-        if t > 1:
-            ties += _tie_term(t)
-        pos += t
-    if not zeros_done:
-        rank_sum += z_a * (pos + (z + 1) / 2.0)
-        ties += _tie_term(z)
-    return rank_sum, ties
+    for i in range(n_present):
+        a = present[i]
+        t_a = tied[a]
+        for b in range(seen.size):
+            below[a, b] += t_a * (seen[b] + 0.5 * tied[b])
+        if count_ties:
+            own[a] += _tie_term(t_a)
+            for k in range(i + 1, n_present):
+                t_b = tied[present[k]]
+                cross[a, present[k]] += 3.0 * t_a * t_b * (t_a + t_b)
+    for i in range(n_present):
+        a = present[i]
+        seen[a] += tied[a]
+        tied[a] = 0.0
 
 
 @numba.njit(nogil=True, cache=True)
@@ -93,26 +99,58 @@ def pairwise_rank_sum_stats(values, offsets, sizes, pairs, n_features):
 
     ``values, offsets`` come from :func:`group_nonzeros`, each group sorted ascending;
     ``sizes[c]`` is the number of cells in cluster ``c`` and ``pairs`` an ``(n_pairs, 2)`` array
-    of cluster ids. Cost per pair and feature is linear in the nonzeros of the two clusters.
-    ``sigma`` is 0 when every value of the union is tied or a cluster is empty (then
-    ``U - mu`` is 0 too).
+    of cluster ids. ``sigma`` is 0 when every value of the union is tied or a cluster is empty
+    (then ``U - mu`` is 0 too).
+
+    One merge of all the clusters' sorted lists per feature serves every pair: walking the tie
+    groups in increasing order with each cluster's count of members ranked so far gives, for
+    each pair (a, b), ``U_a - n_a (n_a + 1) / 2`` = the members of b below each member of a
+    (ties half). All zeros form one tie group, placed after the negative values (if any) and
+    before the positive ones. Cost per feature is the clusters times its nonzeros, however many
+    pairs there are, in loops over clusters that vectorize. Every count is an integer or a
+    half-integer, so ``U`` is exact; the zeros' tie term is computed per pair directly.
     """
     n_clusters = sizes.size
-    n_pairs = pairs.shape[0]
-    delta = np.zeros((n_pairs, n_features))
-    sigma = np.zeros((n_pairs, n_features))
-    for p in range(n_pairs):
-        a, b = pairs[p, 0], pairs[p, 1]
-        n_a, n_b = sizes[a], sizes[b]
-        if n_a == 0 or n_b == 0:
-            continue
-        n = float(n_a + n_b)
-        for j in range(n_features):
-            ga, gb = j * n_clusters + a, j * n_clusters + b
-            rank_sum, ties = _rank_sum_pair(
-                values, offsets[ga], offsets[ga + 1], offsets[gb], offsets[gb + 1], n_a, n_b
-            )
-            delta[p, j] = rank_sum - n_a * (n_a + 1) / 2.0 - n_a * n_b / 2.0
+    delta = np.zeros((pairs.shape[0], n_features))
+    sigma = np.zeros((pairs.shape[0], n_features))
+    below = np.zeros((n_clusters, n_clusters))
+    cross = np.zeros((n_clusters, n_clusters))
+    own = np.zeros(n_clusters)
+    seen = np.zeros(n_clusters)
+    tied = np.zeros(n_clusters)
+    zeros = np.zeros(n_clusters)
+    head = np.empty(n_clusters, dtype=np.int64)
+    end = np.empty(n_clusters, dtype=np.int64)
+    present = np.empty(n_clusters, dtype=np.int64)
+    every = np.arange(n_clusters)
+    for j in range(n_features):
+        below[:] = 0.0
+        cross[:] = 0.0
+        own[:] = 0.0
+        seen[:] = 0.0
+        for c in range(n_clusters):
+            head[c], end[c] = offsets[j * n_clusters + c], offsets[j * n_clusters + c + 1]
+            zeros[c] = sizes[c] - (end[c] - head[c])
+        zeros_done = False
+        while True:
+            v, n_present = _next_tie_group(values, head, end, tied, present)
+            if not zeros_done and v > 0:
+                # The zeros rank just before this group (held in tied/present meanwhile).
+                zero_counts = zeros.copy()  # ranking a group clears its counts
+                _rank_one_tie_group(zero_counts, every, n_clusters, seen, below, own, cross, False)
+                zeros_done = True
+            if n_present == 0:
+                break
+            _rank_one_tie_group(tied, present, n_present, seen, below, own, cross, True)
+        for p in range(pairs.shape[0]):
+            a, b = pairs[p, 0], pairs[p, 1]
+            n_a, n_b = float(sizes[a]), float(sizes[b])
+            if n_a == 0 or n_b == 0:
+                continue
+            n = n_a + n_b
+            lo, hi = min(a, b), max(a, b)
+            ties = _tie_term(zeros[a] + zeros[b]) + own[a] + own[b] + cross[lo, hi]
+            delta[p, j] = below[a, b] - n_a * n_b / 2.0
             var = n_a * n_b / 12.0 * ((n + 1.0) - ties / (n * (n - 1.0)))
             sigma[p, j] = np.sqrt(var) if var > 0 else 0.0
     return delta, sigma

@@ -6,9 +6,10 @@ normal approximation with tie and continuity correction. P-values are returned a
 logs computed in log space, so they stay finite where ``p`` itself underflows to 0.
 
 Work is split by feature blocks. Each task gathers its column block for all cells, regroups the
-nonzeros by (feature, cluster) and sorts each group, then for every cluster pair merges the two
-clusters' sorted nonzeros in one linear pass, counting all zeros as a single tie group in closed
-form. The regrouping and the merge are numba kernels (:mod:`recall_dask._kernels`). The
+nonzeros by (feature, cluster) and sorts each group, then merges all the clusters' sorted
+nonzeros of a feature in one pass that counts, for every cluster pair at once, the members of one
+cluster ranked below each member of the other; all zeros form a single tie group counted in
+closed form. The regrouping and the merge are numba kernels (:mod:`recall_dask._kernels`). The
 grouping (:class:`ClusterGroups`) also yields per-cluster detection counts and sums, so other
 pair tests (:mod:`recall_dask.countsplit`) run on the same tasks through
 :func:`per_feature_block`.

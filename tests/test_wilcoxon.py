@@ -129,6 +129,22 @@ def test_negative_values_rank_below_zeros():
     np.testing.assert_allclose(ours, _oracle(dense, labels, 3), rtol=1e-12, atol=1e-14)
 
 
+def test_many_clusters_share_one_merge():
+    """Twelve clusters (two of them empty), ties across clusters on both sides of zero: every
+    one of the 66 pairs, computed from one merge per feature, matches the per-pair oracle."""
+    rng = np.random.default_rng(12)
+    labels = rng.integers(0, 10, 240)
+    labels[labels == 3] = 11  # clusters 3 and 10 are empty
+    dense = _tie_heavy(rng, 240, 9, zero_fraction=0.5) - _tie_heavy(rng, 240, 9)
+    dense[:, 0] = rng.random(240)  # no ties, no zeros
+    ours = pairwise_log_pvalues(_as_dask(dense, 37), labels, 12, feature_block=4)
+    oracle = _oracle(dense, labels, 12)
+    np.testing.assert_allclose(ours, oracle, rtol=1e-12, atol=1e-14)
+    empty = np.isin(cluster_pairs(12), [3, 10]).any(axis=1)
+    np.testing.assert_array_equal(ours[empty], 0.0)
+    assert (ours[~empty] < 0).mean() > 0.9  # the oracle comparison is not vacuous
+
+
 def test_empty_cluster_gives_log_p_zero():
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 2, 30)  # cluster 2 has no cells
