@@ -43,6 +43,14 @@ MARKERS_PER_PAIR = 10
 CLUSTERING_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
+def _resolutions_ahead() -> int:
+    """Resolutions clustered beyond the current one: one per thread but the current one's, and
+    at least one, which runs while the current clustering's pairs are tested. More would take
+    cores from the pair tests on a local cluster, and every one is wasted when the current
+    clustering is accepted."""
+    return max(1, CLUSTERING_THREADS - 1)
+
+
 class CalibrationError(RuntimeError):
     """The loop ran out of iterations before every cluster pair was supported."""
 
@@ -158,7 +166,7 @@ def calibrate(snn: sp.csr_matrix, pair_test: PairTest, params: RecallParams) -> 
     with ThreadPoolExecutor(CLUSTERING_THREADS, thread_name_prefix="clustering") as pool:
         try:
             for number, resolution in enumerate(steps):
-                for ahead in range(number, min(number + CLUSTERING_THREADS + 1, len(steps))):
+                for ahead in range(number, min(number + 1 + _resolutions_ahead(), len(steps))):
                     if ahead not in clusterings:
                         # Seurat's FindClusters keeps random.seed = 0 whatever the user's seed.
                         clusterings[ahead] = pool.submit(

@@ -80,15 +80,15 @@ def _kept(
 ) -> tuple[da.Array, da.Array]:
     """``data`` computed once and kept: as the store ``name`` in the work directory ``work``
     (out of core) or, with ``None``, in worker memory. It comes back twice, lazily: by row
-    chunks, for the passes over the cells, and by (row chunk, feature block) tiles, for the
-    pairwise tests."""
+    chunks, for the passes over the cells, and by feature blocks (row-chunked in memory), for
+    the pairwise tests."""
     width = feature_block_for(data.shape[0])
     if work is None:
         rows = _persist(data)
         return rows, rows.rechunk({1: width})
     store = Location.of(work, storage_options).child(name).url
     tiles = write_tiles(data, store, width, storage_options)
-    return tiles.by_rows(), tiles.by_tiles()
+    return tiles.by_rows(), tiles.by_feature_blocks()
 
 
 def augment(

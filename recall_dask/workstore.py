@@ -99,15 +99,20 @@ class Tiles:
             widths=self._widths,
         )
 
-    def by_tiles(self) -> da.Array:
-        """One chunk per (row chunk, feature block): for tests feature block by feature block."""
+    def by_feature_blocks(self) -> da.Array:
+        """One chunk per feature block, all cells: for tests feature block by feature block.
+
+        Each chunk is read by one task straight from the store, tile after tile, so no tile
+        travels between workers and the task graph has one task per block, not per tile.
+        """
         return da.map_blocks(
-            _read_tile,
-            chunks=(self.row_chunks, self._widths),
+            _read_feature_block,
+            chunks=((sum(self.row_chunks),), self._widths),
             dtype=np.float64,
             meta=CSR_META,
             url=self.url,
             storage_options=self.storage_options,
+            row_chunks=self.row_chunks,
         )
 
 
@@ -201,19 +206,71 @@ def _arrays(url: str, storage_options: StorageOptions) -> tuple[zarr.Array, zarr
     return arrays
 
 
-def _read_tile(url: str, storage_options: StorageOptions, block_info: dict) -> sp.csr_matrix:
-    """The tile at this block's (row chunk, feature block) location."""
+def _read_feature_block(
+    url: str, storage_options: StorageOptions, row_chunks: tuple[int, ...], block_info: dict
+) -> sp.csr_matrix:
+    """The feature block at this block's location for all cells: its tiles, stacked."""
     info = block_info[None]
-    r, f = info["chunk-location"]
-    (row_start, row_stop), (col_start, col_stop) = info["array-location"]
-    n_rows = row_stop - row_start
+    f = info["chunk-location"][1]
+    col_start, col_stop = info["array-location"][1]
     data, indices, indptr = _arrays(url, storage_options)
-    pointers = indptr[r, f, : n_rows + 1]
-    first, last = int(pointers[0]), int(pointers[-1])
+    pointers = indptr[:, f, :]  # every row chunk's tile pointers, in one read
+    first = pointers[:, 0]
+    last = pointers[np.arange(len(row_chunks)), np.asarray(row_chunks)]
+    offsets = np.concatenate([[0], np.cumsum(last - first)])
+    values = np.empty(offsets[-1], dtype=data.dtype)
+    columns = np.empty(offsets[-1], dtype=indices.dtype)
+    for rows in _read_groups(first, last):
+        for stored, out in ((data, values), (indices, columns)):
+            _read_segments(stored, rows, first, last, offsets, out)
+    row_pointers = [
+        pointers[r, 1 : n_rows + 1] - first[r] + offsets[r] for r, n_rows in enumerate(row_chunks)
+    ]
     return sp.csr_matrix(
-        (data[r, first:last], indices[r, first:last], pointers - first),
-        shape=(n_rows, col_stop - col_start),
+        (values, columns, np.concatenate([np.zeros(1, dtype=np.int64), *row_pointers])),
+        shape=(sum(row_chunks), col_stop - col_start),
     )
+
+
+#: Row chunks whose tiles one Zarr read fetches together, when they lie side by side.
+_ROWS_PER_READ = 64
+
+
+def _read_groups(first: np.ndarray, last: np.ndarray) -> Iterator[range]:
+    """Runs of row chunks to read together: up to :data:`_ROWS_PER_READ`, while the box that
+    spans their entries ``first[r]:last[r]`` stays within twice those entries (plus a stored
+    chunk). A feature block's tiles sit at about the same place in every row chunk, so the box
+    is tight. Each Zarr read has a fixed cost, and one read fetches and decompresses its
+    chunks concurrently, so a few box reads beat a read per tile."""
+    start = 0
+    while start < first.size:
+        stop, lo, hi, size = start + 1, first[start], last[start], last[start] - first[start]
+        while stop < first.size and stop - start < _ROWS_PER_READ:
+            wider_lo, wider_hi = min(lo, first[stop]), max(hi, last[stop])
+            wider_size = size + last[stop] - first[stop]
+            if (stop + 1 - start) * (wider_hi - wider_lo) > 2 * wider_size + _ENTRIES_PER_CHUNK:
+                break
+            stop, lo, hi, size = stop + 1, wider_lo, wider_hi, wider_size
+        yield range(start, stop)
+        start = stop
+
+
+def _read_segments(
+    stored: zarr.Array,
+    rows: range,
+    first: np.ndarray,
+    last: np.ndarray,
+    offsets: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Copy each row chunk's entries ``first[r]:last[r]`` to ``out[offsets[r]:]``, reading the
+    box that spans the rows in one go."""
+    lo, hi = int(first[rows].min()), int(last[rows].max())
+    if hi <= lo:
+        return
+    box = stored[rows.start : rows.stop, lo:hi]
+    for i, r in enumerate(rows):
+        out[offsets[r] : offsets[r + 1]] = box[i, first[r] - lo : last[r] - lo]
 
 
 def _read_rows(

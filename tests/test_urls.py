@@ -109,7 +109,7 @@ def test_work_store_under_a_url_is_removed_even_on_failure(rng, memory):
         assert directory.startswith(f"{memory}/recall-work-")
         store = f"{directory}/tiles.zarr"
         tiles = write_tiles(as_row_chunked(matrix, 37), store, 8)
-        assert (tiles.by_tiles().compute() != matrix).nnz == 0
+        assert (tiles.by_feature_blocks().compute() != matrix).nnz == 0
         assert Location.of(store).isdir()
         raise RuntimeError("worker lost")
     assert not Location.of(directory).exists()
