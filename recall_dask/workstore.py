@@ -9,8 +9,9 @@ grow with the number of cells; written here, memory stays bounded by the chunk s
 The task that computes a row chunk writes it as CSR tiles, one per feature block, back to back
 in row ``r`` of three arrays (``data``, ``indices`` and the tiles' ``indptr``). No Zarr chunk
 spans two row chunks, so tasks write concurrently without locks, and the padding past a row
-chunk's nonzeros is never written, so it costs no disk. Reading a tile decompresses little
-more than the tile itself.
+chunk's nonzeros is never written, so it costs no disk. A feature block's tiles sit at about
+the same place in every row chunk, so one task reads the block for all cells in a few Zarr
+reads that each span many row chunks, decompressing little more than the tiles themselves.
 
 The work store may live under any URL that fsspec reads (``s3://...``); tasks hold its URL and
 storage options and open it themselves, so every worker reads and writes its own chunks.
