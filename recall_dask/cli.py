@@ -356,12 +356,12 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
     if args.labels_csv and not Path(args.labels_csv).resolve().parent.is_dir():
         raise InputError(f"--labels-csv: directory of {args.labels_csv} does not exist")
     options = args.storage_options
+    destination = _destination(args)
     if getattr(args, "in_place", False):
         if args.layer is not None:
             raise InputError("--in-place reads the counts in X; --layer needs --out")
-        destination, output = source, nullcontext(source)
+        output = nullcontext(source)
     else:
-        destination = args.out
         output = ingested(
             source, args.out, chunk_size=args.chunk_size, layer=args.layer, storage_options=options
         )
@@ -413,8 +413,12 @@ def _report_path(args: argparse.Namespace) -> str | None:
             raise
         logger.warning("no report: %s", error)
         return None
-    store = args.input if getattr(args, "in_place", False) else args.out
-    return args.report or report_path_for(store)
+    return args.report or report_path_for(_destination(args))
+
+
+def _destination(args: argparse.Namespace) -> str:
+    """Where ``run`` writes its results: the input store itself with --in-place, else --out."""
+    return args.input if getattr(args, "in_place", False) else args.out
 
 
 def _report(args: argparse.Namespace) -> None:
