@@ -98,7 +98,8 @@ class ClusterGroups:
     @classmethod
     def of(cls, blocks: list, labels: np.ndarray, n_clusters: int) -> ClusterGroups:
         """Group a column block given as its row blocks (CSR or dense) for all cells."""
-        block = sp.vstack([sp.csr_matrix(b) for b in blocks], format="csr")
+        rows = [sp.csr_matrix(b) for b in blocks]
+        block = rows[0] if len(rows) == 1 else sp.vstack(rows, format="csr")  # no needless copy
         n_features = block.shape[1]
         values, offsets = group_nonzeros(
             block.indptr, block.indices, block.data, labels, n_features, n_clusters
