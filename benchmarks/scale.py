@@ -5,7 +5,9 @@ groups (not timed; kept in ``--data-dir`` for later runs). Then ``recall-dask ru
 and clusters it in a fresh process tree: we record wall time (ingest included), the time of
 each stage, the peak resident memory summed over all processes (client, scheduler, workers)
 and the ARI against the true groups. Results accumulate in ``DATA_DIR/results.json``, so sizes
-can be run on different days; the table and a log-log plot of all of them go into README.md.
+can be run on different days; the table, the growth exponent of the wall time and of each
+stage (time ~ cells^b fitted over all sizes) and a log-log plot of all of them go into
+README.md. ``--cells`` with no sizes rewrites them from the results file alone.
 
 ``--in-memory N`` also clusters the N-cell data as an in-memory AnnData (augmented matrix kept
 in worker memory instead of the Zarr work store) and reports the ARI between the two label sets.
@@ -131,7 +133,7 @@ def table(rows: list[dict[str, object]], agreement: dict[str, object] | None) ->
             f"{row['ari']:.3f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n\nStage columns are seconds."
+    text = "\n".join(lines) + "\n\nStage columns are seconds. " + growth(rows)
     if agreement:
         text += (
             f" The same {agreement['cells']:,} cells as an in-memory AnnData (augmented matrix "
@@ -139,6 +141,25 @@ def table(rows: list[dict[str, object]], agreement: dict[str, object] | None) ->
             f"ARI {agreement['ari']:.3f} against the out-of-core labels."
         )
     return text + f"\n\n![wall time and memory against cells]({PLOT})\n"
+
+
+def growth(rows: list[dict[str, object]]) -> str:
+    """The exponent b of time ~ cells^b (least squares on log-log over all sizes), for the
+    whole run and each stage: 1 is linear in cells."""
+    if len(rows) < 2:
+        return ""
+    log_cells = np.log([r["cells"] for r in rows])
+
+    def exponent(seconds: list[float]) -> str:
+        return f"{np.polyfit(log_cells, np.log(seconds), 1)[0]:.2f}"
+
+    stages = ", ".join(
+        f"{short} {exponent([r['stages'][s] for r in rows])}" for s, short in STAGES.items()
+    )
+    return (
+        f"Growth exponent b of time ~ cells^b, fitted over all sizes (1 is linear): wall "
+        f"{exponent([r['wall'] for r in rows])}; {stages}."
+    )
 
 
 def _duration(seconds: float) -> str:
