@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from recall_dask.graph import SNNGraph, cluster_graph
 from recall_dask.knockoff import knockoff_statistics, n_selected_per_pair, strongest_selected
 from recall_dask.params import RecallParams
-from recall_dask.wilcoxon import cluster_pairs, pair_matrix, pairwise_log_pvalues
+from recall_dask.wilcoxon import cluster_pairs, pair_matrix, pairwise_rank_sum_tests
 
 logger = logging.getLogger(__name__)
 
@@ -60,21 +60,27 @@ class Markers:
     """For each cluster pair ``a < b``, the knockoff-selected genes with the largest W (at most
     :data:`MARKERS_PER_PAIR`, by decreasing W): marker candidates that tell the pair apart.
 
-    Parallel arrays, one entry per (pair, gene); ``gene`` indexes the variable genes.
+    Parallel arrays, one entry per (pair, gene); ``gene`` indexes the variable genes and
+    ``higher_in`` is the cluster of the pair where the gene ranks higher (W has no direction).
     """
 
     cluster_a: np.ndarray
     cluster_b: np.ndarray
     gene: np.ndarray
     W: np.ndarray
+    higher_in: np.ndarray
 
     @classmethod
-    def strongest(cls, w: np.ndarray, pairs: np.ndarray, fdr: float) -> Markers:
-        """The markers of every pair from its row of ``w`` (pairs x variable genes)."""
+    def strongest(
+        cls, w: np.ndarray, direction: np.ndarray, pairs: np.ndarray, fdr: float
+    ) -> Markers:
+        """The markers of every pair from its rows of ``w`` and of the rank-sum ``direction``
+        (pairs x variable genes; +1 where the pair's first cluster ranks higher)."""
         top = [strongest_selected(row, fdr, MARKERS_PER_PAIR) for row in w]
         row = np.repeat(np.arange(len(top)), [t.size for t in top])
         gene = np.concatenate([np.zeros(0, dtype=np.int64), *top])
-        return cls(pairs[row, 0], pairs[row, 1], gene, w[row, gene])
+        a, b = pairs[row, 0], pairs[row, 1]
+        return cls(a, b, gene, w[row, gene], np.where(direction[row, gene] > 0, a, b))
 
     def record(self, gene_names: np.ndarray) -> dict[str, np.ndarray]:
         """The ``uns['recall']['markers']`` entry, with genes by name."""
@@ -83,6 +89,7 @@ class Markers:
             "cluster_b": self.cluster_b,
             "gene": np.asarray(gene_names, dtype=str)[self.gene],
             "W": self.W,
+            "higher_in": self.higher_in,
         }
 
 
@@ -137,12 +144,14 @@ def selected_gene_counts(
     n_clusters = int(labels.max()) + 1
     pairs = cluster_pairs(n_clusters)
     if n_clusters == 1:
+        nothing = np.zeros((0, n_genes))
         return pair_matrix(np.empty(0, dtype=np.int64), 1), Markers.strongest(
-            np.zeros((0, n_genes)), pairs, fdr
+            nothing, nothing, pairs, fdr
         )
-    log_p = pairwise_log_pvalues(data, labels, n_clusters)
+    log_p, direction = pairwise_rank_sum_tests(data, labels, n_clusters)
     w = knockoff_statistics(log_p[:, :n_genes], log_p[:, n_genes:])
-    return pair_matrix(n_selected_per_pair(w, fdr), n_clusters), Markers.strongest(w, pairs, fdr)
+    markers = Markers.strongest(w, direction[:, :n_genes], pairs, fdr)
+    return pair_matrix(n_selected_per_pair(w, fdr), n_clusters), markers
 
 
 def resolutions(params: RecallParams) -> list[float]:

@@ -321,20 +321,20 @@ def _markers_section(record: dict, n_selected: np.ndarray) -> str:
     return (
         '<p class="note">For each final pair, the selected genes with the largest W = '
         "-log10 p(gene) + log10 p(artificial twin) (Wilcoxon, two-sided): they tell the two "
-        "clusters apart better than their null twins. W does not say which cluster expresses "
-        "the gene more.</p>" + _markers_table(record["markers"], n_selected)
+        "clusters apart better than their null twins. W has no direction; the arrow names the "
+        "cluster of the pair where the gene ranks higher.</p>"
+        + _markers_table(record["markers"], n_selected)
     )
 
 
 def _markers_table(markers: dict, n_selected: np.ndarray) -> str:
-    frame = pd.DataFrame(
-        {key: np.asarray(markers[key]) for key in ("cluster_a", "cluster_b", "gene", "W")}
-    )
+    columns = ("cluster_a", "cluster_b", "gene", "W", "higher_in")
+    frame = pd.DataFrame({key: np.asarray(markers[key]) for key in columns})
     rows = []
     for (a, b), genes in frame.groupby(["cluster_a", "cluster_b"], sort=False):
         listed = " ".join(
-            f'<span class="gene">{html.escape(str(g))} <small>{w:.1f}</small></span>'
-            for g, w in zip(genes["gene"], genes["W"], strict=True)
+            f'<span class="gene">{html.escape(str(g))} <small>{w:.1f} &uarr;{up}</small></span>'
+            for g, w, up in zip(genes["gene"], genes["W"], genes["higher_in"], strict=True)
         )
         rows.append([f"{a} vs {b}", int(n_selected[a, b]), listed])
     if not rows:

@@ -111,10 +111,15 @@ class ClusterGroups:
 
     def log_pvalues(self, pairs: np.ndarray) -> np.ndarray:
         """Rank-sum log p-values ``(n_pairs, n_features)``."""
+        return self.rank_sum_tests(pairs)[0]
+
+    def rank_sum_tests(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rank-sum log p-values and directions, each ``(n_pairs, n_features)``: the direction
+        is +1 where the pair's first cluster ranks higher, -1 where the second does, else 0."""
         delta, sigma = pairwise_rank_sum_stats(
             self.values, self.offsets, self.sizes, pairs, self.n_features
         )
-        return _log_pvalue(delta, sigma)
+        return _log_pvalue(delta, sigma), np.sign(delta).astype(np.int8)
 
     def nonzero_counts(self) -> np.ndarray:
         """Cells with a nonzero value, ``(n_features, n_clusters)``."""
@@ -184,11 +189,22 @@ def pairwise_log_pvalues(
     ``log p = 0`` where all its values tie or one of its clusters is empty (R gives NaN). The
     result does not depend on the chunking.
     """
+    return pairwise_rank_sum_tests(data, labels, n_clusters, feature_block=feature_block)[0]
+
+
+def pairwise_rank_sum_tests(
+    data: da.Array, labels: np.ndarray, n_clusters: int, *, feature_block: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pairwise_log_pvalues` and the direction of each difference (+1 where the pair's
+    first cluster ranks higher, -1 where the second does, else 0), from the same tasks."""
     results = per_feature_block(
-        data, labels, n_clusters, ClusterGroups.log_pvalues, feature_block=feature_block
+        data, labels, n_clusters, ClusterGroups.rank_sum_tests, feature_block=feature_block
     )
     n_pairs = n_clusters * (n_clusters - 1) // 2
-    return np.concatenate(results, axis=1) if results else np.zeros((n_pairs, 0))
+    if not results:
+        return np.zeros((n_pairs, 0)), np.zeros((n_pairs, 0), dtype=np.int8)
+    log_p, direction = zip(*results, strict=True)
+    return np.concatenate(log_p, axis=1), np.concatenate(direction, axis=1)
 
 
 def pair_matrix(per_pair: np.ndarray, n_clusters: int) -> np.ndarray:

@@ -119,14 +119,20 @@ def test_markers_are_each_pairs_strongest_knockoff_selections(rng, chunks):
     counts, markers = selected_gene_counts(as_row_chunked(matrix, chunks), labels, n_genes, 0.05)
     dense = matrix.toarray()
     for a, b in [(0, 1), (0, 2), (1, 2)]:
-        p = mannwhitneyu(dense[labels == a], dense[labels == b], method="asymptotic").pvalue
+        test = mannwhitneyu(dense[labels == a], dense[labels == b], method="asymptotic")
+        p = test.pvalue
         w = -np.log10(p[:n_genes]) + np.log10(p[n_genes:])
+        # U of a above its null mean: a ranks higher.
+        higher = np.where(
+            test.statistic[:n_genes] > (labels == a).sum() * (labels == b).sum() / 2, a, b
+        )
         chosen = np.flatnonzero(w >= knockoff_threshold(w))
         top = chosen[np.argsort(-w[chosen], kind="stable")][:MARKERS_PER_PAIR]
         assert counts[a, b] == counts[b, a] == chosen.size > MARKERS_PER_PAIR
         mine = (markers.cluster_a == a) & (markers.cluster_b == b)
         np.testing.assert_array_equal(markers.gene[mine], top)
         np.testing.assert_allclose(markers.W[mine], w[top], rtol=1e-9)
+        np.testing.assert_array_equal(markers.higher_in[mine], higher[top])
     assert set(zip(markers.cluster_a, markers.cluster_b, strict=True)) == {(0, 1), (0, 2), (1, 2)}
 
 

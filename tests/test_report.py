@@ -85,6 +85,7 @@ def _record() -> dict:
             "cluster_b": np.array([1, 2, 2]),
             "gene": np.array(["CD3E", "MS4A1", "<NKG7>"]),
             "W": np.array([12.5, 9.25, 3.0]),
+            "higher_in": np.array([0, 2, 1]),
         },
     }
 
@@ -171,8 +172,8 @@ def test_page_is_self_contained_and_shows_the_record(rng, compare_default):
     assert umap.width > (1300 if compare_default else 900), "one panel per clustering"
     cells = parsed.cells
     assert "0 vs 2: 0 genes" in cells and "1 vs 2: 0 genes" in cells and "none: accepted" in cells
-    assert "CD3E 12.5" in cells and "MS4A1 9.2" in cells, "markers with their W"
-    assert "<NKG7> 3.0" in cells, "gene names are escaped, not markup"
+    assert "CD3E 12.5 \u21910" in cells and "MS4A1 9.2 \u21912" in cells, "W and direction"
+    assert "<NKG7> 3.0 \u21911" in cells, "gene names are escaped, not markup"
     assert "seed" in cells and "7" in cells and "2099.1" in cells
     assert ("without recall" in page) == compare_default
 
@@ -193,7 +194,7 @@ def test_markers_in_the_store_are_each_pairs_strongest_genes(run):
     record = read_results(run).uns["recall"]
     final = record["iterations"][str(record["n_iterations"] - 1)]["n_selected"]
     markers = pd.DataFrame(record["markers"])
-    assert set(markers.columns) == {"cluster_a", "cluster_b", "gene", "W"}
+    assert set(markers.columns) == {"cluster_a", "cluster_b", "gene", "W", "higher_in"}
     assert set(markers["gene"]) <= set(record["variable_genes"])
     k = final.shape[0]
     for a in range(k):
@@ -202,6 +203,7 @@ def test_markers_in_the_store_are_each_pairs_strongest_genes(run):
             assert len(pair) == min(10, final[a, b])
             assert (pair["W"] > 0).all() and pair["W"].is_monotonic_decreasing
             assert pair["gene"].is_unique
+            assert pair["higher_in"].isin([a, b]).all()
 
 
 def test_report_command_reuses_the_stored_umap_and_clusters(run, tmp_path):
