@@ -143,3 +143,28 @@ def test_one_cluster_has_no_markers(rng):
     )
     assert counts.tolist() == [[-1]]
     assert markers.gene.size == markers.W.size == markers.cluster_a.size == 0
+
+
+@pytest.mark.parametrize(("threads", "clustered"), [(1, 2), (2, 2), (4, 4)])
+def test_clusters_one_resolution_ahead_per_spare_thread(monkeypatch, rng, threads, clustered):
+    """Accepted at once, the loop has asked for the current resolution and one more per spare
+    clustering thread (at least one): no more clusterings to compete with the pair tests."""
+    asked: list[float] = []
+
+    class Recording(calibrate_module.ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            asked.append(args[1])
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(calibrate_module, "CLUSTERING_THREADS", threads)
+    monkeypatch.setattr(calibrate_module, "ThreadPoolExecutor", Recording)
+    snn = shared_nearest_neighbors(nearest_neighbors(rng.normal(size=(200, 5)), 10))
+
+    def accept(labels):
+        k = int(labels.max()) + 1
+        return selected_matrix([], k), None
+
+    params = RecallParams()
+    with pytest.warns(UserWarning, match="accepted after a single iteration"):
+        calibrate_module.calibrate(snn, accept, params)
+    assert asked == resolutions(params)[:clustered]
