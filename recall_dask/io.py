@@ -2,10 +2,11 @@
 
 Readers (one per input format) only turn a path into cell and gene annotations plus an
 iterator of row chunks; the writer validates and appends those chunks to a CSR matrix in
-Zarr without knowing where they came from. Downstream code sees a dask array of float32
-``scipy.sparse.csr_matrix`` blocks, one block per chunk of cells, whose tasks read the store
-themselves. Zarr stores, read or written, may be local paths or fsspec URLs (``storage.py``);
-the other input formats are read from local disk.
+Zarr without knowing where they came from. Downstream code sees a dask array of canonical
+float32 ``scipy.sparse.csr_matrix`` blocks (sorted indices, no duplicates, no stored zeros),
+one block per chunk of cells, whose tasks read the store themselves. Zarr stores, read or
+written, may be local paths or fsspec URLs (``storage.py``); the other input formats are read
+from local disk.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: Cells per row chunk: a multiple of the artificial genes' RNG block (1,024 cells).
 DEFAULT_CHUNK_SIZE = 2048
+#: Largest count float32 holds exactly (2^24); counts are stored and computed as float32.
+MAX_COUNT = 1 << 24
 
 # Zarr format of the stores we write; pinned so the layout does not change with anndata's default.
 _ZARR_FORMAT = 2
@@ -70,6 +73,8 @@ def _check_chunk(chunk: Block, where: str) -> int:
         problem = "negative values"
     elif (values != np.round(values)).any():
         problem = "non-integer values"
+    elif (values > MAX_COUNT).any():
+        problem = f"counts above {MAX_COUNT:,} (float32 cannot hold them exactly)"
     else:
         return int(np.count_nonzero(values))
     raise InputError(f"{where}: {problem} in the count matrix; expected raw integer UMI counts")
@@ -83,9 +88,28 @@ def _check_totals(n_obs: int, n_vars: int, nnz: int, where: str) -> None:
         raise InputError(f"{where}: no genes detected (all {n_obs} x {n_vars} counts are zero)")
 
 
-def _to_csr32(chunk: Block) -> sp.csr_matrix:
-    """Convert any dense or sparse block to the float32 CSR block the pipeline computes on."""
-    return sp.csr_matrix(chunk, dtype=np.float32)
+def canonical_counts(chunk: Block) -> sp.csr_matrix:
+    """Any dense or sparse block of counts in the one form every stage computes on: float32
+    CSR with sorted column indices, no duplicate entries (they add up, as in Matrix Market)
+    and no stored zeros.
+
+    The same counts then give the same answer whatever form they came in. A block already in
+    that form comes back sharing its arrays (no stage modifies its input); anything else is
+    rebuilt in new arrays, so the caller's matrix is never touched.
+    """
+    if not sp.issparse(chunk):
+        return sp.csr_matrix(np.asarray(chunk), dtype=np.float32)
+    csr = chunk.tocsr()
+    # Rebuilt from its arrays, the matrix checks its format afresh instead of trusting flags.
+    csr = sp.csr_matrix((csr.data, csr.indices, csr.indptr), shape=csr.shape)
+    if csr.dtype == np.float32 and csr.has_canonical_format and csr.data.all():
+        return csr
+    owned = sp.csr_matrix(
+        (csr.data.astype(np.float64), csr.indices.copy(), csr.indptr.copy()), shape=csr.shape
+    )
+    owned.sum_duplicates()  # also sorts the indices
+    owned.eliminate_zeros()
+    return owned.astype(np.float32)
 
 
 def _check_chunk_size(chunk_size: int) -> None:
@@ -382,7 +406,7 @@ def _stream_x(counts: _Counts, root: zarr.Group, chunk_size: int, where: Locatio
     """Append each validated row chunk to X; then set the shape."""
     group = _create_csr(root, len(counts.var), chunk_size)
     for _, chunk in _validated_rows(counts, chunk_size, where):
-        _append_rows(group, _to_csr32(chunk))
+        _append_rows(group, canonical_counts(chunk))
     group.attrs["shape"] = [len(counts.obs), len(counts.var)]
 
 
@@ -424,9 +448,10 @@ def ingest(
 ) -> None:
     """Convert raw counts in any supported format into an AnnData Zarr store at ``store``.
 
-    X is written as float32 CSR one chunk of ``chunk_size`` cells at a time, validating each
-    chunk (see :func:`write_stream`); ``source`` is only ever opened read-only. ``store``, and
-    a ``.zarr`` ``source``, may be any URL fsspec reads, opened with ``storage_options``.
+    X is written as canonical float32 CSR (:func:`canonical_counts`) one chunk of
+    ``chunk_size`` cells at a time, validating each chunk (see :func:`write_stream`);
+    ``source`` is only ever opened read-only. ``store``, and a ``.zarr`` ``source``, may be any
+    URL fsspec reads, opened with ``storage_options``.
     """
     source_at, target = (Location.of(p, storage_options) for p in (source, store))
     _check_chunk_size(chunk_size)
@@ -523,12 +548,8 @@ def _write_10x_file(counts: _Counts, target: Location, chunk_size: int, where: L
         }
         appendable["indptr"].resize((1,))
         appendable["indptr"][0] = 0
-        for cells, chunk in _validated_rows(counts, chunk_size, where):
-            rows = sp.csr_matrix(chunk, copy=True)
-            rows.eliminate_zeros()
-            rows.sort_indices()
-            if rows.nnz and rows.data.max() > np.iinfo(np.int32).max:
-                raise InputError(f"{cells}: counts above {np.iinfo(np.int32).max}")
+        for _, chunk in _validated_rows(counts, chunk_size, where):
+            rows = canonical_counts(chunk)
             offset = appendable["data"].shape[0]
             for name, values in (
                 ("data", rows.data),
@@ -613,10 +634,11 @@ def open_counts(
 def _read_csr_block(
     url: str, key: str, storage_options: StorageOptions, block_info: dict
 ) -> sp.csr_matrix:
-    """The rows of this block, read by the task itself from the CSR group ``key`` at ``url``."""
+    """The rows of this block, read by the task itself from the CSR group ``key`` at ``url``,
+    in canonical form: a store clustered in place may hold any valid CSR."""
     (start, stop), (_, n_cols) = block_info[None]["array-location"]
     group = open_group(url, "r", storage_options)[key]
-    return _to_csr32(_csr_rows(group, start, stop, n_cols))
+    return canonical_counts(_csr_rows(group, start, stop, n_cols))
 
 
 def _row_blocked(matrix: Any, chunk_size: int) -> da.Array:
@@ -630,10 +652,12 @@ def _row_blocked(matrix: Any, chunk_size: int) -> da.Array:
 def counts_from_anndata(
     adata: ad.AnnData, *, layer: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> da.Array:
-    """Validated raw counts of an in-memory AnnData as row chunks of float32 CSR blocks.
+    """Validated raw counts of an in-memory AnnData as row chunks of canonical float32 CSR
+    blocks (:func:`canonical_counts`).
 
-    Takes ``adata.X`` or ``adata.layers[layer]`` (dense, CSR, CSC or dask). The checks of
-    :func:`ingest` run eagerly, one pass over the blocks, so errors surface here.
+    Takes ``adata.X`` or ``adata.layers[layer]`` (dense, CSR, CSC or dask; any integer or
+    float dtype holding integers). The checks of :func:`ingest` run eagerly, one pass over the
+    blocks, so errors surface here. The matrix itself is never modified.
     """
     _check_chunk_size(chunk_size)
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
@@ -643,7 +667,7 @@ def counts_from_anndata(
     blocks = _row_blocked(matrix, chunk_size)
     checks = [dask.delayed(_check_chunk)(b, where) for b in blocks.to_delayed().ravel()]
     _check_totals(*blocks.shape, sum(dask.compute(*checks)), where)
-    return blocks.map_blocks(_to_csr32, dtype=np.float32, meta=_CSR_META)
+    return blocks.map_blocks(canonical_counts, dtype=np.float32, meta=_CSR_META)
 
 
 def _writable(value: Any) -> Any:

@@ -45,7 +45,8 @@ def _gram_partial(blocks: list[sp.csr_matrix], scaling: Scaling) -> np.ndarray:
     partial = np.zeros((n + 1, n))
     for block in blocks:
         capped = scaling.capped(block)
-        capped.sort_indices()
+        if not capped.has_sorted_indices:  # a sorted copy: capped shares the block's indices
+            capped = capped.sorted_indices()
         data = capped.data.astype(np.float64)
         accumulate_gram(capped.indptr, capped.indices, data, partial[:n], _GRAM_TILE)
         partial[n] += np.asarray(capped.sum(axis=0)).ravel()

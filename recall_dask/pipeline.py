@@ -152,7 +152,8 @@ def _countsplit_inputs(
     seed, target_sum = params.seed, params.target_sum
     with _stage("variable genes", timings):
         train = counts_half(counts, seed, "train")
-        genes = top_vst_genes(train, params.n_hvg, compute(column_moments(train))[0])
+        moments = compute(column_moments(train))[0]
+        genes = top_vst_genes(train, var.index, params.n_hvg, moments)
     with _stage("count splitting and normalization", timings):
         train_genes = log_normalized_half(counts, seed, "train", target_sum, genes)
         rows, _ = _kept(train_genes, work, "train.zarr", storage_options)

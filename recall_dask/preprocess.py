@@ -64,6 +64,10 @@ def _vst_expected_variance(mean: np.ndarray, variance: np.ndarray) -> np.ndarray
     if varying.sum() < 10:
         raise InputError(f"only {int(varying.sum())} genes vary across cells; need at least 10")
     x, y = np.log10(mean[varying]), np.log10(variance[varying])
+    # The fit sees the points sorted, so its rounding, and the genes' ranks, do not depend on
+    # the order of the genes in var.
+    order = np.lexsort((y, x))
+    x, y = x[order], y[order]
     fit = loess(x, y, span=LOESS_SPAN, degree=2)
     try:
         fit.fit()
@@ -73,7 +77,7 @@ def _vst_expected_variance(mean: np.ndarray, variance: np.ndarray) -> np.ndarray
         # R's loess then warns and uses a pseudoinverse; scikit-misc's raises instead.
         logger.warning("the variance trend is singular in places; fitting it by pseudoinverse")
         fitted = local_quadratic_fit(x, y, LOESS_SPAN)
-    expected[varying] = 10**fitted
+    expected[np.flatnonzero(varying)[order]] = 10**fitted
     return expected
 
 
@@ -157,16 +161,22 @@ def select_variable_genes(
     Genes constant over all cells are never selected: they would carry no signal.
     """
     if "highly_variable" not in var.columns:
-        return top_vst_genes(counts, n_top, moments)
+        return top_vst_genes(counts, var.index, n_top, moments)
     chosen = np.flatnonzero(var["highly_variable"].to_numpy(dtype=bool))
     logger.info("using %d genes flagged in var['highly_variable']", chosen.size)
     return _enough(chosen)
 
 
-def top_vst_genes(counts: da.Array, n_top: int, moments: np.ndarray) -> np.ndarray:
-    """Indices, in ``var`` order, of the ``n_top`` genes with the highest vst score that vary."""
+def top_vst_genes(counts: da.Array, names: pd.Index, n_top: int, moments: np.ndarray) -> np.ndarray:
+    """Indices, in ``var`` order, of the ``n_top`` genes with the highest vst score that vary.
+
+    Genes of equal score rank by name (``names``, the var names), so the same genes are chosen
+    however ``var`` is ordered; Seurat takes the first in ``var`` order. Sparse genes often
+    tie (all genes seen once with one count share a score), so this matters where the cut
+    falls inside such a tie.
+    """
     score = vst_standardized_variance(counts, moments)
-    ranked = np.argsort(-score, kind="stable")
+    ranked = np.lexsort((np.asarray(names, dtype=str), -score))
     return _enough(np.sort(ranked[: min(n_top, int((score > 0).sum()))]))
 
 
@@ -257,7 +267,8 @@ class Scaling:
         return self.mean + self.scale_max * self.std
 
     def capped(self, block: sp.csr_matrix) -> sp.csr_matrix:
-        """A copy of ``block`` with every value above its feature's cap set to the cap."""
+        """``block`` with every value above its feature's cap set to the cap: new values,
+        but the block's own ``indices`` and ``indptr``, which must not be modified."""
         data = np.minimum(block.data, self.cap[block.indices])
         return sp.csr_matrix((data, block.indices, block.indptr), shape=block.shape)
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import dask.array as da
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import settings
 from scipy.stats import nbinom, norm, poisson
+
+# CI (HYPOTHESIS_PROFILE=ci) replays the same examples on every run, so a failure there is
+# reproducible from its log; elsewhere every run draws new ones.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 #: Row-chunk layouts that exercise chunk boundaries, by readable id.
 ROW_CHUNKINGS = {"one-chunk": -1, "37-rows": 37, "uneven": (50, 1, 99, 67), "1-row": 1}
@@ -36,6 +44,20 @@ def _identity(x):
     import dask
 
     return dask.delayed(x, traverse=False)
+
+
+@pytest.fixture(scope="session")
+def pbmc3k_run(tmp_path_factory):
+    """The R package's defaults on the bundled PBMC 3k, through the command line: the output
+    store and the labels CSV."""
+    from recall_dask.cli import main
+    from recall_dask.io import BUNDLED_PBMC3K
+
+    tmp = tmp_path_factory.mktemp("pbmc")
+    out, labels_csv = tmp / "pbmc.zarr", tmp / "labels.csv"
+    code = main(["run", str(BUNDLED_PBMC3K), "-o", str(out), "--labels-csv", str(labels_csv)])
+    assert code == 0
+    return out, labels_csv
 
 
 @pytest.fixture

@@ -251,16 +251,6 @@ def test_in_place_run_writes_results_into_the_input_store(tmp_path, capsys):
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-@pytest.fixture(scope="module")
-def pbmc3k_run(tmp_path_factory):
-    """The R package's defaults on the bundled PBMC 3k, through the command line."""
-    tmp = tmp_path_factory.mktemp("pbmc")
-    out, labels_csv = tmp / "pbmc.zarr", tmp / "labels.csv"
-    code = main(["run", str(BUNDLED_PBMC3K), "-o", str(out), "--labels-csv", str(labels_csv)])
-    assert code == 0
-    return out, labels_csv
-
-
 def test_pbmc3k_labels_csv_in_input_order(pbmc3k_run):
     _, labels_csv = pbmc3k_run
     assert labels_csv.read_text().splitlines()[0] == "barcode,cluster"

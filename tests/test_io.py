@@ -280,6 +280,10 @@ BAD_INPUTS = {
         "no genes detected",
     ),
     "barcode-count-mismatch": (_two_barcodes, "2 barcodes listed"),
+    "count-beyond-float32": (
+        lambda tmp: write_h5ad(tmp / "a.h5ad", _with(make_counts(), 50, 2**24 + 1)),
+        "counts above 16,777,216",
+    ),
 }
 
 
@@ -373,8 +377,9 @@ def test_counts_from_anndata_layer():
         (_with(make_counts(), 40, -np.inf), "infinite"),
         (np.zeros((N_CELLS, N_GENES)), "no genes detected"),
         (np.zeros((0, N_GENES)), "empty matrix"),
+        (_with(make_counts(), 40, 2**24 + 1).astype(np.int64), "float32 cannot hold"),
     ],
-    ids=["negative", "non-integer", "nan", "inf", "all-zero", "no-cells"],
+    ids=["negative", "non-integer", "nan", "inf", "all-zero", "no-cells", "beyond-float32"],
 )
 def test_counts_from_anndata_validates(matrix, fragment):
     with pytest.raises(InputError, match=fragment):

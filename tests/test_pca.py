@@ -80,3 +80,20 @@ def test_gram_spanning_several_cache_tiles_with_unsorted_columns(rng):
     scaling = feature_scaling(data, 2.0)
     z = dense_scaled(x.toarray(), 2.0)
     np.testing.assert_allclose(scaled_gram(data, scaling), z.T @ z, rtol=1e-9, atol=1e-9)
+
+
+def test_gram_pass_leaves_its_input_unchanged(rng):
+    """A persisted matrix with unsorted indices is read again after the Gram pass (by the
+    projection and the pair tests), so the pass must sort a copy, never the block's own
+    indices: sorted in place, they once moved values into other columns."""
+    x = sp.random(300, 40, density=0.2, format="csr", random_state=rng) * 3
+    for start, stop in zip(x.indptr[:-1], x.indptr[1:], strict=True):  # reverse each row
+        x.indices[start:stop], x.data[start:stop] = (
+            x.indices[start:stop][::-1].copy(),
+            x.data[start:stop][::-1].copy(),
+        )
+    x.has_sorted_indices = False
+    data = as_row_chunked(x, 37).persist()
+    before = data.compute().toarray()
+    scaled_gram(data, feature_scaling(data, 10.0))
+    np.testing.assert_array_equal(data.compute().toarray(), before)

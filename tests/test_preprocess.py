@@ -5,6 +5,7 @@ singular); log-normalization of the original genes."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from conftest import ROW_CHUNKINGS, as_row_chunked
@@ -68,8 +69,10 @@ def test_vst_ranking_does_not_depend_on_chunking(tied_counts, chunks):
     lazy = as_row_chunked(tied_counts, chunks)
     moments = column_moments(lazy).compute()
     one = as_row_chunked(tied_counts, -1)
+    names = pd.Index([f"gene{j}" for j in range(tied_counts.shape[1])])
     np.testing.assert_array_equal(
-        top_vst_genes(lazy, 60, moments), top_vst_genes(one, 60, column_moments(one).compute())
+        top_vst_genes(lazy, names, 60, moments),
+        top_vst_genes(one, names, 60, column_moments(one).compute()),
     )
 
 
