@@ -39,7 +39,7 @@ def blob_snn(data_dir: Path, n_cells: int) -> sp.csr_matrix:
         rng = np.random.default_rng(n_cells)
         centres = rng.normal(scale=12.0, size=(8, 10))
         x = centres[np.arange(n_cells) % 8] + rng.normal(size=(n_cells, 10))
-        snn = graph.shared_nearest_neighbors(graph.nearest_neighbors(x, k=20))
+        snn = graph.shared_nearest_neighbors(graph.exact_neighbors(x, k=20))
         sp.save_npz(path, snn, compressed=False)
     return sp.load_npz(path).tocsr()
 
@@ -82,7 +82,7 @@ def time_one(kernels: ModuleType, snn_graph: graph.SNNGraph) -> dict[str, object
 def compare(versions: dict[str, ModuleType], data_dir: Path, sizes: list[int], repeats: int):
     """Print one table row per size, kernels and repeat; stop if the labels differ."""
     warm_up = graph.shared_nearest_neighbors(
-        graph.nearest_neighbors(np.random.default_rng(0).normal(size=(500, 10)))
+        graph.exact_neighbors(np.random.default_rng(0).normal(size=(500, 10)))
     )
     for kernels in versions.values():  # compile outside the timings
         time_one(kernels, graph.SNNGraph.from_snn(warm_up))

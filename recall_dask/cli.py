@@ -16,7 +16,7 @@ from recall_dask import __version__, io
 from recall_dask.calibrate import CalibrationError
 from recall_dask.cluster import CLUSTER_KINDS, ClusterConfig, dask_client
 from recall_dask.errors import InputError
-from recall_dask.graph import ALGORITHMS
+from recall_dask.graph import ALGORITHMS, NEIGHBOR_SEARCHES
 from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import METHODS, RecallParams
 from recall_dask.pipeline import ingested, recall_store
@@ -104,6 +104,14 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=d.k_neighbors,
         help="neighbours per cell in the kNN graph, as Seurat's FindNeighbors k.param "
+        "(default %(default)s)",
+    )
+    add(
+        "--neighbors",
+        choices=tuple(NEIGHBOR_SEARCHES),
+        default=d.neighbors,
+        help="neighbour search: annoy = Seurat's FindNeighbors default (Annoy, 50 trees, the "
+        "same neighbours as Seurat for the same embedding); exact = an exact KD-tree search "
         "(default %(default)s)",
     )
     add(

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from recall_dask.errors import InputError
-from recall_dask.graph import ALGORITHMS
+from recall_dask.graph import ALGORITHMS, NEIGHBOR_SEARCHES
 from recall_dask.nulls import NULL_METHODS
 
 #: How cluster pairs are tested: artificial genes and knockoffs (``FindClustersRecall``), or
@@ -19,7 +19,8 @@ class RecallParams:
     """Options of ``FindClustersRecall`` and the Seurat defaults it relies on.
 
     Defaults mirror the R package: ZIP null, 2,000 variable genes, resolution 0.8 lowered by
-    20% per iteration, 10 PCs for the graph, Louvain, knockoff+ at q = 0.05. ``method``
+    20% per iteration, 10 PCs for the graph, Annoy neighbours as Seurat's ``FindNeighbors``,
+    Louvain, knockoff+ at q = 0.05. ``method``
     "countsplit" runs ``FindClustersCountsplit`` instead; ``null_method`` does not apply to it,
     and ``fdr`` is then the level of its Bonferroni-adjusted p-values (R: 0.05).
     """
@@ -36,6 +37,7 @@ class RecallParams:
     seed: int = 0
     n_pcs: int = 50
     k_neighbors: int = 20
+    neighbors: str = "annoy"
     snn_prune: float = 1 / 15
     target_sum: float = 1e4
     scale_max: float = 10.0
@@ -57,6 +59,10 @@ class RecallParams:
             (self.max_iterations >= 1, "--max-iterations must be >= 1"),
             (self.seed >= 0, "--seed must be >= 0"),
             (self.k_neighbors >= 2, "--k-neighbors must be >= 2"),
+            (
+                self.neighbors in NEIGHBOR_SEARCHES,
+                f"--neighbors must be one of {', '.join(NEIGHBOR_SEARCHES)}",
+            ),
             (0 <= self.snn_prune < 1, "--snn-prune must be in [0, 1)"),
         ]
         for ok, message in checks:

@@ -198,7 +198,7 @@ def run_recall(
     inputs = _METHODS[params.method](counts, var, params, timings, store, storage_options)
     embedding = embed(inputs.rows, params, timings)
     with _stage("neighbour graph", timings):
-        knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors)
+        knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors, params.neighbors)
         snn = shared_nearest_neighbors(knn, params.snn_prune)
     with _stage("calibration", timings):
         iterations = calibrate(snn, inputs.pair_test, params)

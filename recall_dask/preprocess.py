@@ -189,17 +189,18 @@ def _enough(chosen: np.ndarray) -> np.ndarray:
 def log_normalize(
     block: sp.csr_matrix, target_sum: float, columns: np.ndarray | None = None
 ) -> sp.csr_matrix:
-    """Seurat's LogNormalize of a row block: ``log1p(x * target_sum / library size)``, float64.
+    """Seurat's LogNormalize of a row block: ``log1p(x / library size * target_sum)``, float64.
 
     The library size of a cell is its total over all columns of ``block``; with ``columns``,
-    only those columns are returned (normalized by the full library size).
+    only those columns are returned (normalized by the full library size). The operations come
+    in Seurat's order (``LogNorm``: divide, then scale), so values that tie in R tie here too,
+    and the rank-sum tests see the same ties.
     """
     block = sp.csr_matrix(block, dtype=np.float64)
     library_size = np.asarray(block.sum(axis=1)).ravel()
     block = block.copy() if columns is None else block[:, columns]  # never scale the input
-    with np.errstate(divide="ignore"):
-        factor = np.where(library_size > 0, target_sum / library_size, 0.0)
-    block.data *= np.repeat(factor, np.diff(block.indptr))
+    block.data /= np.repeat(library_size, np.diff(block.indptr))  # stored values: size > 0
+    block.data *= target_sum
     np.log1p(block.data, out=block.data)
     block.eliminate_zeros()
     return block

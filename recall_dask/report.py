@@ -142,7 +142,7 @@ def default_clusters(
         "standard clustering of the %d variable genes, without artificial genes", genes.size
     )
     embedding = embed(log_normalized(counts, genes, params.target_sum), params, {})
-    knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors)
+    knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors, params.neighbors)
     snn = shared_nearest_neighbors(knn, params.snn_prune)
     return cluster_graph(snn, params.resolution_start, algorithm=params.algorithm, seed=0)
 

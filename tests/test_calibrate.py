@@ -21,7 +21,7 @@ from recall_dask.calibrate import (
 from recall_dask.graph import (
     ClusteringStopped,
     cluster_graph,
-    nearest_neighbors,
+    exact_neighbors,
     shared_nearest_neighbors,
 )
 from recall_dask.knockoff import knockoff_threshold
@@ -91,7 +91,7 @@ def test_clustering_ahead_changes_nothing(monkeypatch, algorithm):
 
 def test_a_stopped_clustering_ends_at_its_next_start(rng):
     x = rng.normal(size=(200, 5))
-    snn = shared_nearest_neighbors(nearest_neighbors(x, 10))
+    snn = shared_nearest_neighbors(exact_neighbors(x, 10))
     stop = threading.Event()
     stop.set()
     for algorithm in ("louvain", "leiden"):
@@ -158,7 +158,7 @@ def test_clusters_one_resolution_ahead_per_spare_thread(monkeypatch, rng, thread
 
     monkeypatch.setattr(calibrate_module, "CLUSTERING_THREADS", threads)
     monkeypatch.setattr(calibrate_module, "ThreadPoolExecutor", Recording)
-    snn = shared_nearest_neighbors(nearest_neighbors(rng.normal(size=(200, 5)), 10))
+    snn = shared_nearest_neighbors(exact_neighbors(rng.normal(size=(200, 5)), 10))
 
     def accept(labels):
         k = int(labels.max()) + 1

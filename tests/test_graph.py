@@ -12,12 +12,15 @@ import scipy.sparse as sp
 from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
+from recall_dask import graph
 from recall_dask.errors import InputError
 from recall_dask.graph import (
     _group_singletons,
     _min_shared,
     _order_by_size,
+    annoy_neighbors,
     cluster_graph,
+    exact_neighbors,
     nearest_neighbors,
     shared_nearest_neighbors,
 )
@@ -31,7 +34,7 @@ def _blobs(n_blobs, per_blob, dim=10, spread=12.0, seed=0):
 
 
 def _snn_of(x):
-    return shared_nearest_neighbors(nearest_neighbors(x, k=20))
+    return shared_nearest_neighbors(exact_neighbors(x, k=20))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def _modularity(snn, labels, resolution):
 def test_knn_matches_brute_force(n, dim, k):
     x = np.random.default_rng(n).normal(size=(n, dim))
     oracle = np.argsort(cdist(x, x), axis=1, kind="stable")[:, :k]
-    knn = nearest_neighbors(x, k=k)
+    knn = exact_neighbors(x, k=k)
     assert knn.shape == (n, k)
     np.testing.assert_array_equal(knn, oracle)
     np.testing.assert_array_equal(knn[:, 0], np.arange(n))
@@ -66,15 +69,35 @@ def test_knn_matches_brute_force(n, dim, k):
 
 def test_knn_self_first_among_duplicates():
     x = np.zeros((30, 4))  # every distance ties at 0; more duplicates than k
-    knn = nearest_neighbors(x, k=20)
+    knn = exact_neighbors(x, k=20)
     np.testing.assert_array_equal(knn[:, 0], np.arange(30))
     assert all(len(set(row)) == 20 for row in knn.tolist())
-    np.testing.assert_array_equal(knn, nearest_neighbors(x, k=20))
+    np.testing.assert_array_equal(knn, exact_neighbors(x, k=20))
 
 
-def test_knn_too_few_cells():
+@pytest.mark.parametrize("search", ["exact", "annoy"])
+def test_knn_too_few_cells(search):
     with pytest.raises(InputError, match=r"fewer cells \(5\) than neighbours \(20\)"):
-        nearest_neighbors(np.zeros((5, 3)), k=20)
+        nearest_neighbors(np.zeros((5, 3)), 20, search)
+
+
+def test_annoy_finds_nearly_all_exact_neighbours():
+    x = np.random.default_rng(7).normal(size=(3000, 10))
+    annoy, exact = annoy_neighbors(x, k=20), exact_neighbors(x, k=20)
+    assert annoy.shape == (3000, 20) and annoy.dtype == np.int64
+    shared = np.mean([len(set(a) & set(b)) for a, b in zip(annoy, exact, strict=True)]) / 20
+    assert shared > 0.97
+    np.testing.assert_array_equal(annoy[:, 0], np.arange(3000))  # distinct points: self first
+    distance = np.linalg.norm(x[annoy] - x[:, None, :], axis=2)
+    assert np.all(np.diff(distance, axis=1) >= -1e-6), "each list ordered by distance"
+
+
+def test_annoy_lists_do_not_depend_on_threads_or_batches(monkeypatch):
+    x = np.random.default_rng(8).normal(size=(700, 6))
+    whole = annoy_neighbors(x, k=15)
+    monkeypatch.setattr(graph, "_ANNOY_QUERY_BATCH", 7)
+    monkeypatch.setattr(graph.os, "cpu_count", lambda: 5)
+    np.testing.assert_array_equal(annoy_neighbors(x, k=15), whole)
 
 
 # --- SNN -------------------------------------------------------------------------------
@@ -100,7 +123,7 @@ def _random_lists(n, k, seed):
     "knn",
     [
         pytest.param(_random_lists(100, 20, 0), id="random-lists-k20"),
-        pytest.param(nearest_neighbors(np.random.default_rng(3).normal(size=(250, 4))), id="knn"),
+        pytest.param(exact_neighbors(np.random.default_rng(3).normal(size=(250, 4))), id="knn"),
     ],
 )
 def test_snn_matches_brute_force(knn):
@@ -161,10 +184,10 @@ def test_deterministic(one_blob, algorithm):
 def test_deterministic_across_processes(tmp_path):
     script = (
         "import numpy as np\n"
-        "from recall_dask.graph import cluster_graph, nearest_neighbors, "
+        "from recall_dask.graph import cluster_graph, exact_neighbors, "
         "shared_nearest_neighbors\n"
         "x = np.random.default_rng(5).normal(size=(600, 10))\n"
-        "snn = shared_nearest_neighbors(nearest_neighbors(x))\n"
+        "snn = shared_nearest_neighbors(exact_neighbors(x))\n"
         "print(cluster_graph(snn, 1.0, seed=3, n_starts=3).tolist())\n"
     )
     runs = [
@@ -270,7 +293,7 @@ def test_seurat_louvain_never_lowers_quality(rng):
     from recall_dask.graph import _network
 
     points = np.vstack([rng.normal(c, 1.0, size=(60, 5)) for c in (0, 6, 12)])
-    network = _network(shared_nearest_neighbors(nearest_neighbors(points, 15)))
+    network = _network(shared_nearest_neighbors(exact_neighbors(points, 15)))
     resolution = 0.8 / network[2].sum()
     cluster = np.arange(points.shape[0])
     state = java_random(0)
