@@ -98,7 +98,7 @@ def first_difference(r_out: Path, counts: sp.csr_matrix, var: pd.DataFrame, sear
     draws = sp.csr_matrix(scipy.io.mmread(r_out / "draws.mtx").T)
     augmented = log_normalize(sp.hstack([counts[:, genes], draws], format="csr"), params.target_sum)
     data = da.from_array(augmented, chunks=(2048, -1), asarray=False)
-    embedding = embed(data, params, {})
+    embedding = embed(data, params)
     theirs = np.loadtxt(r_out / "embedding.tsv")[:, : params.dims]
     signs = np.sign(np.sum(embedding[:, : params.dims] * theirs, axis=0))
     gap = np.abs(embedding[:, : params.dims] * signs - theirs).max()

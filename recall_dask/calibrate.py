@@ -18,10 +18,11 @@ not to be needed is abandoned at its next random start. Results are the same as 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -162,58 +163,135 @@ def resolutions(params: RecallParams) -> list[float]:
     return values
 
 
+@dataclass(frozen=True)
+class Step:
+    """One resolution of the loop: every draw's clustering and pair tests, and the verdict.
+
+    A draw passes when every pair of its clusters selects a gene; the resolution is accepted
+    when at least ``needed`` draws pass (with one draw: when it passes, R's rule).
+    """
+
+    resolution: float
+    draws: tuple[Iteration, ...]
+    needed: int
+
+    @property
+    def passed(self) -> np.ndarray:
+        return np.array([draw.failing_pair is None for draw in self.draws])
+
+    @property
+    def accepted(self) -> bool:
+        return int(self.passed.sum()) >= self.needed
+
+
+def draws_needed(n_draws: int, agreement: float) -> int:
+    """Passing draws that accept a resolution: at least ``agreement`` of ``n_draws`` (exactly
+    half of an even number is enough at 1/2)."""
+    return max(1, math.ceil(agreement * n_draws - 1e-9))
+
+
 def calibrate(snn: sp.csr_matrix, pair_test: PairTest, params: RecallParams) -> list[Iteration]:
     """Lower the resolution until every cluster pair selects a gene; the last iteration wins.
 
-    ``pair_test`` is called once per clustering, with its labels.
+    ``pair_test`` is called once per clustering, with its labels. One draw of
+    :func:`calibrate_draws`.
     """
-    graph = SNNGraph.from_snn(snn)
+    return [step.draws[0] for step in calibrate_draws([snn], [pair_test], params)]
+
+
+def calibrate_draws(
+    graphs: Sequence[sp.csr_matrix], pair_tests: Sequence[PairTest], params: RecallParams
+) -> list[Step]:
+    """Lower the resolution until at least a fraction ``params.agreement`` of the draws pass;
+    the last step wins.
+
+    Draw m clusters its own SNN graph ``graphs[m]`` and tests its clusters with
+    ``pair_tests[m]``, once per resolution. The draws' clusterings run on the clustering
+    threads, the current resolution first and the next ones ahead; their pair tests run at
+    the same time, each on its own thread.
+    """
+    graphs = [SNNGraph.from_snn(snn) for snn in graphs]
+    needed = draws_needed(len(graphs), params.agreement)
     steps = resolutions(params)
     stop = threading.Event()
-    clusterings: dict[int, Future] = {}
-    iterations: list[Iteration] = []
-    with ThreadPoolExecutor(CLUSTERING_THREADS, thread_name_prefix="clustering") as pool:
+    clusterings: dict[tuple[int, int], Future] = {}
+    done: list[Step] = []
+    with (
+        ThreadPoolExecutor(CLUSTERING_THREADS, thread_name_prefix="clustering") as pool,
+        ThreadPoolExecutor(len(graphs), thread_name_prefix="pair-tests") as testing,
+    ):
         try:
             for number, resolution in enumerate(steps):
                 for ahead in range(number, min(number + 1 + _resolutions_ahead(), len(steps))):
-                    if ahead not in clusterings:
-                        # Seurat's FindClusters keeps random.seed = 0 whatever the user's seed.
-                        clusterings[ahead] = pool.submit(
-                            cluster_graph,
-                            graph,
-                            steps[ahead],
-                            algorithm=params.algorithm,
-                            seed=0,
-                            stop=stop,
-                        )
-                labels = clusterings.pop(number).result()
-                iteration = Iteration(resolution, labels, *pair_test(labels))
-                iterations.append(iteration)
-                _log(len(iterations), iteration)
-                if iteration.failing_pair is None:
-                    _warn_if_first(iterations)
-                    return iterations
+                    for draw, graph in enumerate(graphs):
+                        if (ahead, draw) not in clusterings:
+                            # Seurat's FindClusters keeps random.seed = 0 whatever the seed.
+                            clusterings[ahead, draw] = pool.submit(
+                                cluster_graph,
+                                graph,
+                                steps[ahead],
+                                algorithm=params.algorithm,
+                                seed=0,
+                                stop=stop,
+                            )
+                labels = [clusterings.pop((number, draw)).result() for draw in range(len(graphs))]
+                tested = _test_draws(pair_tests, labels, testing)
+                iterations = tuple(
+                    Iteration(resolution, lab, n_selected, markers)
+                    for lab, (n_selected, markers) in zip(labels, tested, strict=True)
+                )
+                step = Step(resolution, iterations, needed)
+                done.append(step)
+                _log(len(done), step)
+                if step.accepted:
+                    _warn_if_first(done)
+                    return done
         finally:
             stop.set()
             pool.shutdown(cancel_futures=True)
+    clusters = " ".join(str(draw.n_clusters) for draw in done[-1].draws)
     raise CalibrationError(
         f"no calibrated clustering after {params.max_iterations} iterations "
-        f"(last resolution {iterations[-1].resolution:.4g}, {iterations[-1].n_clusters} "
-        "clusters); raise --max-iterations or --reduction-percentage"
+        f"(last resolution {done[-1].resolution:.4g}, {clusters} clusters); raise "
+        "--max-iterations or --reduction-percentage"
     )
 
 
-def _warn_if_first(iterations: list[Iteration]) -> None:
-    if len(iterations) == 1:
+def _test_draws(
+    pair_tests: Sequence[PairTest], labels: list[np.ndarray], pool: ThreadPoolExecutor
+) -> list[tuple[np.ndarray, Markers | None]]:
+    """Every draw's pair test, all at once: the first draw's in this thread (with its progress
+    bar), the others on threads, whose bars would only garble it."""
+    others = [pool.submit(test, lab) for test, lab in zip(pair_tests[1:], labels[1:], strict=True)]
+    first = pair_tests[0](labels[0])
+    return [first, *(future.result() for future in others)]
+
+
+def _warn_if_first(steps: list[Step]) -> None:
+    if len(steps) == 1:
         warnings.warn(
-            f"the starting resolution {iterations[0].resolution} was accepted after a single "
+            f"the starting resolution {steps[0].resolution} was accepted after a single "
             "iteration: the clusters may be under-clustered; consider a higher "
             "--resolution-start",
             stacklevel=3,
         )
 
 
-def _log(number: int, iteration: Iteration) -> None:
+def _log(number: int, step: Step) -> None:
+    if len(step.draws) > 1:
+        logger.info(
+            "iteration %d: resolution %.4g, clusters per draw %s; %d of %d draws passed (%d "
+            "needed): %s",
+            number,
+            step.resolution,
+            " ".join(str(draw.n_clusters) for draw in step.draws),
+            int(step.passed.sum()),
+            len(step.draws),
+            step.needed,
+            "done" if step.accepted else "lowering the resolution",
+        )
+        return
+    (iteration,) = step.draws
     pair = iteration.failing_pair
     verdict = (
         f"pair {pair} selected 0 genes: lowering the resolution"

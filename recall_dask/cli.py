@@ -22,11 +22,13 @@ from recall_dask.params import METHODS, RecallParams
 from recall_dask.pipeline import ingested, recall_store
 from recall_dask.progress import reporting
 from recall_dask.report import report_path_for, require_extra, write_report
-from recall_dask.simulate import write_simulated
+from recall_dask.simulate import LOG_MEAN, write_simulated
 from recall_dask.storage import Location
 
 logger = logging.getLogger("recall_dask")
 DEFAULTS = RecallParams()
+#: Draws of the demo: enough for one answer on PBMC 3k whatever the seed (README, "Draws").
+DEMO_DRAWS = 10
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,6 +55,22 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=d.seed,
         help="random seed of the artificial genes or of the count split (default %(default)s)",
+    )
+    add(
+        "--draws",
+        type=int,
+        default=d.draws,
+        help="independent draws of the artificial genes (countsplit: count splits); above 1, "
+        "a resolution is accepted when at least --agreement of the draws pass, and the "
+        "clusters are the draws' consensus, with each cell's confidence; 1 is the R "
+        "package's single draw (default %(default)s)",
+    )
+    add(
+        "--agreement",
+        type=float,
+        default=d.agreement,
+        help="fraction of the draws that must pass to accept a resolution, in (0, 1] "
+        "(default %(default)s)",
     )
     add(
         "--resolution-start",
@@ -263,7 +281,8 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="run on the bundled PBMC 3k data",
-        description="Run recall on the bundled 10x PBMC 3k data (CC BY 4.0, 10x Genomics).",
+        description="Run recall on the bundled 10x PBMC 3k data (CC BY 4.0, 10x Genomics), "
+        f"with {DEMO_DRAWS} draws of the artificial genes for one stable answer.",
     )
     demo.add_argument(
         "-o", "--out", default="recall_demo.zarr", help="output store (default %(default)s)"
@@ -272,6 +291,7 @@ def _parser() -> argparse.ArgumentParser:
         "--labels-csv", default="recall_demo_labels.csv", help="labels CSV (default %(default)s)"
     )
     _add_recall_options(demo)
+    demo.set_defaults(draws=DEMO_DRAWS)
     _add_report_options(demo, "recall_demo.html")
     _add_cluster_options(demo)
     report = commands.add_parser(
@@ -333,6 +353,14 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=0.1,
         help="fraction of genes differentially expressed per group (default %(default)s)",
+    )
+    simulate.add_argument(
+        "--log-mean",
+        type=float,
+        default=LOG_MEAN,
+        help="sequencing depth, as the mean of the genes' log base expression: the default "
+        "gives about 1,000 of 20,000 genes per cell and 2,000 UMIs (10x v2-like); -2.3 gives "
+        "about 4,900 genes and 30,000 UMIs (10x v3 depth) (default %(default)s)",
     )
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     simulate.add_argument(
@@ -457,6 +485,7 @@ def _simulate(args: argparse.Namespace) -> None:
         args.groups,
         de_prob=args.de_prob,
         seed=args.seed,
+        log_mean=args.log_mean,
         chunk_size=args.chunk_size,
         storage_options=args.storage_options,
     )

@@ -227,14 +227,14 @@ def cluster_graph(
         initial = np.asarray(initial)
         if initial.shape != (snn.shape[0],):
             raise InputError(f"initial partition has shape {initial.shape}, not ({snn.shape[0]},)")
-        initial = _order_by_size(initial).tolist()
+        initial = order_by_size(initial).tolist()
     optimise, target = (
         (_seurat_louvain, graph.network) if algorithm == "louvain" else (_leiden, snn)
     )
     stop = stop or threading.Event()
     best = optimise(target, resolution, seed, n_starts, n_iterations, initial, stop)
-    labels = _group_singletons(_order_by_size(best), snn)
-    return _order_by_size(labels)
+    labels = _group_singletons(order_by_size(best), snn)
+    return order_by_size(labels)
 
 
 def _seurat_louvain(network, resolution, seed, n_starts, n_iterations, initial, stop):
@@ -340,7 +340,7 @@ def _to_igraph(snn: sp.csr_matrix) -> ig.Graph:
     return graph
 
 
-def _order_by_size(labels: np.ndarray) -> np.ndarray:
+def order_by_size(labels: np.ndarray) -> np.ndarray:
     """Renumber 0..K-1 by decreasing size, ties by the smallest cell index in the cluster."""
     uniq, first, inverse, sizes = np.unique(
         labels, return_index=True, return_inverse=True, return_counts=True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from numbers import Integral
 
 from recall_dask.errors import InputError
 from recall_dask.graph import ALGORITHMS, NEIGHBOR_SEARCHES
@@ -20,9 +21,13 @@ class RecallParams:
 
     Defaults mirror the R package: ZIP null, 2,000 variable genes, resolution 0.8 lowered by
     20% per iteration, 10 PCs for the graph, Annoy neighbours as Seurat's ``FindNeighbors``,
-    Louvain, knockoff+ at q = 0.05. ``method``
-    "countsplit" runs ``FindClustersCountsplit`` instead; ``null_method`` does not apply to it,
-    and ``fdr`` is then the level of its Bonferroni-adjusted p-values (R: 0.05).
+    Louvain, knockoff+ at q = 0.05. ``method`` "countsplit" runs ``FindClustersCountsplit``
+    instead; ``null_method`` does not apply to it, and ``fdr`` is then the level of its
+    Bonferroni-adjusted p-values (R: 0.05).
+
+    ``draws`` M > 1 runs M independent draws of the artificial genes (or M count splits) and
+    accepts a resolution when at least a fraction ``agreement`` of them pass; M = 1 is the R
+    package's procedure.
     """
 
     method: str = "recall"
@@ -38,6 +43,8 @@ class RecallParams:
     n_pcs: int = 50
     k_neighbors: int = 20
     neighbors: str = "annoy"
+    draws: int = 1
+    agreement: float = 0.5
     snn_prune: float = 1 / 15
     target_sum: float = 1e4
     scale_max: float = 10.0
@@ -58,6 +65,13 @@ class RecallParams:
             (0 < self.fdr < 1, "--fdr must be in (0, 1)"),
             (self.max_iterations >= 1, "--max-iterations must be >= 1"),
             (self.seed >= 0, "--seed must be >= 0"),
+            (
+                isinstance(self.draws, Integral)
+                and not isinstance(self.draws, bool)
+                and self.draws >= 1,
+                "--draws must be a positive integer",
+            ),
+            (0 < self.agreement <= 1, "--agreement must be in (0, 1]"),
             (self.k_neighbors >= 2, "--k-neighbors must be >= 2"),
             (
                 self.neighbors in NEIGHBOR_SEARCHES,

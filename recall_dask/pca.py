@@ -16,7 +16,9 @@ import dask.array as da
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-from scipy.sparse.linalg import eigsh
+from scipy.linalg.blas import dsymv as symv
+from scipy.linalg.blas import dsyrk as syrk
+from scipy.sparse.linalg import LinearOperator, eigsh
 
 from recall_dask._chunks import map_row_blocks, sum_row_blocks
 from recall_dask._kernels import accumulate_gram, centre_and_scale_gram
@@ -37,18 +39,35 @@ _GRAM_TILE = 256
 #: Gram partials per pass: each accumulates its share of row blocks in place, so few
 #: features x features partials are shipped and added, and the tasks still spread out.
 _GRAM_PARTIALS = 8
+#: A block goes to BLAS when its mean squared row count exceeds this fraction of features^2
+#: (about 14% dense for 4,000 features; measured by benchmarks/gram.py).
+DENSE_GRAM_RATIO = 0.02
+
+
+def _dense_is_faster(block: sp.csr_matrix) -> bool:
+    """Whether BLAS on the densified block beats the sparse products: the sparse kernel costs
+    about the sum of squared row counts, BLAS rows x features^2 at a far higher rate."""
+    row_counts = np.diff(block.indptr).astype(np.float64)
+    return float(np.mean(row_counts**2)) > DENSE_GRAM_RATIO * block.shape[1] ** 2
 
 
 def _gram_partial(blocks: list[sp.csr_matrix], scaling: Scaling) -> np.ndarray:
     """Upper triangle of C^T C (rows 0..F-1) and column sums of C (row F), C = capped blocks."""
     n = blocks[0].shape[1]
     partial = np.zeros((n + 1, n))
+    upper = partial[:n]
     for block in blocks:
         capped = scaling.capped(block)
-        if not capped.has_sorted_indices:  # a sorted copy: capped shares the block's indices
-            capped = capped.sorted_indices()
-        data = capped.data.astype(np.float64)
-        accumulate_gram(capped.indptr, capped.indices, data, partial[:n], _GRAM_TILE)
+        if _dense_is_faster(capped):
+            # C^T C by BLAS: upper.T is the Fortran-ordered view whose lower triangle is
+            # upper's upper triangle, and dense.T the features x rows matrix syrk multiplies.
+            dense = capped.toarray().astype(np.float64, copy=False)
+            syrk(1.0, dense.T, c=upper.T, beta=1.0, trans=0, lower=1, overwrite_c=1)
+        else:
+            if not capped.has_sorted_indices:  # a sorted copy: capped shares block's indices
+                capped = capped.sorted_indices()
+            data = capped.data.astype(np.float64)
+            accumulate_gram(capped.indptr, capped.indices, data, upper, _GRAM_TILE)
         partial[n] += np.asarray(capped.sum(axis=0)).ravel()
     return partial
 
@@ -74,7 +93,13 @@ def pca_from_gram(gram: np.ndarray, n_pcs: int) -> PCA:
     n = gram.shape[0]
     n_pcs = min(n_pcs, n)
     if n_pcs < n - 1:  # Lanczos to machine precision; the fixed start vector keeps it repeatable
-        eigenvalues, vectors = eigsh(gram, k=n_pcs, which="LA", v0=np.ones(n), tol=0)
+        # The products read one triangle of the Gram matrix (symv), half the memory traffic
+        # of a general product: the hundreds of them that Lanczos needs are memory-bound.
+        symmetric = gram.T  # the same matrix, in the column order BLAS takes without a copy
+        operator = LinearOperator(
+            (n, n), matvec=lambda v: symv(1.0, symmetric, v.ravel(), lower=0), dtype=np.float64
+        )
+        eigenvalues, vectors = eigsh(operator, k=n_pcs, which="LA", v0=np.ones(n), tol=0)
     else:
         eigenvalues, vectors = scipy.linalg.eigh(gram, subset_by_index=[n - n_pcs, n - 1])
     order = np.argsort(eigenvalues)[::-1]

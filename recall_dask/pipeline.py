@@ -15,7 +15,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -28,9 +29,11 @@ import dask.array as da
 import distributed
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from recall_dask import io
-from recall_dask.calibrate import Iteration, PairTest, calibrate, selected_gene_counts
+from recall_dask.calibrate import PairTest, Step, calibrate_draws, selected_gene_counts
+from recall_dask.consensus import Consensus, consensus
 from recall_dask.countsplit import counts_half, log_normalized_half, marker_gene_counts
 from recall_dask.errors import InputError
 from recall_dask.graph import nearest_neighbors, shared_nearest_neighbors
@@ -50,6 +53,10 @@ from recall_dask.wilcoxon import feature_block_for
 from recall_dask.workstore import work_store, write_tiles
 
 logger = logging.getLogger(__name__)
+
+#: Draws prepared at the same time: while one computes its PCA in the client, another's
+#: passes keep the workers busy; more would only hold more Gram partials in memory.
+DRAWS_AT_ONCE = 2
 
 _VERSIONED = (
     "recall-dask",
@@ -71,8 +78,9 @@ def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
     logger.info("%s ...", name)
     start = time.perf_counter()
     yield
-    timings[name] = round(time.perf_counter() - start, 3)
-    logger.info("%s done in %.2f s", name, timings[name])
+    seconds = time.perf_counter() - start
+    timings[name] = round(timings.get(name, 0.0) + seconds, 3)  # count splitting: per draw
+    logger.info("%s done in %.2f s", name, seconds)
 
 
 def _kept(
@@ -91,30 +99,22 @@ def _kept(
     return tiles.by_rows(), tiles.by_feature_blocks()
 
 
-def augment(
-    counts: da.Array,
-    var: pd.DataFrame,
-    params: RecallParams,
-    timings: dict[str, float],
-    work: Path | str | None,
-    storage_options: StorageOptions = None,
-) -> tuple[np.ndarray, da.Array, da.Array]:
-    """Variable genes and the log-normalized [genes | artificial genes] matrix, computed once
-    and kept (:func:`_kept`), by rows and by tiles."""
-    with _stage("variable genes", timings):
-        (moments,) = compute(column_moments(counts))
-        genes = select_variable_genes(counts, var, params.n_hvg, moments)
-    with _stage("null fits", timings):
-        null = fit_null(counts[:, genes], params.null_method, params.seed)
-    with _stage("artificial genes and normalization", timings):
-        data = augmented_log_normalized(counts, genes, null, params.seed, params.target_sum)
-        rows, tiles = _kept(data, work, "augmented.zarr", storage_options)
-    return genes, rows, tiles
+def draw_seeds(seed: int, n_draws: int) -> list[int]:
+    """The seed of every draw: ``seed`` itself for one draw (R's procedure), else ``n_draws``
+    child seeds of it (numpy's ``SeedSequence.spawn``), so the draws are independent streams."""
+    if n_draws == 1:
+        return [seed]
+    children = np.random.SeedSequence(seed).spawn(n_draws)
+    return [int(child.generate_state(1, np.uint32)[0]) for child in children]
+
+
+def _work_name(stem: str, draw: int, n_draws: int) -> str:
+    return f"{stem}.zarr" if n_draws == 1 else f"{stem}-{draw}.zarr"
 
 
 @dataclass(frozen=True)
 class _Prepared:
-    """What a method hands to the shared stages."""
+    """What a method hands to the shared stages, for one draw."""
 
     genes: np.ndarray  # the variable genes, as indices into var
     rows: da.Array  # the log-normalized matrix to scale and embed, by row chunks
@@ -128,11 +128,26 @@ def _recall_inputs(
     timings: dict[str, float],
     work: Path | str | None,
     storage_options: StorageOptions,
-) -> _Prepared:
-    """``FindClustersRecall``: embed the augmented matrix, test pairs with knockoffs on it."""
-    genes, rows, tiles = augment(counts, var, params, timings, work, storage_options)
-    test = partial(selected_gene_counts, tiles, n_genes=genes.size, fdr=params.fdr)
-    return _Prepared(genes, rows, test)
+) -> list[_Prepared]:
+    """``FindClustersRecall``: the variable genes and their nulls, once; then per draw the
+    log-normalized [genes | artificial genes] matrix, computed once and kept (:func:`_kept`),
+    embedded by rows and tested pair by pair with knockoffs by tiles."""
+    with _stage("variable genes", timings):
+        (moments,) = compute(column_moments(counts))
+        genes = select_variable_genes(counts, var, params.n_hvg, moments)
+    with _stage("null fits", timings):
+        null = fit_null(counts[:, genes], params.null_method, params.seed)
+
+    def prepare(draw: int) -> _Prepared:
+        seed = draw_seeds(params.seed, params.draws)[draw]
+        data = augmented_log_normalized(counts, genes, null, seed, params.target_sum)
+        name = _work_name("augmented", draw, params.draws)
+        rows, tiles = _kept(data, work, name, storage_options)
+        test = partial(selected_gene_counts, tiles, n_genes=genes.size, fdr=params.fdr)
+        return _Prepared(genes, rows, test)
+
+    with _stage("artificial genes and normalization", timings):
+        return _for_each_draw(prepare, range(params.draws))
 
 
 def _countsplit_inputs(
@@ -142,40 +157,72 @@ def _countsplit_inputs(
     timings: dict[str, float],
     work: Path | str | None,
     storage_options: StorageOptions,
-) -> _Prepared:
-    """``FindClustersCountsplit``: embed the train half's variable genes, test pairs for marker
-    genes on the test half of all genes (:mod:`recall_dask.countsplit`).
+) -> list[_Prepared]:
+    """``FindClustersCountsplit``, per split: embed the train half's variable genes, test pairs
+    for marker genes on the test half of all genes (:mod:`recall_dask.countsplit`).
 
     The variable genes are vst's top ``n_hvg`` of the train half; ``var['highly_variable']`` is
     not used, since genes chosen on all counts would let the test half shape the clusters.
     """
-    seed, target_sum = params.seed, params.target_sum
-    with _stage("variable genes", timings):
-        train = counts_half(counts, seed, "train")
-        moments = compute(column_moments(train))[0]
-        genes = top_vst_genes(train, var.index, params.n_hvg, moments)
-    with _stage("count splitting and normalization", timings):
-        train_genes = log_normalized_half(counts, seed, "train", target_sum, genes)
-        rows, _ = _kept(train_genes, work, "train.zarr", storage_options)
-        test = log_normalized_half(counts, seed, "test", target_sum)
-        _, test_tiles = _kept(test, work, "test.zarr", storage_options)
+    prepared = []
+    for draw, seed in enumerate(draw_seeds(params.seed, params.draws)):
+        with _stage("variable genes", timings):
+            train = counts_half(counts, seed, "train")
+            moments = compute(column_moments(train))[0]
+            genes = top_vst_genes(train, var.index, params.n_hvg, moments)
+        with _stage("count splitting and normalization", timings):
+            train_genes = log_normalized_half(counts, seed, "train", params.target_sum, genes)
+            name = _work_name("train", draw, params.draws)
+            rows, _ = _kept(train_genes, work, name, storage_options)
+            test = log_normalized_half(counts, seed, "test", params.target_sum)
+            name = _work_name("test", draw, params.draws)
+            _, test_tiles = _kept(test, work, name, storage_options)
+        pair_test = partial(_marker_test, test_tiles, alpha=params.fdr)
+        prepared.append(_Prepared(genes, rows, pair_test))
+    return prepared
 
-    def pair_test(labels: np.ndarray) -> tuple[np.ndarray, None]:
-        return marker_gene_counts(test_tiles, labels, alpha=params.fdr), None
 
-    return _Prepared(genes, rows, pair_test)
+def _marker_test(test_tiles: da.Array, labels: np.ndarray, alpha: float) -> tuple[np.ndarray, None]:
+    return marker_gene_counts(test_tiles, labels, alpha=alpha), None
 
 
 _METHODS = {"recall": _recall_inputs, "countsplit": _countsplit_inputs}
 
 
-def embed(data: da.Array, params: RecallParams, timings: dict[str, float]) -> np.ndarray:
+def embed(data: da.Array, params: RecallParams) -> np.ndarray:
     """Exact PCA of the scaled data (augmented, or the train half's variable genes), gathered
     as cells x PCs."""
-    with _stage("scaling and PCA", timings):
-        scaling = feature_scaling(data, params.scale_max)
-        pca = pca_from_gram(scaled_gram(data, scaling), min(params.n_pcs, data.shape[0]))
-        return compute(cell_embeddings(data, scaling, pca))[0]
+    scaling = feature_scaling(data, params.scale_max)
+    pca = pca_from_gram(scaled_gram(data, scaling), min(params.n_pcs, data.shape[0]))
+    return compute(cell_embeddings(data, scaling, pca))[0]
+
+
+def neighbor_graph(embedding: np.ndarray, params: RecallParams) -> sp.csr_matrix:
+    """The SNN graph of a run's embedding, as Seurat's ``FindNeighbors``."""
+    knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors, params.neighbors)
+    return shared_nearest_neighbors(knn, params.snn_prune)
+
+
+def _for_each_draw(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``func`` of each draw's item, up to :data:`DRAWS_AT_ONCE` draws at a time. One draw runs
+    in this thread, with its progress bars; several run on threads, whose bars would garble
+    each other's."""
+    if len(items) == 1:
+        return [func(items[0])]
+    with ThreadPoolExecutor(DRAWS_AT_ONCE, thread_name_prefix="draw") as pool:
+        return list(pool.map(func, items))
+
+
+@dataclass(frozen=True)
+class RecallResult:
+    """What a run adds to the AnnData: final and first clusters, the embedding, each cell's
+    confidence (several draws only) and the ``uns['recall']`` record."""
+
+    labels: np.ndarray
+    initial_labels: np.ndarray
+    embedding: np.ndarray
+    confidence: np.ndarray | None
+    record: dict[str, Any]
 
 
 def run_recall(
@@ -184,43 +231,87 @@ def run_recall(
     params: RecallParams,
     store: Path | str | None = None,
     storage_options: StorageOptions = None,
-) -> tuple[np.ndarray, list[Iteration], dict[str, Any]]:
-    """Embedding, calibration iterations and the ``uns['recall']`` record for a count matrix,
-    by ``params.method``.
+) -> RecallResult:
+    """Calibrated clusters, embedding and the ``uns['recall']`` record for a count matrix, by
+    ``params.method``, over ``params.draws`` draws.
 
     ``store`` is the path or URL of the work directory for the normalized matrices; ``None``
-    keeps them in worker memory.
+    keeps them in worker memory. With several draws the answer is the consensus of the draws'
+    clusterings at the accepted resolution (:mod:`recall_dask.consensus`); the embedding, the
+    first clusters, the variable genes and the markers are the medoid draw's.
     """
     n_cells = counts.shape[0]
     if n_cells < params.k_neighbors:
         raise InputError(f"fewer cells ({n_cells}) than neighbours (k = {params.k_neighbors})")
     timings: dict[str, float] = {}
-    inputs = _METHODS[params.method](counts, var, params, timings, store, storage_options)
-    embedding = embed(inputs.rows, params, timings)
+    draws = _METHODS[params.method](counts, var, params, timings, store, storage_options)
+    with _stage("scaling and PCA", timings):
+        embeddings = _for_each_draw(lambda draw: embed(draw.rows, params), draws)
     with _stage("neighbour graph", timings):
-        knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors, params.neighbors)
-        snn = shared_nearest_neighbors(knn, params.snn_prune)
+        graphs = _for_each_draw(partial(neighbor_graph, params=params), embeddings)
     with _stage("calibration", timings):
-        iterations = calibrate(snn, inputs.pair_test, params)
+        steps = calibrate_draws(graphs, [draw.pair_test for draw in draws], params)
+    final = steps[-1]
+    if len(draws) == 1:
+        (last,) = final.draws
+        medoid, labels, confidence = 0, last.labels, None
+        n_selected, markers = last.n_selected, last.markers
+    else:
+        with _stage("consensus", timings):
+            agreed = consensus([draw.labels for draw in final.draws])
+            medoid, labels, confidence = agreed.medoid, agreed.labels, agreed.confidence
+            n_selected, markers = draws[medoid].pair_test(labels)
+    genes = var.index[draws[medoid].genes]
     record = {
         "method": params.method,
         "params": params.as_dict(),
         "seed": params.seed,
         "versions": _versions(),
-        "variable_genes": np.asarray(var.index[inputs.genes], dtype=str),
-        "iterations": {str(i): it.summary() for i, it in enumerate(iterations)},
-        "n_iterations": len(iterations),
-        "resolution": iterations[-1].resolution,
-        "n_clusters": iterations[-1].n_clusters,
+        "variable_genes": np.asarray(genes, dtype=str),
+        "iterations": {str(i): _step_summary(step) for i, step in enumerate(steps)},
+        "n_iterations": len(steps),
+        "resolution": final.resolution,
+        "n_clusters": int(labels.max()) + 1,
+        "n_selected": n_selected,
         # Two parallel arrays, because stores sort dict keys and the stage order matters.
         "stage_seconds": {
             "stage": np.array(list(timings), dtype=str),
             "seconds": np.array(list(timings.values())),
         },
     }
-    if iterations[-1].markers is not None:  # count splitting has no knockoff W
-        record["markers"] = iterations[-1].markers.record(var.index[inputs.genes])
-    return embedding, iterations, record
+    if markers is not None:  # count splitting has no knockoff W
+        record["markers"] = markers.record(genes)
+    if len(draws) > 1:
+        record["stability"] = _stability(steps, agreed, params)
+    initial = steps[0].draws[medoid].labels
+    return RecallResult(labels, initial, embeddings[medoid], confidence, record)
+
+
+def _step_summary(step: Step) -> dict[str, Any]:
+    """One draw: R's trace of the iteration; several: each draw's clusters and verdict."""
+    if len(step.draws) == 1:
+        return step.draws[0].summary()
+    return {
+        "resolution": step.resolution,
+        "n_clusters": np.array([draw.n_clusters for draw in step.draws]),
+        "passed": step.passed,
+        "n_passed": int(step.passed.sum()),
+        "accepted": step.accepted,
+    }
+
+
+def _stability(steps: list[Step], agreed: Consensus, params: RecallParams) -> dict[str, Any]:
+    """``uns['recall']['stability']``: the draws and how far they agree."""
+    return {
+        "draw_seeds": np.array(draw_seeds(params.seed, params.draws), dtype=np.int64),
+        "medoid": agreed.medoid,
+        "needed": steps[-1].needed,
+        "resolutions": np.array([step.resolution for step in steps]),
+        "n_clusters": np.array([[draw.n_clusters for draw in step.draws] for step in steps]),
+        "passed": np.array([step.passed for step in steps]),
+        "cluster_stability": agreed.cluster_stability,
+        "pair_separation": agreed.pair_separation,
+    }
 
 
 def recall(
@@ -276,7 +367,7 @@ def _recall(
     if isinstance(data, ad.AnnData):
         counts = io.counts_from_anndata(data, layer=layer, chunk_size=chunk_size)
         with nullcontext() if work_dir is None else work_store(work_dir, storage_options) as store:
-            _annotate(data, *run_recall(counts, data.var, params, store, storage_options))
+            _annotate(data, run_recall(counts, data.var, params, store, storage_options))
         if out is not None:
             data.write_zarr(Location.of(out, storage_options).zarr_store())
         return data
@@ -332,7 +423,7 @@ def recall_store(
     """
     adata = io.open_counts(store, chunk_size=chunk_size, storage_options=storage_options)
     with work_store(work_dir, storage_options) as work:
-        _annotate(adata, *run_recall(adata.X, adata.var, params, work, storage_options))
+        _annotate(adata, run_recall(adata.X, adata.var, params, work, storage_options))
     io.write_results(
         store,
         obs=adata.obs,
@@ -343,13 +434,13 @@ def recall_store(
     return adata
 
 
-def _annotate(
-    adata: ad.AnnData, embedding: np.ndarray, iterations: list[Iteration], record: dict
-) -> None:
-    adata.obs["recall_clusters"] = categorical_labels(iterations[-1].labels, adata.obs_names)
-    adata.obs["initial_clusters"] = categorical_labels(iterations[0].labels, adata.obs_names)
-    adata.obsm["X_pca"] = embedding
-    adata.uns["recall"] = record
+def _annotate(adata: ad.AnnData, result: RecallResult) -> None:
+    adata.obs["recall_clusters"] = categorical_labels(result.labels, adata.obs_names)
+    adata.obs["initial_clusters"] = categorical_labels(result.initial_labels, adata.obs_names)
+    if result.confidence is not None:
+        adata.obs["recall_confidence"] = result.confidence
+    adata.obsm["X_pca"] = result.embedding
+    adata.uns["recall"] = result.record
 
 
 def categorical_labels(labels: np.ndarray, index: pd.Index) -> pd.Series:

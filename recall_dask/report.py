@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 
 from recall_dask.errors import InputError
-from recall_dask.graph import cluster_graph, nearest_neighbors, shared_nearest_neighbors
+from recall_dask.graph import cluster_graph
 from recall_dask.io import open_counts, read_results, write_results
 from recall_dask.params import RecallParams
-from recall_dask.pipeline import categorical_labels, embed
+from recall_dask.pipeline import categorical_labels, embed, neighbor_graph
 from recall_dask.preprocess import log_normalized
 from recall_dask.storage import Location, StorageOptions
 
@@ -90,7 +90,8 @@ def write_report(
     adata = read_results(store, storage_options=storage_options)
     if "recall" not in adata.uns or "recall_clusters" not in adata.obs:
         raise InputError(f"{store}: no recall results; write them with `recall-dask run`")
-    params = RecallParams(**adata.uns["recall"]["params"])
+    # Runs made before --neighbors existed searched exactly.
+    params = RecallParams(**{"neighbors": "exact", **adata.uns["recall"]["params"]})
     missing_umap = "X_umap" not in adata.obsm
     if missing_umap:
         adata.obsm["X_umap"] = umap_embedding(adata.obsm["X_pca"], params.dims)
@@ -141,9 +142,8 @@ def default_clusters(
     logger.info(
         "standard clustering of the %d variable genes, without artificial genes", genes.size
     )
-    embedding = embed(log_normalized(counts, genes, params.target_sum), params, {})
-    knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors, params.neighbors)
-    snn = shared_nearest_neighbors(knn, params.snn_prune)
+    embedding = embed(log_normalized(counts, genes, params.target_sum), params)
+    snn = neighbor_graph(embedding, params)
     return cluster_graph(snn, params.resolution_start, algorithm=params.algorithm, seed=0)
 
 
@@ -236,6 +236,69 @@ def trace_figure(trace: list[dict]):
     return figure
 
 
+def draws_figure(stability: dict):
+    """Clusters of every draw at every resolution: filled where the draw passed (every pair
+    selects a gene), with how many draws passed."""
+    from matplotlib.ticker import MaxNLocator
+
+    n_clusters = np.asarray(stability["n_clusters"])
+    passed = np.asarray(stability["passed"], dtype=bool)
+    steps = np.arange(1, n_clusters.shape[0] + 1)
+    figure = _figure(7.5, 3.6)
+    ax = figure.subplots()
+    offsets = np.linspace(-0.25, 0.25, n_clusters.shape[1])
+    x = steps[:, None] + offsets[None, :]
+    ax.scatter(x[~passed], n_clusters[~passed], facecolors="none", edgecolors="C3", s=18)
+    ax.scatter(x[passed], n_clusters[passed], color="C2", s=18)
+    for step, row in zip(steps, passed, strict=True):
+        ax.annotate(
+            f"{int(row.sum())}/{row.size}",
+            (step, n_clusters.max()),
+            xytext=(0, 9),
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+        )
+    ax.set(xlabel="iteration", ylabel="clusters per draw", xticks=steps)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.margins(y=0.18)
+    ax.set_title("each draw: passed (filled) or some pair selected nothing (open)", fontsize=9)
+    return figure
+
+
+def stability_figure(cluster_stability: np.ndarray):
+    """Each final cluster's stability: the mean confidence of its cells."""
+    k = len(cluster_stability)
+    figure = _figure(float(np.clip(1.5 + 0.4 * k, 4, 12)), 3.4)
+    ax = figure.subplots()
+    bars = ax.bar(np.arange(k), cluster_stability, color=_palette(k))
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set(xticks=np.arange(k), xlabel="recall cluster", ylabel="stability", ylim=(0, 1.1))
+    return figure
+
+
+def confidence_figure(umap: np.ndarray, confidence: np.ndarray):
+    """The UMAP coloured by each cell's confidence: the fraction of draws that agree."""
+    figure = _figure(5.6, 4.9)
+    ax = figure.subplots()
+    size = float(np.clip(3e4 / len(umap), 0.2, 12))
+    order = np.argsort(-confidence, kind="stable")  # the least confident on top
+    points = ax.scatter(
+        *umap[order].T,
+        c=confidence[order],
+        s=size,
+        cmap="magma",
+        vmin=0,
+        vmax=1,
+        linewidths=0,
+        rasterized=True,
+    )
+    figure.colorbar(points, ax=ax, label="recall_confidence", shrink=0.8)
+    ax.set(title="confidence of each cell", xticks=[], yticks=[], xlabel="UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    return figure
+
+
 def selected_heatmap(n_selected: np.ndarray):
     """Genes selected for every cluster pair (diagonal blank), counts written in if few."""
     from matplotlib import colormaps
@@ -306,6 +369,67 @@ def _trace_table(trace: list[dict]) -> str:
     return _table(header, rows, numeric={0, 1, 2, 3})
 
 
+def _draws_table(trace: list[dict], needed: int) -> str:
+    rows = []
+    for number, it in enumerate(trace, start=1):
+        clusters = " ".join(str(k) for k in np.asarray(it["n_clusters"]).tolist())
+        passed = int(it["n_passed"])
+        verdict = "accepted" if it["accepted"] else "lowered"
+        rows.append(
+            [number, f"{it['resolution']:.4g}", clusters, f"{passed} ({needed} needed)", verdict]
+        )
+    header = ["iteration", "resolution", "clusters per draw", "draws passed", "verdict"]
+    return _table(header, rows, numeric={0, 1})
+
+
+def final_selected(record: dict) -> np.ndarray:
+    """Genes selected per pair of the final clusters (stores before ``--draws`` kept them in
+    the last iteration only)."""
+    if "n_selected" in record:
+        return np.asarray(record["n_selected"])
+    return np.asarray(iteration_trace(record)[-1]["n_selected"])
+
+
+def _calibration_section(record: dict, trace: list[dict]) -> list[str]:
+    if "stability" not in record:
+        return [
+            '<p class="note">Each iteration clusters at a lower resolution while some pair of '
+            "clusters selects no gene (the failing pair, marked in red).</p>",
+            _image(trace_figure(trace), "clusters and resolution per iteration"),
+            _trace_table(trace),
+        ]
+    stability = record["stability"]
+    needed = int(stability["needed"])
+    return [
+        f'<p class="note">{len(stability["draw_seeds"])} independent draws of the artificial '
+        "genes, each with its own graph. A draw passes a resolution when every pair of its "
+        f"clusters selects a gene; the resolution is accepted once {needed} draws pass. The "
+        "clusters are the draws' consensus at that resolution: the medoid draw's clusters, "
+        "each cell taking the label most draws give it.</p>",
+        _image(draws_figure(stability), "clusters of every draw per iteration"),
+        _draws_table(trace, needed),
+    ]
+
+
+def _stability_section(adata: ad.AnnData, record: dict) -> list[str]:
+    if "stability" not in record:
+        return []
+    stability = np.asarray(record["stability"]["cluster_stability"])
+    return [
+        '<div class="columns"><div><h2>Stability</h2>',
+        '<p class="note">A cell\'s confidence is the fraction of draws that give it its '
+        "cluster (obs['recall_confidence']); a cluster's stability is the mean confidence of "
+        "its cells.</p>",
+        _image(stability_figure(stability), "stability of each cluster"),
+        "</div><div>",
+        _image(
+            confidence_figure(adata.obsm["X_umap"], adata.obs["recall_confidence"].to_numpy()),
+            "UMAP coloured by confidence",
+        ),
+        "</div></div>",
+    ]
+
+
 def _selection(record: dict, fdr: float) -> str:
     if record.get("method", "recall") == "countsplit":
         return f"genes with Bonferroni-adjusted p < {fdr:g} on the test half (count splitting)"
@@ -353,15 +477,17 @@ def render_report(adata: ad.AnnData, *, title: str, compare_default: bool = Fals
     """The report page of an AnnData holding a run's results and ``obsm['X_umap']``."""
     record = adata.uns["recall"]
     trace = iteration_trace(record)
-    final = np.asarray(trace[-1]["n_selected"])
+    final = final_selected(record)
     panels = {"initial": adata.obs["initial_clusters"], "recall": adata.obs["recall_clusters"]}
     if compare_default:
         panels["without recall"] = adata.obs["default_clusters"]
     fdr = record["params"]["fdr"]
     summary = (
         f"{adata.n_obs:,} cells. The first clustering (resolution {trace[0]['resolution']:.4g}) "
-        f"found {trace[0]['n_clusters']} clusters; after {len(trace)} iteration(s) recall keeps "
-        f"{trace[-1]['n_clusters']} (resolution {trace[-1]['resolution']:.4g})."
+        f"found {len(adata.obs['initial_clusters'].cat.categories)} clusters; after "
+        f"{len(trace)} iteration(s) recall keeps "
+        f"{len(adata.obs['recall_clusters'].cat.categories)} (resolution "
+        f"{trace[-1]['resolution']:.4g})."
     )
     if compare_default:
         summary += (
@@ -383,12 +509,10 @@ def render_report(adata: ad.AnnData, *, title: str, compare_default: bool = Fals
         + ".</p>",
         _image(umap_figure(adata.obsm["X_umap"], panels), "UMAP coloured by clusters"),
         "<h2>Calibration</h2>",
-        '<p class="note">Each iteration clusters at a lower resolution while some pair of '
-        "clusters selects no gene (the failing pair, marked in red).</p>",
-        _image(trace_figure(trace), "clusters and resolution per iteration"),
-        _trace_table(trace),
+        *_calibration_section(record, trace),
+        *_stability_section(adata, record),
         '<div class="columns"><div><h2>Genes selected per pair</h2>',
-        f'<p class="note">Final iteration, {_selection(record, fdr)}.</p>',
+        f'<p class="note">Final clusters, {_selection(record, fdr)}.</p>',
         _image(selected_heatmap(final), "genes selected per cluster pair"),
         "</div><div><h2>Cluster sizes</h2>",
         _image(sizes_figure(adata.obs["recall_clusters"]), "cells per recall cluster"),

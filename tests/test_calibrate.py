@@ -15,6 +15,8 @@ from recall_dask.calibrate import (
     MARKERS_PER_PAIR,
     CalibrationError,
     Iteration,
+    Step,
+    draws_needed,
     resolutions,
     selected_gene_counts,
 )
@@ -168,3 +170,54 @@ def test_clusters_one_resolution_ahead_per_spare_thread(monkeypatch, rng, thread
     with pytest.warns(UserWarning, match="accepted after a single iteration"):
         calibrate_module.calibrate(snn, accept, params)
     assert asked == resolutions(params)[:clustered]
+
+
+# -- several draws: the majority rule ----------------------------------------------------
+
+
+@pytest.mark.parametrize("agreement", [1.0, 0.5, 0.25, 1e-9])
+@pytest.mark.parametrize(
+    "zero_pairs", [[], [(0, 3)], [(1, 2), (0, 3)], [(2, 3)]], ids=["none", "one", "two", "last"]
+)
+def test_one_draw_is_rs_rule_whatever_the_agreement(zero_pairs, agreement):
+    """With one draw a resolution is accepted exactly when every pair selects a gene."""
+    iteration = Iteration(0.8, np.zeros(4, dtype=int), selected_matrix(zero_pairs))
+    step = Step(0.8, (iteration,), draws_needed(1, agreement))
+    assert step.accepted == (iteration.failing_pair is None) == (not zero_pairs)
+
+
+@pytest.mark.parametrize(
+    ("n_draws", "agreement", "needed"),
+    [(10, 0.5, 5), (4, 0.5, 2), (5, 0.5, 3), (10, 0.3, 3), (3, 1.0, 3), (7, 1 / 7, 1)],
+)
+def test_agreement_counts_draws_at_its_boundary(n_draws, agreement, needed):
+    """Exactly a fraction ``agreement`` of the draws is enough (0.3 x 10 is 3, not 4)."""
+    assert draws_needed(n_draws, agreement) == needed
+    passing = Iteration(0.8, np.zeros(4, dtype=int), selected_matrix([]))
+    failing = Iteration(0.8, np.zeros(4, dtype=int), selected_matrix([(0, 1)]))
+    for n_passing in range(n_draws + 1):
+        draws = (passing,) * n_passing + (failing,) * (n_draws - n_passing)
+        assert Step(0.8, draws, needed).accepted == (n_passing >= needed)
+
+
+def test_loop_lowers_the_resolution_until_enough_draws_pass(rng):
+    """Three draws on one graph; a pair test that fails while more than two clusters remain
+    passes in one draw of three only once it gets two: at 2/3 the loop needs two draws."""
+    snn = shared_nearest_neighbors(exact_neighbors(rng.normal(size=(300, 5)), 10))
+    calls = []
+
+    def test_for(draw):
+        def pair_test(labels):
+            k = int(labels.max()) + 1
+            calls.append(draw)
+            fails = k > 2 or (k == 2 and draw == 0)
+            return selected_matrix([(0, 1)] if fails and k > 1 else [], k), None
+
+        return pair_test
+
+    params = RecallParams(agreement=2 / 3)
+    steps = calibrate_module.calibrate_draws([snn] * 3, [test_for(d) for d in range(3)], params)
+    last = steps[-1]
+    assert last.accepted and last.passed.sum() >= 2
+    assert all(not step.accepted for step in steps[:-1])
+    assert sorted(calls) == sorted([0, 1, 2] * len(steps)), "every draw tested at every step"

@@ -110,7 +110,7 @@ def seurat_augmented() -> da.Array:
 
 def test_pca_gives_seurats_embedding():
     want = golden("pbmc3k_augmented_seed1")
-    ours = embed(seurat_augmented(), RecallParams(), {})
+    ours = embed(seurat_augmented(), RecallParams())
     sdev = np.sqrt((ours**2).sum(axis=0) / (ours.shape[0] - 1))
     np.testing.assert_allclose(sdev, want["sdev"], rtol=1e-6)
     for pc in range(want["embedding"].shape[1]):
@@ -148,7 +148,7 @@ def test_recall_on_seurats_draws_ends_at_seurats_clusters():
     embedding, Annoy neighbours, clusterings and pair decisions, so the same final clusters."""
     params = RecallParams()
     data = seurat_augmented()
-    embedding = embed(data, params, {})
+    embedding = embed(data, params)
     snn = shared_nearest_neighbors(annoy_neighbors(embedding[:, : params.dims], params.k_neighbors))
     n_genes = data.shape[1] // 2
     tiles = data.rechunk({1: 1024})

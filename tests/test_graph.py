@@ -17,11 +17,11 @@ from recall_dask.errors import InputError
 from recall_dask.graph import (
     _group_singletons,
     _min_shared,
-    _order_by_size,
     annoy_neighbors,
     cluster_graph,
     exact_neighbors,
     nearest_neighbors,
+    order_by_size,
     shared_nearest_neighbors,
 )
 
@@ -205,7 +205,7 @@ def test_labels_ordered_by_size(one_blob):
 
 def test_order_by_size_ties_by_first_cell():
     labels = np.array([7, 3, 3, 9, 7, 9, 5, 5, 5])
-    np.testing.assert_array_equal(_order_by_size(labels), [1, 2, 2, 3, 1, 3, 0, 0, 0])
+    np.testing.assert_array_equal(order_by_size(labels), [1, 2, 2, 3, 1, 3, 0, 0, 0])
 
 
 def test_multistart_at_least_as_good_as_one_start(one_blob):

@@ -178,6 +178,24 @@ def test_page_is_self_contained_and_shows_the_record(rng, compare_default):
     assert ("without recall" in page) == compare_default
 
 
+def test_page_of_a_run_over_draws_shows_each_draw_and_the_stability(tmp_path):
+    """With --draws the calibration shows every draw's clusters and verdict, and a stability
+    section the per-cluster stability and the UMAP coloured by confidence."""
+    counts, out = tmp_path / "counts.zarr", tmp_path / "out.zarr"
+    write_simulated(counts, **GROUPS, log_mean=-1.0)
+    assert main(["run", str(counts), "-o", str(out), "--report", "--draws", "3", *RUN]) == 0
+    page = out.with_suffix(".html").read_text()
+    parsed = _parsed(page)
+    images = [attrs["src"] for tag, attrs in parsed.tags if tag == "img"]
+    assert len(images) == 6  # UMAP, draws, stability, confidence UMAP, heatmap, sizes
+    record = read_results(out).uns["recall"]
+    first = record["iterations"]["0"]
+    clusters = " ".join(str(k) for k in first["n_clusters"])
+    assert clusters in parsed.cells
+    assert f"{first['n_passed']} ({record['stability']['needed']} needed)" in parsed.cells
+    assert "accepted" in parsed.cells and "recall_confidence" in page
+
+
 # -- the run's store and report ------------------------------------------------------------
 
 
@@ -261,6 +279,7 @@ def test_missing_extra_is_one_line_before_any_work(without_report_extra, run, tm
 def test_demo_skips_its_report_without_the_extra(without_report_extra, caplog):
     args = cli._parser().parse_args(["demo"])
     assert args.report == "recall_demo.html"
+    assert args.draws == cli.DEMO_DRAWS > 1, "the demo shows the stable answer"
     with caplog.at_level(logging.WARNING, logger="recall_dask"):
         assert cli._report_path(args) is None
     assert "no report" in caplog.text and "recall-dask[report]" in caplog.text

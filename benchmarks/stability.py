@@ -1,0 +1,199 @@
+"""One answer, not one draw: how ``--draws M`` steadies recall, and what it costs.
+
+Parts (``--parts``, all by default):
+
+* ``pbmc``: PBMC 3k for outer seeds 0-9 at each M of ``--draws``: the cluster count of every
+  seed, how many seeds give the most common count, and the ARI between the labels of every
+  two seeds (median and minimum); a plot of the spread against M.
+* ``null``: one homogeneous simulated population (2,000 cells x 1,500 genes, no groups):
+  how often a single draw splits it over 50 seeds, against how often the majority of 10
+  draws does; and five simulated groups with 10 draws (clusters, ARI).
+* ``cost``: ``recall-dask run`` in a fresh process (process start to labels), wall time and
+  peak memory of all processes, for PBMC 3k with 1 and 10 draws.
+* ``scale``: the same for the simulated 200,000 cells of ``benchmarks/scale.py`` (20,000
+  genes, 8 groups), with 1 and 10 draws, and for a deeper simulation of 200,000 cells at
+  about 4,900 genes per cell (``recall-dask simulate --log-mean``), with 1 draw.
+
+Each part writes its table between its own markers in README.md.
+
+    python benchmarks/stability.py --parts pbmc null cost --data-dir /scratch/recall-bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+from collections import Counter
+from itertools import combinations
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from _measure import replace_readme_section, run_measured  # noqa: E402
+from scale import CLI, simulated_h5  # noqa: E402
+from sklearn.metrics import adjusted_rand_score  # noqa: E402
+
+from recall_dask import io, recall  # noqa: E402
+from recall_dask.simulate import group_labels, simulate  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PLOT = "benchmarks/stability.png"
+OUTER_SEEDS = range(10)
+#: Mean log expression of the deep simulation: about 4,900 of 20,000 genes per cell.
+DEEP_LOG_MEAN = -2.3
+
+
+def pbmc_counts():
+    """The bundled PBMC 3k as an in-memory AnnData of canonical counts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        io.ingest(io.BUNDLED_PBMC3K, Path(tmp) / "pbmc.zarr")
+        adata = io.open_counts(Path(tmp) / "pbmc.zarr")
+        adata.X = adata.X.compute()
+    return adata
+
+
+def run_quietly(adata, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return recall(adata.copy(), progress=False, **options)
+
+
+def pbmc_part(draw_counts: list[int]) -> str:
+    adata = pbmc_counts()
+    rows, spread = [], {}
+    for m in draw_counts:
+        start = time.perf_counter()
+        runs = [run_quietly(adata, seed=s, draws=m).obs["recall_clusters"] for s in OUTER_SEEDS]
+        seconds = (time.perf_counter() - start) / len(runs)
+        counts = [labels.nunique() for labels in runs]
+        modal, n_modal = Counter(counts).most_common(1)[0]
+        ari = [adjusted_rand_score(a, b) for a, b in combinations(runs, 2)]
+        spread[m] = (counts, ari)
+        rows.append(
+            f"| {m} | {' '.join(map(str, counts))} | {n_modal} of {len(counts)} at {modal} | "
+            f"{statistics.median(ari):.2f} | {min(ari):.2f} | {seconds:.0f} |"
+        )
+        print(rows[-1], flush=True)
+    plot(spread)
+    return "\n".join(
+        [
+            "| draws M | clusters, outer seeds 0-9 | same count | median ARI between seeds "
+            "| min ARI | s per run (in process) |",
+            "|---:|---|---|---:|---:|---:|",
+            *rows,
+            "",
+            f"![cluster counts and agreement against draws]({PLOT})",
+            "",
+        ]
+    )
+
+
+def plot(spread: dict[int, tuple[list[int], list[float]]]) -> None:
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
+    draws = list(spread)
+    left.boxplot([spread[m][0] for m in draws], tick_labels=[str(m) for m in draws])
+    left.set(xlabel="draws M", ylabel="clusters over outer seeds 0-9", title="PBMC 3k")
+    right.boxplot([spread[m][1] for m in draws], tick_labels=[str(m) for m in draws])
+    right.set(xlabel="draws M", ylabel="ARI between two outer seeds", ylim=(0, 1.02))
+    figure.savefig(ROOT / PLOT, dpi=110)
+
+
+def null_part(n_seeds: int) -> str:
+    population = simulate(2000, 1500, 1, seed=11, log_mean=-1.0)
+    single = [
+        run_quietly(population, seed=s).obs["recall_clusters"].nunique() for s in range(n_seeds)
+    ]
+    print("single draws:", single, flush=True)
+    majority = [
+        run_quietly(population, seed=s, draws=10).obs["recall_clusters"].nunique()
+        for s in range(n_seeds)
+    ]
+    print("majority of 10:", majority, flush=True)
+    groups = simulate(1500, 1500, 5, seed=1, de_prob=0.1, log_mean=-1.0)
+    five = [run_quietly(groups, seed=s, draws=10) for s in range(3)]
+    truth = group_labels(1500, 5)
+    return "\n".join(
+        [
+            "| data | draws | outer seeds | split (more than 1 cluster) | clusters |",
+            "|---|---:|---:|---:|---|",
+            f"| one population, 2,000 cells | 1 | {n_seeds} | {sum(k > 1 for k in single)} | "
+            f"{dict(sorted(Counter(single).items()))} |",
+            f"| one population, 2,000 cells | 10 | {n_seeds} | {sum(k > 1 for k in majority)} | "
+            f"{dict(sorted(Counter(majority).items()))} |",
+            "",
+            "Five simulated groups (1,500 cells), 10 draws, outer seeds 0-2: "
+            + ", ".join(
+                f"{r.obs['recall_clusters'].nunique()} clusters (ARI "
+                f"{adjusted_rand_score(truth, r.obs['recall_clusters']):.3f})"
+                for r in five
+            )
+            + ".",
+            "",
+        ]
+    )
+
+
+def measured_run(source: Path, draws: int, work: Path, extra: tuple[str, ...] = ()) -> str:
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        out = Path(tmp) / "out.zarr"
+        command = [*CLI, "run", str(source), "-o", str(out), "--work-dir", tmp, "--quiet"]
+        wall, peak = run_measured([*command, "--draws", str(draws), *extra])
+        record = io.read_results(out).uns["recall"]
+    return f"{wall:.0f} s | {peak:.2f} | {record['n_clusters']} | {record['n_iterations']}"
+
+
+def cost_part(work: Path) -> str:
+    lines = ["| data | draws | wall, process start to labels | peak GiB | clusters | iter. |"]
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for draws in (1, 10):
+        result = measured_run(io.BUNDLED_PBMC3K, draws, work)
+        lines.append(f"| PBMC 3k | {draws} | {result} |")
+        print(lines[-1], flush=True)
+    return "\n".join([*lines, ""])
+
+
+def scale_part(data_dir: Path) -> str:
+    lines = ["| data | draws | wall | peak GiB | clusters | iter. |"]
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    sparse = simulated_h5(data_dir, 200_000, 20_000, 8)
+    for draws in (1, 10):
+        result = measured_run(sparse, draws, data_dir)
+        lines.append(f"| 200k cells, ~1,000 genes per cell | {draws} | {result} |")
+        print(lines[-1], flush=True)
+    deep = data_dir / "sim_200000x20000_8groups_deep.h5"
+    if not deep.exists():
+        sizes = ["--cells", "200000", "--genes", "20000", "--groups", "8"]
+        depth = ["--log-mean", str(DEEP_LOG_MEAN)]
+        run_measured([*CLI, "simulate", "-o", str(deep), *sizes, *depth, "--quiet"])
+    lines.append(f"| 200k cells, ~4,900 genes per cell | 1 | {measured_run(deep, 1, data_dir)} |")
+    print(lines[-1], flush=True)
+    return "\n".join([*lines, ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["pbmc", "null", "cost", "scale"])
+    parser.add_argument("--draws", type=int, nargs="+", default=[1, 3, 5, 10, 20])
+    parser.add_argument("--null-seeds", type=int, default=50)
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "benchmarks" / "out")
+    args = parser.parse_args()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    parts = {
+        "pbmc": lambda: pbmc_part(args.draws),
+        "null": lambda: null_part(args.null_seeds),
+        "cost": lambda: cost_part(args.data_dir),
+        "scale": lambda: scale_part(args.data_dir),
+    }
+    for name in args.parts:
+        text = parts[name]()
+        print(text, flush=True)
+        replace_readme_section(ROOT / "README.md", f"stability-{name}", text)
+
+
+if __name__ == "__main__":
+    main()

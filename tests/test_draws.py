@@ -1,0 +1,124 @@
+"""recall over many draws (``--draws``): one answer, its confidence and its stability."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from conftest import poisson_population, simulate_dense
+from sklearn.metrics import adjusted_rand_score
+
+from recall_dask.cluster import ClusterConfig, dask_client
+from recall_dask.errors import InputError
+from recall_dask.nulls import NULL_METHODS
+from recall_dask.params import RecallParams
+from recall_dask.pipeline import draw_seeds, recall
+
+FAST = {"n_hvg": 300, "progress": False}
+
+
+def test_one_draw_uses_the_seed_itself_and_many_use_independent_children():
+    assert draw_seeds(7, 1) == [7]
+    seeds = draw_seeds(7, 10)
+    assert len(set(seeds)) == 10 and seeds == draw_seeds(7, 10) and seeds != draw_seeds(8, 10)
+
+
+@pytest.mark.parametrize("outer_seed", [0, 1, 2])
+def test_homogeneous_population_is_one_cluster_for_every_outer_seed(outer_seed):
+    adata = poisson_population(800, 600, seed=3)
+    recall(adata, draws=10, seed=outer_seed, **FAST)
+    record = adata.uns["recall"]
+    assert adata.obs["recall_clusters"].nunique() == 1
+    stability = record["stability"]
+    assert stability["n_clusters"].shape == (record["n_iterations"], 10)
+    assert stability["n_clusters"][0].min() >= 2, "every draw over-clusters at the start"
+    assert stability["passed"][-1].sum() >= 5 and not stability["passed"][:-1].any(axis=1).all()
+
+
+def test_five_groups_are_five_clusters_with_full_confidence():
+    adata = simulate_dense(1000, 1000, 5, de_prob=0.1, seed=1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "the starting resolution", UserWarning)
+        recall(adata, draws=10, seed=4, **FAST)
+    labels = adata.obs["recall_clusters"]
+    assert labels.nunique() == 5
+    assert adjusted_rand_score(adata.obs["group"], labels) >= 0.95
+    assert adata.obs["recall_confidence"].min() >= 0.9
+    stability = adata.uns["recall"]["stability"]
+    np.testing.assert_array_less(0.9, stability["cluster_stability"])
+    separation = stability["pair_separation"]
+    np.testing.assert_allclose(separation[~np.eye(5, dtype=bool)], 1.0)
+    # The consensus clusters get their own pair tests (on the medoid draw's matrix).
+    selected = adata.uns["recall"]["n_selected"]
+    assert selected.shape == (5, 5) and (selected[~np.eye(5, dtype=bool)] > 0).all()
+    assert set(adata.uns["recall"]["markers"]["cluster_a"]) == {0, 1, 2, 3}
+
+
+def test_one_draw_keeps_rs_record():
+    adata = simulate_dense(600, 800, 3, de_prob=0.15, seed=5)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "the starting resolution", UserWarning)
+        recall(adata, seed=3, **FAST)
+    record = adata.uns["recall"]
+    assert "stability" not in record and "recall_confidence" not in adata.obs
+    last = record["iterations"][str(record["n_iterations"] - 1)]
+    np.testing.assert_array_equal(record["n_selected"], last["n_selected"])
+    assert {"resolution", "n_clusters", "n_pairs_tested", "failing_pair"} <= set(last)
+
+
+def _stable_result(adata):
+    return (
+        adata.obs["recall_clusters"].to_numpy(),
+        adata.obs["recall_confidence"].to_numpy(),
+        adata.uns["recall"]["stability"]["cluster_stability"],
+        adata.uns["recall"]["stability"]["n_clusters"],
+    )
+
+
+def test_same_answer_on_one_and_two_workers_and_any_chunking():
+    results = []
+    for n_workers, chunk_size in ((1, 150), (2, 41)):
+        adata = simulate_dense(600, 800, 3, de_prob=0.05, seed=5)
+        with dask_client(ClusterConfig(n_workers=n_workers, threads_per_worker=1)):
+            recall(adata, chunk_size=chunk_size, seed=3, draws=4, **FAST)
+        results.append(_stable_result(adata))
+    for other in results[1:]:
+        for got, want in zip(other, results[0], strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+METHODS = {
+    **{null: {"null_method": null} for null in NULL_METHODS},
+    "countsplit": {"method": "countsplit"},
+    "leiden": {"algorithm": "leiden"},
+}
+
+
+@pytest.mark.parametrize("options", METHODS.values(), ids=METHODS.keys())
+def test_draws_work_with_every_method(options):
+    adata = simulate_dense(500, 600, 3, de_prob=0.15, seed=2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "the starting resolution", UserWarning)
+        recall(adata, draws=3, seed=1, **FAST, **options)
+    record = adata.uns["recall"]
+    assert record["stability"]["passed"].shape == (record["n_iterations"], 3)
+    assert adjusted_rand_score(adata.obs["group"], adata.obs["recall_clusters"]) >= 0.9
+    assert ((adata.obs["recall_confidence"] > 0) & (adata.obs["recall_confidence"] <= 1)).all()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"draws": 0},
+        {"draws": -1},
+        {"draws": 2.5},
+        {"draws": True},
+        {"agreement": 0.0},
+        {"agreement": 1.5},
+    ],
+    ids=["zero", "negative", "fraction", "bool", "agreement-0", "agreement-1.5"],
+)
+def test_bad_draws_or_agreement_is_one_clear_error(options):
+    with pytest.raises(InputError, match=r"^--(draws|agreement) must be"):
+        RecallParams(**options)
