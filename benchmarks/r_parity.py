@@ -25,6 +25,7 @@ import argparse
 import shutil
 import statistics
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations, product
 from pathlib import Path
 
@@ -235,20 +236,22 @@ def main() -> None:
     parser.add_argument(
         "--vendor", action="store_true", help="write R's labels to the package data"
     )
+    parser.add_argument(
+        "--r-jobs", type=int, default=1, help="R runs at a time (R uses one core; default 1)"
+    )
     args = parser.parse_args()
     if shutil.which("Rscript") is None:
         print("r_parity: Rscript not found (see ../shared/reference/README.md); skipped")
         return
     seeds = list(range(1, args.seeds + 1))
-    r_runs = {}
-    for seed in seeds:
-        out = args.out / "r" / f"seed{seed}"
-        r_runs[seed] = run_r(seed, out, args.reuse_r)
-        r_runs[seed]["labels"] = r_labels(out)["recall_cluster"]
-        r_runs[seed]["trace"] = r_trace(out)["clusters"].tolist()
-        print(
-            f"R seed {seed}: {r_runs[seed]['trace']} in {r_runs[seed]['seconds']:.0f} s", flush=True
-        )
+    r_dirs = {seed: args.out / "r" / f"seed{seed}" for seed in seeds}
+    with ThreadPoolExecutor(args.r_jobs) as pool:  # R runs on one core
+        timings = pool.map(lambda seed: run_r(seed, r_dirs[seed], args.reuse_r), seeds)
+        r_runs = dict(zip(seeds, timings, strict=True))
+    for seed, run in r_runs.items():
+        run["labels"] = r_labels(r_dirs[seed])["recall_cluster"]
+        run["trace"] = r_trace(r_dirs[seed])["clusters"].tolist()
+        print(f"R seed {seed}: {run['trace']} in {run['seconds']:.0f} s", flush=True)
     ours: dict[str, dict[int, dict]] = {search: {} for search in SEARCHES}
     (args.out / "ours").mkdir(parents=True, exist_ok=True)
     for search, seed in product(SEARCHES, seeds):

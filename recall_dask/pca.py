@@ -37,7 +37,9 @@ class PCA:
 #: Features per cache-resident tile of the Gram matrix while it accumulates (512 KiB).
 _GRAM_TILE = 256
 #: Gram partials per pass: each accumulates its share of row blocks in place, so few
-#: features x features partials are shipped and added, and the tasks still spread out.
+#: features x features partials (128 MB at 4,000 features) are shipped and added, and the
+#: tasks still spread out: one per this many cells, at most eight.
+_CELLS_PER_GRAM_PARTIAL = 1 << 16
 _GRAM_PARTIALS = 8
 #: A block goes to BLAS when its mean squared row count exceeds this fraction of features^2
 #: (about 14% dense for 4,000 features; measured by benchmarks/gram.py).
@@ -75,7 +77,8 @@ def _gram_partial(blocks: list[sp.csr_matrix], scaling: Scaling) -> np.ndarray:
 def scaled_gram(data: da.Array, scaling: Scaling) -> np.ndarray:
     """Features x features Gram matrix Z^T Z of the scaled, clipped data."""
     n_cells, n = data.shape
-    batch = -(-len(data.chunks[0]) // _GRAM_PARTIALS)
+    n_partials = min(_GRAM_PARTIALS, -(-n_cells // _CELLS_PER_GRAM_PARTIAL))
+    batch = -(-len(data.chunks[0]) // n_partials)
     partial = sum_row_blocks(data, _gram_partial, (n + 1, n), scaling, batch=batch)
     # Arrays deserialized from a worker may be unaligned, which makes BLAS ten times slower.
     partial = np.require(compute(partial)[0], requirements=["C", "A"])
