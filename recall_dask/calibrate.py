@@ -200,7 +200,9 @@ def calibrate(snn: sp.csr_matrix, pair_test: PairTest, params: RecallParams) -> 
 
 
 def calibrate_draws(
-    graphs: Sequence[sp.csr_matrix], pair_tests: Sequence[PairTest], params: RecallParams
+    graphs: Sequence[sp.csr_matrix | SNNGraph],
+    pair_tests: Sequence[PairTest],
+    params: RecallParams,
 ) -> list[Step]:
     """Lower the resolution until at least a fraction ``params.agreement`` of the draws pass;
     the last step wins.
@@ -234,12 +236,8 @@ def calibrate_draws(
                                 seed=0,
                                 stop=stop,
                             )
-                labels = [clusterings.pop((number, draw)).result() for draw in range(len(graphs))]
-                tested = _test_draws(pair_tests, labels, testing)
-                iterations = tuple(
-                    Iteration(resolution, lab, n_selected, markers)
-                    for lab, (n_selected, markers) in zip(labels, tested, strict=True)
-                )
+                current = [clusterings.pop((number, draw)) for draw in range(len(graphs))]
+                iterations = _test_draws(resolution, current, pair_tests, testing)
                 step = Step(resolution, iterations, needed)
                 done.append(step)
                 _log(len(done), step)
@@ -258,13 +256,21 @@ def calibrate_draws(
 
 
 def _test_draws(
-    pair_tests: Sequence[PairTest], labels: list[np.ndarray], pool: ThreadPoolExecutor
-) -> list[tuple[np.ndarray, Markers | None]]:
-    """Every draw's pair test, all at once: the first draw's in this thread (with its progress
-    bar), the others on threads, whose bars would only garble it."""
-    others = [pool.submit(test, lab) for test, lab in zip(pair_tests[1:], labels[1:], strict=True)]
-    first = pair_tests[0](labels[0])
-    return [first, *(future.result() for future in others)]
+    resolution: float,
+    clusterings: list[Future],
+    pair_tests: Sequence[PairTest],
+    pool: ThreadPoolExecutor,
+) -> tuple[Iteration, ...]:
+    """Every draw's pair tests, each as soon as its clustering is done, so the workers test
+    some draws while the client still clusters others. The first draw's run in this thread
+    (with its progress bar), the others on threads, whose bars would only garble it."""
+
+    def test(draw: int) -> Iteration:
+        labels = clusterings[draw].result()
+        return Iteration(resolution, labels, *pair_tests[draw](labels))
+
+    others = [pool.submit(test, draw) for draw in range(1, len(clusterings))]
+    return (test(0), *(future.result() for future in others))
 
 
 def _warn_if_first(steps: list[Step]) -> None:

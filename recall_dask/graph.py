@@ -53,22 +53,28 @@ class ClusteringStopped(Exception):
 
 @dataclass(frozen=True)
 class SNNGraph:
-    """The SNN graph in the forms clustering needs, built once and shared by every clustering.
+    """The SNN graph as clustering reads it, built once and shared by every clustering.
 
-    ``snn`` is the canonical CSR matrix; ``network`` its off-diagonal CSR arrays and each
-    node's total edge weight, as Louvain reads them.
+    ``network`` holds the off-diagonal CSR arrays (indptr, indices, weights) and each node's
+    total edge weight: all that Louvain, Leiden and ``GroupSingletons`` use (Seurat drops the
+    diagonal too), so the CSR matrix itself need not be kept.
     """
 
-    snn: sp.csr_matrix
     network: tuple[np.ndarray, ...]
 
     @classmethod
-    def from_snn(cls, snn: sp.csr_matrix) -> SNNGraph:
+    def from_snn(cls, snn: sp.csr_matrix | SNNGraph) -> SNNGraph:
+        if isinstance(snn, SNNGraph):
+            return snn
         snn = sp.csr_matrix(snn)
         if not snn.has_canonical_format:
             snn = snn.copy()
             snn.sum_duplicates()
-        return cls(snn, _network(snn))
+        return cls(_network(snn))
+
+    @property
+    def n_cells(self) -> int:
+        return self.network[3].size
 
 
 def _checked_embedding(embedding: np.ndarray, k: int) -> np.ndarray:
@@ -221,19 +227,16 @@ def cluster_graph(
         raise InputError(f"unknown clustering algorithm {algorithm!r}; use one of {ALGORITHMS}")
     if n_starts < 1 or n_iterations < 1:
         raise InputError("n_starts and n_iterations must be at least 1")
-    graph = snn if isinstance(snn, SNNGraph) else SNNGraph.from_snn(snn)
-    snn = graph.snn
+    graph = SNNGraph.from_snn(snn)
     if initial is not None:
         initial = np.asarray(initial)
-        if initial.shape != (snn.shape[0],):
-            raise InputError(f"initial partition has shape {initial.shape}, not ({snn.shape[0]},)")
+        if initial.shape != (graph.n_cells,):
+            raise InputError(f"initial partition has shape {initial.shape}, not ({graph.n_cells},)")
         initial = order_by_size(initial).tolist()
-    optimise, target = (
-        (_seurat_louvain, graph.network) if algorithm == "louvain" else (_leiden, snn)
-    )
+    optimise = _seurat_louvain if algorithm == "louvain" else _leiden
     stop = stop or threading.Event()
-    best = optimise(target, resolution, seed, n_starts, n_iterations, initial, stop)
-    labels = _group_singletons(order_by_size(best), snn)
+    best = optimise(graph.network, resolution, seed, n_starts, n_iterations, initial, stop)
+    labels = _group_singletons(order_by_size(best), graph.network)
     return order_by_size(labels)
 
 
@@ -293,7 +296,7 @@ def _network(snn: sp.csr_matrix) -> tuple[np.ndarray, ...]:
     return indptr, snn.indices[keep], weights, node_weight
 
 
-def _leiden(snn, resolution, seed, n_starts, n_iterations, initial, stop):
+def _leiden(network, resolution, seed, n_starts, n_iterations, initial, stop):
     """leidenalg's Leiden (Seurat's algorithm 4), best of ``n_starts`` seeds seed, seed + 1, ...
 
     Each start is a task, so starts spread over the workers' processes and the graph is
@@ -301,7 +304,7 @@ def _leiden(snn, resolution, seed, n_starts, n_iterations, initial, stop):
     """
     if stop.is_set():
         raise ClusteringStopped
-    shared = dask.delayed(snn, traverse=False)
+    shared = dask.delayed(network, traverse=False)
     start = dask.delayed(_leiden_start, pure=True)
     results = dask.compute(
         *[
@@ -313,10 +316,10 @@ def _leiden(snn, resolution, seed, n_starts, n_iterations, initial, stop):
     return results[int(np.argmax(qualities))][1]
 
 
-def _leiden_start(snn, resolution, rng_seed, n_iterations, initial):
+def _leiden_start(network, resolution, rng_seed, n_iterations, initial):
     """Quality and membership of one Leiden start."""
     part = la.RBConfigurationVertexPartition(
-        _to_igraph(snn),
+        _to_igraph(network),
         initial_membership=initial,
         weights="weight",
         resolution_parameter=resolution,
@@ -329,14 +332,14 @@ def _leiden_start(snn, resolution, rng_seed, n_iterations, initial):
     return part.quality(), np.asarray(part.membership, dtype=np.int64)
 
 
-def _to_igraph(snn: sp.csr_matrix) -> ig.Graph:
-    """Undirected weighted graph from the strict upper triangle (Seurat drops the diagonal)."""
-    rows = np.repeat(np.arange(snn.shape[0]), np.diff(snn.indptr))
-    keep = (snn.indices > rows) & (snn.data != 0)
-    edges = np.column_stack((rows[keep], snn.indices[keep]))
-    graph = ig.Graph(n=snn.shape[0], directed=False)
-    graph.add_edges(edges)  # numpy in, no per-edge Python objects
-    graph.es["weight"] = snn.data[keep].astype(np.float64)
+def _to_igraph(network: tuple[np.ndarray, ...]) -> ig.Graph:
+    """Undirected weighted graph from the network's edges above the diagonal."""
+    indptr, indices, weights, node_weight = network
+    rows = np.repeat(np.arange(node_weight.size), np.diff(indptr))
+    keep = indices > rows
+    graph = ig.Graph(n=node_weight.size, directed=False)
+    graph.add_edges(np.column_stack((rows[keep], indices[keep])))  # numpy in, no edge objects
+    graph.es["weight"] = weights[keep]
     return graph
 
 
@@ -351,7 +354,7 @@ def order_by_size(labels: np.ndarray) -> np.ndarray:
     return rank[inverse.ravel()]
 
 
-def _group_singletons(labels: np.ndarray, snn: sp.csr_matrix) -> np.ndarray:
+def _group_singletons(labels: np.ndarray, network: tuple[np.ndarray, ...]) -> np.ndarray:
     """Merge one-cell clusters as Seurat's ``GroupSingletons`` (group.singletons = TRUE).
 
     Each singleton, in label order, joins the non-singleton cluster with the highest mean
@@ -366,12 +369,11 @@ def _group_singletons(labels: np.ndarray, snn: sp.csr_matrix) -> np.ndarray:
     cell_of = np.full(sizes.size, -1, dtype=np.int64)
     cell_of[labels] = np.arange(labels.size)
     targets = sizes != 1
+    indptr, indices, weights = network[:3]
     for cluster in singleton_ids:
         cell = cell_of[cluster]
-        lo, hi = snn.indptr[cell], snn.indptr[cell + 1]
-        nbrs, weights = snn.indices[lo:hi], snn.data[lo:hi]
-        not_self = nbrs != cell
-        sums = np.bincount(labels[nbrs[not_self]], weights=weights[not_self], minlength=sizes.size)
+        lo, hi = indptr[cell], indptr[cell + 1]  # the network has no self edges
+        sums = np.bincount(labels[indices[lo:hi]], weights=weights[lo:hi], minlength=sizes.size)
         mean = np.where(targets, sums / np.maximum(sizes, 1), -np.inf)
         chosen = int(np.argmax(mean))
         labels[cell] = chosen

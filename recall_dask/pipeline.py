@@ -29,14 +29,14 @@ import dask.array as da
 import distributed
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
+import zarr
 
 from recall_dask import io
 from recall_dask.calibrate import PairTest, Step, calibrate_draws, selected_gene_counts
 from recall_dask.consensus import Consensus, consensus
 from recall_dask.countsplit import counts_half, log_normalized_half, marker_gene_counts
 from recall_dask.errors import InputError
-from recall_dask.graph import nearest_neighbors, shared_nearest_neighbors
+from recall_dask.graph import SNNGraph, nearest_neighbors, shared_nearest_neighbors
 from recall_dask.nulls import fit_null
 from recall_dask.params import RecallParams
 from recall_dask.pca import cell_embeddings, pca_from_gram, scaled_gram
@@ -197,10 +197,31 @@ def embed(data: da.Array, params: RecallParams) -> np.ndarray:
     return compute(cell_embeddings(data, scaling, pca))[0]
 
 
-def neighbor_graph(embedding: np.ndarray, params: RecallParams) -> sp.csr_matrix:
-    """The SNN graph of a run's embedding, as Seurat's ``FindNeighbors``."""
+def _kept_embedding(
+    embedding: np.ndarray,
+    draw: int,
+    params: RecallParams,
+    work: Path | str | None,
+    storage_options: StorageOptions,
+) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+    """The PCs the graph needs, and how to get the whole embedding back. With several draws
+    and a work directory, the whole embedding waits there: only the medoid draw's is kept
+    in the end, and ten draws' embeddings of many cells would crowd the client's memory."""
+    if params.draws == 1 or work is None:
+        return embedding[:, : params.dims], lambda: embedding
+    location = Location.of(work, storage_options).child(f"embedding-{draw}.zarr")
+    stored = zarr.create_array(
+        location.zarr_store(), shape=embedding.shape, dtype=embedding.dtype, zarr_format=2
+    )
+    stored[:] = embedding
+    return embedding[:, : params.dims], lambda: stored[:]
+
+
+def neighbor_graph(embedding: np.ndarray, params: RecallParams) -> SNNGraph:
+    """The SNN graph of a run's embedding, as Seurat's ``FindNeighbors``, in the form that
+    clustering reads (the CSR matrix is not kept: with many draws, graphs add up)."""
     knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors, params.neighbors)
-    return shared_nearest_neighbors(knn, params.snn_prune)
+    return SNNGraph.from_snn(shared_nearest_neighbors(knn, params.snn_prune))
 
 
 def _for_each_draw(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
@@ -246,9 +267,13 @@ def run_recall(
     timings: dict[str, float] = {}
     draws = _METHODS[params.method](counts, var, params, timings, store, storage_options)
     with _stage("scaling and PCA", timings):
-        embeddings = _for_each_draw(lambda draw: embed(draw.rows, params), draws)
+
+        def embedded(m: int) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+            return _kept_embedding(embed(draws[m].rows, params), m, params, store, storage_options)
+
+        embeddings = _for_each_draw(embedded, range(len(draws)))
     with _stage("neighbour graph", timings):
-        graphs = _for_each_draw(partial(neighbor_graph, params=params), embeddings)
+        graphs = _for_each_draw(lambda kept: neighbor_graph(kept[0], params), embeddings)
     with _stage("calibration", timings):
         steps = calibrate_draws(graphs, [draw.pair_test for draw in draws], params)
     final = steps[-1]
@@ -284,7 +309,7 @@ def run_recall(
     if len(draws) > 1:
         record["stability"] = _stability(steps, agreed, params)
     initial = steps[0].draws[medoid].labels
-    return RecallResult(labels, initial, embeddings[medoid], confidence, record)
+    return RecallResult(labels, initial, embeddings[medoid][1](), confidence, record)
 
 
 def _step_summary(step: Step) -> dict[str, Any]:

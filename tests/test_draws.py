@@ -76,16 +76,19 @@ def _stable_result(adata):
     )
 
 
-def test_same_answer_on_one_and_two_workers_and_any_chunking():
+def test_same_answer_on_one_and_two_workers_any_chunking_and_out_of_core(tmp_path):
+    """In worker memory on one worker, and out of core (each draw's matrices and embedding in
+    the work store) on two at another chunking: the same labels, confidence and stability."""
     results = []
-    for n_workers, chunk_size in ((1, 150), (2, 41)):
+    for n_workers, chunk_size, work_dir in ((1, 150, None), (2, 41, tmp_path)):
         adata = simulate_dense(600, 800, 3, de_prob=0.05, seed=5)
         with dask_client(ClusterConfig(n_workers=n_workers, threads_per_worker=1)):
-            recall(adata, chunk_size=chunk_size, seed=3, draws=4, **FAST)
+            recall(adata, chunk_size=chunk_size, seed=3, draws=4, work_dir=work_dir, **FAST)
         results.append(_stable_result(adata))
     for other in results[1:]:
         for got, want in zip(other, results[0], strict=True):
             np.testing.assert_array_equal(got, want)
+    assert list(tmp_path.iterdir()) == [], "the work store is removed after the run"
 
 
 METHODS = {

@@ -17,6 +17,7 @@ from recall_dask.errors import InputError
 from recall_dask.graph import (
     _group_singletons,
     _min_shared,
+    _network,
     annoy_neighbors,
     cluster_graph,
     exact_neighbors,
@@ -241,16 +242,16 @@ def test_singleton_joins_highest_mean_connectivity():
     labels = np.array([0, 0, 0, 0, 1, 1, 2])
     snn = _sym(7, [(6, 0, 0.2), (6, 1, 0.2), (6, 2, 0.2), (6, 3, 0.2), (6, 4, 0.35)])
     # mean to cluster 0 = 0.8 / 4 = 0.2; to cluster 1 = 0.35 / 2 = 0.175 -> 0
-    np.testing.assert_array_equal(_group_singletons(labels, snn)[6], 0)
+    np.testing.assert_array_equal(_group_singletons(labels, _network(snn))[6], 0)
     snn = _sym(7, [(6, 0, 0.2), (6, 1, 0.2), (6, 4, 0.3), (6, 5, 0.1)])
     # mean to 0 = 0.1, to 1 = 0.2 although the sums tie at 0.4 -> 1
-    np.testing.assert_array_equal(_group_singletons(labels, snn)[6], 1)
+    np.testing.assert_array_equal(_group_singletons(labels, _network(snn))[6], 1)
 
 
 def test_singleton_ties_and_isolated_go_to_lowest_label():
     labels = np.array([0, 0, 1, 1, 2, 3])
     snn = _sym(6, [(4, 0, 0.2), (4, 2, 0.2), (0, 1, 0.5), (2, 3, 0.5)])
-    merged = _group_singletons(labels, snn)
+    merged = _group_singletons(labels, _network(snn))
     assert merged[4] == 0 and merged[5] == 0  # 4 ties 0 vs 1; 5 is isolated
     assert set(merged) == {0, 1}
 
@@ -290,7 +291,6 @@ def test_java_random_matches_java(seed, java_next_int):
 
 def test_seurat_louvain_never_lowers_quality(rng):
     from recall_dask._kernels import java_random, louvain_local_moving, partition_quality
-    from recall_dask.graph import _network
 
     points = np.vstack([rng.normal(c, 1.0, size=(60, 5)) for c in (0, 6, 12)])
     network = _network(shared_nearest_neighbors(exact_neighbors(points, 15)))
@@ -388,7 +388,6 @@ def _both_local_movings(network, cluster, resolution):
 
 def _torus_network(side):
     """Unit-weight 4-neighbour torus: every node has the same weight, so gains tie often."""
-    from recall_dask.graph import _network
 
     grid = np.arange(side * side).reshape(side, side)
     rows = np.concatenate([grid.ravel(), grid.ravel()])
@@ -412,7 +411,6 @@ def test_local_moving_makes_seurat_moves(graph, start, resolution):
     clusters and the same Java stream afterwards as Seurat's plain loop, on the graph and on
     the network of the clusters it found, which must be Seurat's bit for bit."""
     from recall_dask._kernels import reduce_network
-    from recall_dask.graph import _network
 
     if graph == "blobs":
         x, truth = _blobs(4, 150, spread=3.0, seed=2)
@@ -480,7 +478,7 @@ def _seurat_louvain_oracle(network, resolution, seed, n_starts, initial):
 def test_seurat_louvain_matches_plain_loop(graph, resolution, start):
     """Whole Louvain runs (local moving, reduced networks, restarts, best start) give
     Seurat's partition."""
-    from recall_dask.graph import _network, _seurat_louvain
+    from recall_dask.graph import _seurat_louvain
 
     if graph == "blobs":
         network = _network(_snn_of(_blobs(4, 60, spread=3.0, seed=4)[0]))
