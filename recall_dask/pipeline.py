@@ -39,7 +39,7 @@ from recall_dask.errors import InputError
 from recall_dask.graph import SNNGraph, nearest_neighbors, shared_nearest_neighbors
 from recall_dask.nulls import fit_null
 from recall_dask.params import RecallParams
-from recall_dask.pca import cell_embeddings, pca_from_gram, scaled_gram
+from recall_dask.pca import cell_embeddings, principal_components
 from recall_dask.preprocess import (
     augmented_log_normalized,
     column_moments,
@@ -193,7 +193,7 @@ def embed(data: da.Array, params: RecallParams) -> np.ndarray:
     """Exact PCA of the scaled data (augmented, or the train half's variable genes), gathered
     as cells x PCs."""
     scaling = feature_scaling(data, params.scale_max)
-    pca = pca_from_gram(scaled_gram(data, scaling), min(params.n_pcs, data.shape[0]))
+    pca = principal_components(data, scaling, min(params.n_pcs, data.shape[0]))
     return compute(cell_embeddings(data, scaling, pca))[0]
 
 
