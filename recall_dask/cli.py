@@ -17,13 +17,13 @@ from recall_dask.calibrate import CalibrationError
 from recall_dask.cluster import CLUSTER_KINDS, ClusterConfig, dask_client
 from recall_dask.errors import InputError
 from recall_dask.graph import ALGORITHMS, NEIGHBOR_SEARCHES
+from recall_dask.io.storage import Location
 from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import METHODS, RecallParams
 from recall_dask.pipeline import ingested, recall_store
 from recall_dask.progress import reporting
 from recall_dask.report import report_path_for, require_extra, write_report
 from recall_dask.simulate import LOG_MEAN, write_simulated
-from recall_dask.storage import Location
 
 logger = logging.getLogger("recall_dask")
 DEFAULTS = RecallParams()

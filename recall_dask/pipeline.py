@@ -37,6 +37,8 @@ from recall_dask.consensus import Consensus, consensus
 from recall_dask.countsplit import counts_half, log_normalized_half, marker_gene_counts
 from recall_dask.errors import InputError
 from recall_dask.graph import SNNGraph, nearest_neighbors, shared_nearest_neighbors
+from recall_dask.io.storage import Location, StorageOptions
+from recall_dask.io.workstore import work_store, write_tiles
 from recall_dask.nulls import fit_null
 from recall_dask.params import RecallParams
 from recall_dask.pca import cell_embeddings, pca_from_gram, scaled_gram
@@ -48,9 +50,7 @@ from recall_dask.preprocess import (
     top_vst_genes,
 )
 from recall_dask.progress import compute, reporting
-from recall_dask.storage import Location, StorageOptions
 from recall_dask.wilcoxon import feature_block_for
-from recall_dask.workstore import work_store, write_tiles
 
 logger = logging.getLogger(__name__)
 

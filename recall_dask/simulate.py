@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from recall_dask._kernels import count_inverse
 from recall_dask.errors import InputError
 from recall_dask.io import DEFAULT_CHUNK_SIZE, write_10x_h5, write_stream
-from recall_dask.storage import StorageOptions
+from recall_dask.io.storage import StorageOptions
 
 _BLOCK_ROWS = 1024  # divides the default chunk size, so no block is drawn twice
 _STREAM = 0x73696D  # "sim"
