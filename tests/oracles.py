@@ -1,0 +1,66 @@
+"""Slow, plain references that tests check the package's fast paths against, and helpers
+that only tests use. Nothing in ``recall_dask`` imports this module."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from recall_dask.errors import InputError
+from recall_dask.nulls import NullModel
+from recall_dask.nulls._kernels import count_inverse
+from recall_dask.simulate import _SIZE
+
+# -- artificial genes as a lazy array (recall_dask.nulls) --------------------------------------
+
+
+def _sample_chunk(span: np.ndarray, model: NullModel, seed: int) -> sp.csr_matrix:
+    row_start, n_rows = (int(v) for v in span[0])
+    return model.sample(row_start, n_rows, seed)
+
+
+def artificial_genes(model: NullModel, n_cells_chunks: tuple[int, ...], seed: int) -> da.Array:
+    """Lazy ``(N, p)`` array of artificial counts (float32 CSR blocks) with the given row chunks.
+
+    Block values equal ``model.sample`` on the block's rows, so they are the same for any
+    chunking and any scheduler.
+    """
+    sizes = np.asarray(n_cells_chunks, dtype=np.int64)
+    if sizes.size == 0 or np.any(sizes < 0):
+        raise InputError("n_cells_chunks must be a non-empty tuple of non-negative sizes")
+    spans = np.stack([np.cumsum(sizes) - sizes, sizes], axis=1)
+    return da.map_blocks(
+        _sample_chunk,
+        da.from_array(spans, chunks=(1, 2)),
+        dask.delayed(model, traverse=False),
+        seed,
+        chunks=(tuple(int(s) for s in sizes), (model.n_genes,)),
+        dtype=np.float32,
+        meta=sp.csr_matrix((0, 0), dtype=np.float32),
+    )
+
+
+# -- the simulated counts' elementwise sampler (recall_dask.simulate) --------------------------
+
+
+@numba.njit(nogil=True, cache=True)
+def _nb_inverse_many(mu, u, r):
+    out = np.empty(mu.size, dtype=np.int64)
+    for i in range(mu.size):
+        out[i] = count_inverse(u[i], mu[i], r)
+    return out
+
+
+def nb_quantile(mu: np.ndarray, u: np.ndarray, size: float = _SIZE) -> np.ndarray:
+    """NB counts of means ``mu`` (variance ``mu + mu^2 / size``) by inversion of uniforms ``u``.
+
+    Each count is the smallest ``k`` with ``F(k) > u`` for ``u`` in [0, 1), so uniform ``u``
+    give NB counts. The elementwise sampler of :func:`recall_dask.simulate.simulate_block`, for
+    testing it in isolation; returns an int64 array of the broadcast shape.
+    """
+    mu, u = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(u, dtype=np.float64))
+    flat = _nb_inverse_many(np.ascontiguousarray(mu).ravel(), np.ascontiguousarray(u).ravel(), size)
+    return flat.reshape(mu.shape)
