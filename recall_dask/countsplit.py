@@ -43,7 +43,7 @@ import scipy.sparse as sp
 
 from recall_dask._chunks import RNG_BLOCK_ROWS, map_row_blocks, rng_block_spans
 from recall_dask._kernels import binomial_half
-from recall_dask.preprocess import log_normalize
+from recall_dask.preprocess.normalize import log_normalize
 from recall_dask.wilcoxon import ClusterGroups, pair_matrix, per_feature_block
 
 STREAM = 0x63737074  # "cspt": keeps the split apart from other streams of the same seed

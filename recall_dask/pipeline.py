@@ -42,13 +42,9 @@ from recall_dask.io.workstore import work_store, write_tiles
 from recall_dask.nulls import fit_null
 from recall_dask.params import RecallParams
 from recall_dask.pca import cell_embeddings, pca_from_gram, scaled_gram
-from recall_dask.preprocess import (
-    augmented_log_normalized,
-    column_moments,
-    feature_scaling,
-    select_variable_genes,
-    top_vst_genes,
-)
+from recall_dask.preprocess.hvg import select_variable_genes, top_vst_genes
+from recall_dask.preprocess.normalize import augmented_log_normalized
+from recall_dask.preprocess.scale import column_moments, feature_scaling
 from recall_dask.progress import compute, reporting
 from recall_dask.wilcoxon import feature_block_for
 

@@ -33,7 +33,7 @@ from recall_dask.io import open_counts, read_results, write_results
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.params import RecallParams
 from recall_dask.pipeline import categorical_labels, embed, neighbor_graph
-from recall_dask.preprocess import log_normalized
+from recall_dask.preprocess.normalize import log_normalized
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from recall_dask.graph import annoy_neighbors, cluster_graph, shared_nearest_nei
 from recall_dask.knockoff import knockoff_statistics, n_selected
 from recall_dask.params import RecallParams
 from recall_dask.pipeline import embed
-from recall_dask.preprocess import column_moments, log_normalize, vst_standardized_variance
+from recall_dask.preprocess import column_moments, log_normalize
+from recall_dask.preprocess.hvg import vst_standardized_variance
 from recall_dask.wilcoxon import cluster_pairs, pairwise_log_pvalues
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
