@@ -31,9 +31,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from recall_dask.graph import SNNGraph, cluster_graph
-from recall_dask.knockoff import knockoff_statistics, n_selected_per_pair, strongest_selected
 from recall_dask.params import RecallParams
-from recall_dask.wilcoxon import cluster_pairs, pair_matrix, pairwise_rank_sum_tests
+from recall_dask.stats.knockoff import knockoff_statistics, n_selected_per_pair, strongest_selected
+from recall_dask.stats.ranksums import cluster_pairs, pair_matrix, pairwise_rank_sum_tests
 
 logger = logging.getLogger(__name__)
 

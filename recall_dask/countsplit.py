@@ -25,7 +25,8 @@ half of all genes:
   ``avg_log2FC = log2((sum(expm1(x) in 1) + 1) / n1) - log2((sum(expm1(x) in 2) + 1) / n2)``.
   Seurat v4 took ``log2(mean(expm1(x)) + 1)`` per cluster; we follow v5.
 * ``test.use = "wilcox"``: the two-sided rank-sum test with tie and continuity correction
-  (presto's ``wilcoxauc``, Seurat's default when presto is installed; :mod:`recall_dask.wilcoxon`).
+  (presto's ``wilcoxauc``, Seurat's default when presto is installed;
+  :mod:`recall_dask.stats.ranksums`).
 * ``p_val_adj = min(1, p * nrow(object))``: Bonferroni over all genes of the test object, not
   only the tested ones. A pair selects the genes with ``p_val_adj < alpha`` (R: 0.05, our
   ``--fdr``).
@@ -44,7 +45,7 @@ import scipy.sparse as sp
 from recall_dask._chunks import RNG_BLOCK_ROWS, map_row_blocks, rng_block_spans
 from recall_dask._kernels import binomial_half
 from recall_dask.preprocess.normalize import log_normalize
-from recall_dask.wilcoxon import ClusterGroups, pair_matrix, per_feature_block
+from recall_dask.stats.ranksums import ClusterGroups, pair_matrix, per_feature_block
 
 STREAM = 0x63737074  # "cspt": keeps the split apart from other streams of the same seed
 PARTS = ("train", "test")

@@ -46,7 +46,7 @@ from recall_dask.preprocess.hvg import select_variable_genes, top_vst_genes
 from recall_dask.preprocess.normalize import augmented_log_normalized
 from recall_dask.preprocess.scale import column_moments, feature_scaling
 from recall_dask.progress import compute, reporting
-from recall_dask.wilcoxon import feature_block_for
+from recall_dask.stats.ranksums import feature_block_for
 
 logger = logging.getLogger(__name__)
 

@@ -8,11 +8,13 @@ import dask.array as da
 import numba
 import numpy as np
 import scipy.sparse as sp
+from scipy.stats import rankdata
 
 from recall_dask.errors import InputError
 from recall_dask.nulls import NullModel
 from recall_dask.nulls._kernels import count_inverse
 from recall_dask.simulate import _SIZE
+from recall_dask.stats.ranksums import _log_pvalue, pairwise_rank_sum_tests
 
 # -- artificial genes as a lazy array (recall_dask.nulls) --------------------------------------
 
@@ -64,3 +66,37 @@ def nb_quantile(mu: np.ndarray, u: np.ndarray, size: float = _SIZE) -> np.ndarra
     mu, u = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(u, dtype=np.float64))
     flat = _nb_inverse_many(np.ascontiguousarray(mu).ravel(), np.ascontiguousarray(u).ravel(), size)
     return flat.reshape(mu.shape)
+
+
+# -- rank-sum tests (recall_dask.stats.ranksums) -----------------------------------------------
+
+
+def rank_sum_log_pvalue(x: np.ndarray, y: np.ndarray) -> float:
+    """Reference two-sided rank-sum log p-value of samples ``x`` against ``y`` (dense, slow).
+
+    ``U = R_x - n_x (n_x + 1) / 2`` with mid-ranks over the union, ``mu = n_x n_y / 2``,
+    ``sigma^2 = n_x n_y / 12 * ((n + 1) - sum(t^3 - t) / (n (n - 1)))`` over tie groups ``t``,
+    ``z = (|U - mu| - 0.5) / sigma`` and ``p = min(1, 2 Phi(-z))``. When every value is tied
+    (``sigma == 0``) this returns ``log p = 0`` where R returns NaN.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    n_x, n_y = x.size, y.size
+    n = n_x + n_y
+    ranks = rankdata(np.concatenate([x, y]))
+    _, t = np.unique(np.concatenate([x, y]), return_counts=True)
+    delta = ranks[:n_x].sum() - n_x * (n_x + 1) / 2 - n_x * n_y / 2
+    var = n_x * n_y / 12 * ((n + 1) - np.sum(t.astype(np.float64) ** 3 - t) / (n * (n - 1)))
+    return float(_log_pvalue(np.array(delta), np.array(np.sqrt(max(var, 0.0)))))
+
+
+def pairwise_log_pvalues(
+    data: da.Array, labels: np.ndarray, n_clusters: int, *, feature_block: int | None = None
+) -> np.ndarray:
+    """Natural-log rank-sum p-values for every cluster pair and feature, ``(n_pairs, n_features)``.
+
+    Arguments as :func:`~recall_dask.stats.ranksums.per_feature_block`. Rows follow
+    :func:`~recall_dask.stats.ranksums.cluster_pairs`. A pair gets ``log p = 0`` where all its
+    values tie or one of its clusters is empty (R gives NaN). The result does not depend on the
+    chunking.
+    """
+    return pairwise_rank_sum_tests(data, labels, n_clusters, feature_block=feature_block)[0]

@@ -26,9 +26,9 @@ from recall_dask.graph import (
     exact_neighbors,
     shared_nearest_neighbors,
 )
-from recall_dask.knockoff import knockoff_threshold
 from recall_dask.params import RecallParams
 from recall_dask.pipeline import recall
+from recall_dask.stats.knockoff import knockoff_threshold
 
 
 def selected_matrix(zero_pairs: list[tuple[int, int]], n: int = 4) -> np.ndarray:

@@ -24,7 +24,7 @@ from recall_dask.countsplit import (
 )
 from recall_dask.pipeline import recall
 from recall_dask.simulate import write_simulated
-from recall_dask.wilcoxon import cluster_pairs
+from recall_dask.stats.ranksums import cluster_pairs
 
 FAST = {"n_hvg": 500}
 
