@@ -3,61 +3,6 @@
 import numba
 import numpy as np
 
-# --- Binomial(n, 1/2) thinning from counter-based random bits (count splitting) ------------
-
-_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-#: Random words reserved per matrix entry: counts below 64 * 2**20 (float32 counts are exact
-#: integers only below 2**24 anyway).
-_WORDS_PER_ENTRY = np.uint64(1 << 20)
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _splitmix64(state):
-    """SplitMix64's output function: a bijective 64-bit mix with full avalanche."""
-    z = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _popcount(x):
-    """Number of set bits of a uint64 (branch-free SWAR count)."""
-    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
-
-
-@numba.njit(nogil=True, cache=True)
-def binomial_half(indptr, indices, data, first_row, keys, block_rows, n_cols):
-    """A Binomial(n, 1/2) draw for every stored count n of a CSR row block: ones among n bits.
-
-    Row ``i`` is absolute row ``r = first_row + i``, in RNG block ``r // block_rows`` whose key
-    is ``keys[r // block_rows - first_row // block_rows]``. The entry in column ``j`` takes its
-    bits from SplitMix64 words of that key at its own positions
-    ``((r % block_rows) * n_cols + j) * 2**20 + w``, ``w = 1, 2, ...``, so a draw depends only on
-    the key, the entry's place and its count: never on the chunking or on other entries.
-    """
-    out = np.empty(data.size, dtype=data.dtype)
-    first_block = first_row // block_rows
-    for i in range(indptr.size - 1):
-        row = first_row + i
-        key = keys[row // block_rows - first_block]
-        base = np.uint64((row % block_rows) * n_cols)
-        for k in range(indptr[i], indptr[i + 1]):
-            remaining = np.int64(data[k])
-            position = (base + np.uint64(indices[k])) * _WORDS_PER_ENTRY
-            ones = 0
-            while remaining > 0:
-                position += np.uint64(1)
-                word = _splitmix64(key + position * _GOLDEN_GAMMA)
-                if remaining < 64:
-                    word >>= np.uint64(64 - remaining)
-                ones += _popcount(word)
-                remaining -= 64
-            out[k] = ones
-    return out
-
 
 @numba.njit(nogil=True, cache=True, parallel=True)
 def shared_neighbour_counts(

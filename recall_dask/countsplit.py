@@ -8,7 +8,7 @@ the test half are not "confirmed" merely because the train half chose the cluste
 draws are keyed by ``--seed``, a stream constant and fixed blocks of absolute rows
 (``SeedSequence([seed, STREAM, block])``, as the artificial genes of :mod:`recall_dask.nulls`);
 within a block, each entry takes its own counter-based random bits
-(:func:`recall_dask._kernels.binomial_half`). numpy's sequential ``binomial`` would use a
+(:func:`binomial_half`). numpy's sequential ``binomial`` would use a
 data-dependent share of the block's stream, so a chunk starting mid-block could not resume it;
 counter-based bits make each half of any row chunk reproducible on any worker, for any
 chunking, and the two halves always add up to X.
@@ -39,11 +39,11 @@ matrix per iteration serves everything, and each task returns only its per-pair 
 from __future__ import annotations
 
 import dask.array as da
+import numba
 import numpy as np
 import scipy.sparse as sp
 
 from recall_dask._chunks import RNG_BLOCK_ROWS, map_row_blocks, rng_block_spans
-from recall_dask._kernels import binomial_half
 from recall_dask.preprocess.normalize import log_normalize
 from recall_dask.stats.ranksums import ClusterGroups, pair_matrix, per_feature_block
 
@@ -53,6 +53,65 @@ PARTS = ("train", "test")
 MIN_PCT = 0.01
 LOGFC_THRESHOLD = 0.1
 _COUNTS_META = sp.csr_matrix((0, 0), dtype=np.float32)
+
+
+# --- numba kernel: Binomial(n, 1/2) thinning from counter-based random bits ----------------
+
+_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+#: Random words reserved per matrix entry: counts below 64 * 2**20 (float32 counts are exact
+#: integers only below 2**24 anyway).
+_WORDS_PER_ENTRY = np.uint64(1 << 20)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _splitmix64(state):
+    """SplitMix64's output function: a bijective 64-bit mix with full avalanche."""
+    z = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _popcount(x):
+    """Number of set bits of a uint64 (branch-free SWAR count)."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@numba.njit(nogil=True, cache=True)
+def binomial_half(indptr, indices, data, first_row, keys, block_rows, n_cols):
+    """A Binomial(n, 1/2) draw for every stored count n of a CSR row block: ones among n bits.
+
+    Row ``i`` is absolute row ``r = first_row + i``, in RNG block ``r // block_rows`` whose key
+    is ``keys[r // block_rows - first_row // block_rows]``. The entry in column ``j`` takes its
+    bits from SplitMix64 words of that key at its own positions
+    ``((r % block_rows) * n_cols + j) * 2**20 + w``, ``w = 1, 2, ...``, so a draw depends only on
+    the key, the entry's place and its count: never on the chunking or on other entries.
+    """
+    out = np.empty(data.size, dtype=data.dtype)
+    first_block = first_row // block_rows
+    for i in range(indptr.size - 1):
+        row = first_row + i
+        key = keys[row // block_rows - first_block]
+        base = np.uint64((row % block_rows) * n_cols)
+        for k in range(indptr[i], indptr[i + 1]):
+            remaining = np.int64(data[k])
+            position = (base + np.uint64(indices[k])) * _WORDS_PER_ENTRY
+            ones = 0
+            while remaining > 0:
+                position += np.uint64(1)
+                word = _splitmix64(key + position * _GOLDEN_GAMMA)
+                if remaining < 64:
+                    word >>= np.uint64(64 - remaining)
+                ones += _popcount(word)
+                remaining -= 64
+            out[k] = ones
+    return out
+
+
+# --- the split, by row blocks ---------------------------------------------------------------
 
 
 def _block_keys(first_row: int, n_rows: int, seed: int) -> np.ndarray:
