@@ -1,48 +1,20 @@
-"""Numba kernels: pure functions on numpy arrays, free of dask, safe to run in worker threads."""
+"""Louvain as Seurat's ModularityOptimizer (Waltman & van Eck), ported step for step, with the
+same ``java.util.Random`` stream: Seurat's ``RunModularityClustering`` with algorithm 1.
+
+The hot loops (local moving, the network of clusters, the quality) are numba kernels on the
+network's CSR arrays, free of dask; :func:`seurat_louvain` drives them, start by start.
+"""
+
+from __future__ import annotations
+
+import threading
 
 import numba
 import numpy as np
 
+from recall_dask.graph.network import ClusteringStopped
 
-@numba.njit(nogil=True, cache=True, parallel=True)
-def shared_neighbour_counts(
-    knn, starts, members, min_shared, bounds, row_ptr, indices, data, count_only
-):
-    """Sparse A @ A.T (A the kNN indicator) row by row, keeping counts >= ``min_shared``.
-
-    With ``count_only`` store each row's kept count in ``row_ptr``; otherwise ``row_ptr``
-    is the indptr and each row's sorted columns and Jaccard weights are written."""
-    n, k = knn.shape
-    for c in numba.prange(bounds.size - 1):
-        counts = np.zeros(n, dtype=np.int64)
-        touched = np.empty(n, dtype=np.int64)
-        for i in range(bounds[c], bounds[c + 1]):
-            n_touched = 0
-            for a in range(k):
-                m = knn[i, a]
-                for t in range(starts[m], starts[m + 1]):
-                    j = members[t]
-                    if counts[j] == 0:
-                        touched[n_touched] = j
-                        n_touched += 1
-                    counts[j] += 1
-            kept = 0
-            if not count_only:
-                touched[:n_touched].sort()
-                pos = row_ptr[i]
-            for t in range(n_touched):
-                j = touched[t]
-                if counts[j] >= min_shared:
-                    if not count_only:
-                        indices[pos + kept] = j
-                        data[pos + kept] = counts[j] / (k + (k - counts[j]))
-                    kept += 1
-                counts[j] = 0
-            if count_only:
-                row_ptr[i] = kept
-
-
-# --- Louvain as Seurat's ModularityOptimizer (Waltman & van Eck), with Java's RNG -------------
+# --- numba kernels: Java's random stream, local moving, the network of clusters, quality ------
 
 _JAVA_MULTIPLIER = np.uint64(0x5DEECE66D)
 _JAVA_MASK = np.uint64((1 << 48) - 1)
@@ -271,3 +243,52 @@ def partition_quality(indptr, indices, weights, node_weight, cluster, resolution
     for c in range(node_weight.size):
         quality -= cluster_weight[c] * cluster_weight[c] * resolution
     return quality
+
+
+# --- the algorithm, start by start ------------------------------------------------------------
+
+
+def seurat_louvain(
+    network: tuple[np.ndarray, ...],
+    resolution: float,
+    seed: int,
+    n_starts: int,
+    n_iterations: int,
+    initial: list[int] | None,
+    stop: threading.Event,
+) -> np.ndarray:
+    """Seurat's ``RunModularityClustering`` with algorithm 1 (Louvain), step for step.
+
+    One ``java.util.Random(seed)`` stream drives every start, as in Seurat; each start runs
+    the Louvain algorithm up to ``n_iterations`` times while it still improves, and the start
+    with the best quality wins (the first on ties). Quality uses Seurat's resolution scaling,
+    resolution / (2 x total edge weight).
+    """
+    scaled_resolution = resolution / network[2].sum()
+    ids = network[1].dtype  # cluster ids as the node ids: int32 below 2^31 edges
+    initial = None if initial is None else np.asarray(initial, dtype=ids)
+    state = java_random(seed)
+    best, best_quality = None, -np.inf
+    for _ in range(n_starts):
+        if stop.is_set():
+            raise ClusteringStopped
+        cluster = np.arange(network[3].size, dtype=ids) if initial is None else initial.copy()
+        for _ in range(n_iterations):
+            if not _louvain(network, cluster, scaled_resolution, state):
+                break
+        quality = partition_quality(*network, cluster, scaled_resolution)
+        if quality > best_quality:
+            best, best_quality = cluster.copy(), quality
+    return best
+
+
+def _louvain(network, cluster, resolution, state) -> bool:
+    """One Louvain run from ``cluster`` (Seurat's ``runLouvainAlgorithm``): local moving, then
+    the same on the network of clusters, recursively; ``cluster`` is updated in place."""
+    update, n_clusters = louvain_local_moving(*network, cluster, resolution, state)
+    if n_clusters < network[3].size:
+        coarse = np.arange(n_clusters, dtype=cluster.dtype)
+        if _louvain(reduce_network(*network, cluster, n_clusters), coarse, resolution, state):
+            cluster[:] = coarse[cluster]
+            update = True
+    return update
