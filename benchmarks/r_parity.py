@@ -38,13 +38,14 @@ from _measure import replace_readme_section, run_measured
 from sklearn.metrics import adjusted_rand_score
 
 from recall_dask import io
-from recall_dask.calibrate import calibrate, selected_gene_counts
+from recall_dask.calibrate import calibrate
 from recall_dask.graph import NEIGHBOR_SEARCHES, nearest_neighbors, shared_nearest_neighbors
+from recall_dask.methods.recall import selected_gene_counts
 from recall_dask.params import RecallParams
-from recall_dask.pipeline import embed
 from recall_dask.preprocess import column_moments, log_normalize, select_variable_genes
 from recall_dask.progress import reporting
 from recall_dask.report import default_clusters
+from recall_dask.run import embed
 
 ROOT = Path(__file__).resolve().parent.parent
 R_SCRIPT = ROOT / "benchmarks" / "r" / "recall_seurat.R"

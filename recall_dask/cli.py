@@ -13,14 +13,15 @@ from dataclasses import fields
 from pathlib import Path
 
 from recall_dask import __version__, io
+from recall_dask.api import ingested, recall_store
 from recall_dask.calibrate import CalibrationError
 from recall_dask.cluster import CLUSTER_KINDS, ClusterConfig, dask_client
 from recall_dask.errors import InputError
 from recall_dask.graph import ALGORITHMS, NEIGHBOR_SEARCHES
 from recall_dask.io.storage import Location
+from recall_dask.methods import METHODS
 from recall_dask.nulls import NULL_METHODS
-from recall_dask.params import METHODS, RecallParams
-from recall_dask.pipeline import ingested, recall_store
+from recall_dask.params import RecallParams
 from recall_dask.progress import reporting
 from recall_dask.report import report_path_for, require_extra, write_report
 from recall_dask.simulate import LOG_MEAN, write_simulated
@@ -43,7 +44,7 @@ def _add_recall_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add(
         "--method",
-        choices=METHODS,
+        choices=tuple(METHODS),
         default=d.method,
         help="how cluster pairs are tested: recall = artificial null genes and the knockoff "
         "filter (FindClustersRecall); countsplit = split the counts into train and test halves, "

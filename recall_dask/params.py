@@ -8,11 +8,8 @@ from numbers import Integral
 
 from recall_dask.errors import InputError
 from recall_dask.graph import ALGORITHMS, NEIGHBOR_SEARCHES
+from recall_dask.methods import METHODS
 from recall_dask.nulls import NULL_METHODS
-
-#: How cluster pairs are tested: artificial genes and knockoffs (``FindClustersRecall``), or
-#: marker genes on held-out counts (``FindClustersCountsplit``).
-METHODS = ("recall", "countsplit")
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,14 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
+from recall_dask.api import categorical_labels
 from recall_dask.errors import InputError
 from recall_dask.graph import cluster_graph
 from recall_dask.io import open_counts, read_results, write_results
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.params import RecallParams
-from recall_dask.pipeline import categorical_labels, embed, neighbor_graph
 from recall_dask.preprocess.normalize import log_normalized
+from recall_dask.run import embed, neighbor_graph
 
 logger = logging.getLogger(__name__)
 

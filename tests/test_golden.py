@@ -20,12 +20,13 @@ import scipy.sparse as sp
 from oracles import pairwise_log_pvalues
 
 from recall_dask import io
-from recall_dask.calibrate import calibrate, selected_gene_counts
+from recall_dask.calibrate import calibrate
 from recall_dask.graph import annoy_neighbors, cluster_graph, shared_nearest_neighbors
+from recall_dask.methods.recall import selected_gene_counts
 from recall_dask.params import RecallParams
-from recall_dask.pipeline import embed
 from recall_dask.preprocess import column_moments, log_normalize
 from recall_dask.preprocess.hvg import vst_standardized_variance
+from recall_dask.run import embed
 from recall_dask.stats.knockoff import knockoff_statistics, n_selected
 from recall_dask.stats.ranksums import cluster_pairs
 

@@ -8,9 +8,9 @@ import pytest
 from conftest import simulate_dense
 from sklearn.metrics import adjusted_rand_score
 
+from recall_dask.api import recall
 from recall_dask.cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
-from recall_dask.pipeline import recall
 
 FAST = {"n_hvg": 500}
 #: Five simulated groups with similar library sizes (within 1.2x). Where one group's library

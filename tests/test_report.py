@@ -20,11 +20,11 @@ from chromium import CHROMIUM, check_page
 from PIL import Image
 
 from recall_dask import cli
+from recall_dask.api import categorical_labels, recall
 from recall_dask.cli import main
 from recall_dask.io import ingest, open_counts, read_results
 from recall_dask.io.storage import Location
 from recall_dask.params import RecallParams
-from recall_dask.pipeline import categorical_labels, recall
 from recall_dask.report import (
     default_clusters,
     render_report,

@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 
 import recall_dask
 from recall_dask import io
+from recall_dask.api import recall_store
 from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import RecallParams
-from recall_dask.pipeline import recall_store
 from recall_dask.preprocess import column_moments, select_variable_genes
 from recall_dask.progress import reporting
 

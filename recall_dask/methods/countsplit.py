@@ -7,11 +7,10 @@ Poisson splitting). Under a Poisson model the halves are independent, so marker 
 the test half are not "confirmed" merely because the train half chose the clusters. The
 draws are keyed by ``--seed``, a stream constant and fixed blocks of absolute rows
 (``SeedSequence([seed, STREAM, block])``, as the artificial genes of :mod:`recall_dask.nulls`);
-within a block, each entry takes its own counter-based random bits
-(:func:`binomial_half`). numpy's sequential ``binomial`` would use a
-data-dependent share of the block's stream, so a chunk starting mid-block could not resume it;
-counter-based bits make each half of any row chunk reproducible on any worker, for any
-chunking, and the two halves always add up to X.
+within a block, each entry takes its own counter-based random bits (:func:`binomial_half`).
+numpy's sequential ``binomial`` would use a data-dependent share of the block's stream, so a
+chunk starting mid-block could not resume it; counter-based bits make each half of any row
+chunk reproducible on any worker, for any chunking, and the two halves always add up to X.
 
 **The pair test** is Seurat v5's ``FindMarkers(test, ident.1, ident.2)`` with its defaults, as
 ``FindClustersCountsplit`` calls it (satijalab/seurat ``R/differential_expression.R``:
@@ -34,18 +33,34 @@ half of all genes:
 The statistics of the filters (detection counts and sums of ``expm1`` per cluster) come from
 the same grouping of a feature block that the Wilcoxon test uses, so one read of the test
 matrix per iteration serves everything, and each task returns only its per-pair counts.
+
+**The inputs** (:func:`countsplit_inputs`), per split: the train half's variable genes,
+log-normalized, to embed and cluster; the log-normalized test half of all genes, to test.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import dask.array as da
 import numba
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from recall_dask._chunks import RNG_BLOCK_ROWS, map_row_blocks, rng_block_spans
+from recall_dask.io.storage import StorageOptions
+from recall_dask.methods.draws import Prepared, draw_seeds, kept, work_name
+from recall_dask.preprocess.hvg import top_vst_genes
 from recall_dask.preprocess.normalize import log_normalize
+from recall_dask.preprocess.scale import column_moments
+from recall_dask.progress import compute, stage
 from recall_dask.stats.ranksums import ClusterGroups, pair_matrix, per_feature_block
+
+if TYPE_CHECKING:
+    from recall_dask.params import RecallParams
 
 STREAM = 0x63737074  # "cspt": keeps the split apart from other streams of the same seed
 PARTS = ("train", "test")
@@ -208,3 +223,40 @@ def marker_gene_counts(data: da.Array, labels: np.ndarray, alpha: float = 0.05) 
         return pair_matrix(np.empty(0, dtype=np.int64), 1)
     per_block = per_feature_block(data, labels, n_clusters, _marker_counts, data.shape[1], alpha)
     return pair_matrix(np.sum(per_block, axis=0), n_clusters)
+
+
+def countsplit_inputs(
+    counts: da.Array,
+    var: pd.DataFrame,
+    params: RecallParams,
+    timings: dict[str, float],
+    work: Path | str | None,
+    storage_options: StorageOptions,
+) -> list[Prepared]:
+    """``FindClustersCountsplit``, per split: embed the train half's variable genes, test pairs
+    for marker genes on the test half of all genes (:func:`marker_gene_counts`).
+
+    The variable genes are vst's top ``n_hvg`` of the train half; ``var['highly_variable']`` is
+    not used, since genes chosen on all counts would let the test half shape the clusters.
+    """
+    prepared = []
+    for draw, seed in enumerate(draw_seeds(params.seed, params.draws)):
+        with stage("variable genes", timings):
+            train = counts_half(counts, seed, "train")
+            moments = compute(column_moments(train))[0]
+            genes = top_vst_genes(train, var.index, params.n_hvg, moments)
+        with stage("count splitting and normalization", timings):
+            train_genes = log_normalized_half(counts, seed, "train", params.target_sum, genes)
+            name = work_name("train", draw, params.draws)
+            rows, _ = kept(train_genes, work, name, storage_options)
+            test = log_normalized_half(counts, seed, "test", params.target_sum)
+            name = work_name("test", draw, params.draws)
+            _, test_tiles = kept(test, work, name, storage_options)
+        pair_test = partial(_marker_test, test_tiles, alpha=params.fdr)
+        prepared.append(Prepared(genes, rows, pair_test))
+    return prepared
+
+
+def _marker_test(test_tiles: da.Array, labels: np.ndarray, alpha: float) -> tuple[np.ndarray, None]:
+    """The pair test of a clustering: marker-gene counts per pair, and no marker candidates."""
+    return marker_gene_counts(test_tiles, labels, alpha=alpha), None
