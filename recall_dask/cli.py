@@ -15,7 +15,7 @@ from pathlib import Path
 from recall_dask import __version__, io
 from recall_dask.api import ingested, recall_store
 from recall_dask.calibrate import CalibrationError
-from recall_dask.cluster import CLUSTER_KINDS, ClusterConfig, dask_client
+from recall_dask.dask_cluster import CLUSTER_KINDS, ClusterConfig, dask_client
 from recall_dask.errors import InputError
 from recall_dask.graph import ALGORITHMS, NEIGHBOR_SEARCHES
 from recall_dask.io.storage import Location

@@ -14,7 +14,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from recall_dask.api import recall
 from recall_dask.cli import main
-from recall_dask.cluster import ClusterConfig, dask_client
+from recall_dask.dask_cluster import ClusterConfig, dask_client
 from recall_dask.methods.countsplit import (
     LOGFC_THRESHOLD,
     MIN_PCT,

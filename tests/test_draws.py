@@ -10,7 +10,7 @@ from conftest import poisson_population, simulate_dense
 from sklearn.metrics import adjusted_rand_score
 
 from recall_dask.api import recall
-from recall_dask.cluster import ClusterConfig, dask_client
+from recall_dask.dask_cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
 from recall_dask.methods.draws import draw_seeds
 from recall_dask.nulls import NULL_METHODS

@@ -9,7 +9,7 @@ from conftest import simulate_dense
 from sklearn.metrics import adjusted_rand_score
 
 from recall_dask.api import recall
-from recall_dask.cluster import ClusterConfig, dask_client
+from recall_dask.dask_cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
 
 FAST = {"n_hvg": 500}

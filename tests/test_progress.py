@@ -12,7 +12,7 @@ from conftest import simulate_dense
 from recall_dask import progress
 from recall_dask.api import recall
 from recall_dask.cli import main
-from recall_dask.cluster import ClusterConfig, dask_client
+from recall_dask.dask_cluster import ClusterConfig, dask_client
 
 
 @pytest.fixture
