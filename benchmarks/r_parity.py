@@ -1,7 +1,7 @@
 """Parity with R on PBMC 3k, as distributions over seeds, and stage by stage on R's own draws.
 
 For seeds 1..N it runs the recall procedure in R (``benchmarks/r/recall_seurat.R``: Seurat
-4.3 with limma, FindClustersRecall's steps) and ours (``recall-dask run``) with each neighbour
+4.3 with limma, FindClustersRecall's steps) and ours (``recall-dask run``) with each neighbor
 search, each in a fresh process, timed with the peak memory of its process tree. Then:
 
 * the cluster count per seed, and the ARI against the Seurat tutorial's annotation;
@@ -9,7 +9,7 @@ search, each in a fresh process, timed with the peak memory of its process tree.
   ours (pairs of different seeds), as median and range;
 * the plain clustering (no artificial genes) against R's ``default_cluster``;
 * R's artificial genes of each seed fed through our stages, compared with what R computed
-  from them: variable genes, PCA, neighbours, the clusters and pair decision of every
+  from them: variable genes, PCA, neighbors, the clusters and pair decision of every
   iteration, and the final clusters; the first stage that differs is reported with numbers.
 
 The table goes into README.md; ``--vendor`` also writes R's per-seed labels to the bundled
@@ -112,8 +112,8 @@ def first_difference(r_out: Path, counts: sp.csr_matrix, var: pd.DataFrame, sear
     if not same.all():
         shared = np.mean([len(set(a) & set(b)) for a, b in zip(knn, r_knn, strict=True)])
         return (
-            f"neighbours: {same.mean():.1%} of the lists identical, "
-            f"{shared / params.k_neighbors:.1%} of the neighbours shared"
+            f"neighbors: {same.mean():.1%} of the lists identical, "
+            f"{shared / params.k_neighbors:.1%} of the neighbors shared"
         )
     tiles = data.rechunk({1: 1024})
     iterations = calibrate(

@@ -102,22 +102,22 @@ def add_recall_options(parser: argparse.ArgumentParser) -> None:
         "--k-neighbors",
         type=int,
         default=d.k_neighbors,
-        help="neighbours per cell in the kNN graph, as Seurat's FindNeighbors k.param "
+        help="neighbors per cell in the kNN graph, as Seurat's FindNeighbors k.param "
         "(default %(default)s)",
     )
     add(
         "--neighbors",
         choices=tuple(NEIGHBOR_SEARCHES),
         default=d.neighbors,
-        help="neighbour search: annoy = Seurat's FindNeighbors default (Annoy, 50 trees, the "
-        "same neighbours as Seurat for the same embedding); exact = an exact KD-tree search "
+        help="neighbor search: annoy = Seurat's FindNeighbors default (Annoy, 50 trees, the "
+        "same neighbors as Seurat for the same embedding); exact = an exact KD-tree search "
         "(default %(default)s)",
     )
     add(
         "--snn-prune",
         type=float,
         default=d.snn_prune,
-        help="drop shared-neighbour edges with Jaccard overlap at or below this, as Seurat's "
+        help="drop shared-neighbor edges with Jaccard overlap at or below this, as Seurat's "
         "prune.SNN (default 1/15)",
     )
     add(

@@ -115,7 +115,7 @@ def run_recall(
     """
     n_cells = counts.shape[0]
     if n_cells < params.k_neighbors:
-        raise InputError(f"fewer cells ({n_cells}) than neighbours (k = {params.k_neighbors})")
+        raise InputError(f"fewer cells ({n_cells}) than neighbors (k = {params.k_neighbors})")
     timings: dict[str, float] = {}
     draws = METHODS[params.method](counts, var, params, timings, store, storage_options)
     with stage("scaling and PCA", timings):

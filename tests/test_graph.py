@@ -78,11 +78,11 @@ def test_knn_self_first_among_duplicates():
 
 @pytest.mark.parametrize("search", ["exact", "annoy"])
 def test_knn_too_few_cells(search):
-    with pytest.raises(InputError, match=r"fewer cells \(5\) than neighbours \(20\)"):
+    with pytest.raises(InputError, match=r"fewer cells \(5\) than neighbors \(20\)"):
         nearest_neighbors(np.zeros((5, 3)), 20, search)
 
 
-def test_annoy_finds_nearly_all_exact_neighbours():
+def test_annoy_finds_nearly_all_exact_neighbors():
     x = np.random.default_rng(7).normal(size=(3000, 10))
     annoy, exact = annoy_neighbors(x, k=20), exact_neighbors(x, k=20)
     assert annoy.shape == (3000, 20) and annoy.dtype == np.int64
@@ -352,7 +352,7 @@ def _seurat_local_moving(indptr, indices, weights, node_weight, cluster, resolut
 
 def _seurat_reduced_network(indptr, indices, weights, node_weight, cluster, n_clusters):
     """Seurat's ``Network.createReducedNetwork`` in plain Python: the oracle for
-    ``reduce_network``. A dict keeps the neighbouring clusters in the order first met."""
+    ``reduce_network``. A dict keeps the neighboring clusters in the order first met."""
     members = [[] for _ in range(n_clusters)]
     for node, c in enumerate(cluster.tolist()):
         members[c].append(node)
@@ -387,7 +387,7 @@ def _both_local_movings(network, cluster, resolution):
 
 
 def _torus_network(side):
-    """Unit-weight 4-neighbour torus: every node has the same weight, so gains tie often."""
+    """Unit-weight 4-neighbor torus: every node has the same weight, so gains tie often."""
 
     grid = np.arange(side * side).reshape(side, side)
     rows = np.concatenate([grid.ravel(), grid.ravel()])
@@ -407,7 +407,7 @@ def _torus_network(side):
     ],
 )
 def test_local_moving_makes_seurat_moves(graph, start, resolution):
-    """Visit-order layout, known neighbouring clusters and int32 ids change no move: same
+    """Visit-order layout, known neighboring clusters and int32 ids change no move: same
     clusters and the same Java stream afterwards as Seurat's plain loop, on the graph and on
     the network of the clusters it found, which must be Seurat's bit for bit."""
     from recall_dask.graph.louvain import reduce_network

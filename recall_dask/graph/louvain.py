@@ -85,15 +85,15 @@ def _in_visit_order(indptr, indices, weights, node_weight, order):
 
 @numba.njit(nogil=True, cache=True)
 def louvain_local_moving(indptr, indices, weights, node_weight, cluster, resolution, state):
-    """Move nodes, in a random order, to the neighbouring cluster that most improves quality.
+    """Move nodes, in a random order, to the neighboring cluster that most improves quality.
 
     Visits nodes cyclically until every node has stayed put once in a row; a node with no
     positive gain moves to an empty cluster. Relabels clusters 0..K-1 by their old ids.
     Returns (whether any node moved, number of clusters). ``cluster`` is updated in place.
 
     Exact speed-ups over Seurat's loop, with the same moves: the network is laid out in visit
-    order; each node keeps its neighbouring clusters and its summed edge weight to each until
-    a neighbour moves (most of a sweep's nodes have no neighbour that moved since their last
+    order; each node keeps its neighboring clusters and its summed edge weight to each until
+    a neighbor moves (most of a sweep's nodes have no neighbor that moved since their last
     visit, so most visits skip the edges); cluster ids take the indices' dtype (int32 for
     fewer than 2^31 edges); and the edge loop has no branch, so the random reads of
     successive edges overlap. The known clusters take as much memory as the network's edges.
@@ -103,7 +103,7 @@ def louvain_local_moving(indptr, indices, weights, node_weight, cluster, resolut
         return False, 1
     order = _random_permutation(state, n)
     # Column 0: weight from the visited node to each cluster, column 1: the cluster's weight.
-    # Side by side, a neighbouring cluster's two reads share a cache line.
+    # Side by side, a neighboring cluster's two reads share a cache line.
     weight = np.zeros((n, 2))
     cluster_size = np.zeros(n, dtype=indices.dtype)
     for i in range(n):  # summed in node order, as Seurat does
@@ -121,7 +121,7 @@ def louvain_local_moving(indptr, indices, weights, node_weight, cluster, resolut
     label = np.empty(n, dtype=indices.dtype)  # cluster ids stay; only the nodes are reordered
     for p in range(n):
         label[p] = cluster[order[p]]
-    # Node p's neighbouring clusters, in the order Seurat meets them, and the weight to each:
+    # Node p's neighboring clusters, in the order Seurat meets them, and the weight to each:
     # known_cluster/known_weight[indptr[p]:indptr[p] + n_known[p]]; -1: look at the edges.
     n_known = np.full(n, -1, dtype=np.int32)
     known_cluster = np.empty(indices.size, dtype=indices.dtype)
@@ -186,7 +186,7 @@ def reduce_network(indptr, indices, weights, node_weight, cluster, n_clusters):
     """The network of clusters: summed node weights and between-cluster edge weights.
 
     Sums in Seurat's order: a cluster's nodes in increasing order, each node's edges in order,
-    neighbouring clusters listed as first met. One pass over the nodes appends each
+    neighboring clusters listed as first met. One pass over the nodes appends each
     between-cluster edge to its cluster's bucket (edges read front to back, not cluster by
     cluster); each bucket is then summed and compacted in place. The buckets take as much
     memory as the network's edges, until the result is copied out.

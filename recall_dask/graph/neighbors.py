@@ -26,13 +26,13 @@ def _checked_embedding(embedding: np.ndarray, k: int) -> np.ndarray:
     if x.ndim != 2:
         raise InputError(f"embedding must be 2-D (cells x components), got shape {x.shape}")
     if k < 1 or x.shape[0] < k:
-        raise InputError(f"fewer cells ({x.shape[0]}) than neighbours ({k})")
+        raise InputError(f"fewer cells ({x.shape[0]}) than neighbors ({k})")
     return x
 
 
 def annoy_neighbors(embedding: np.ndarray, k: int = 20, n_trees: int = ANNOY_TREES) -> np.ndarray:
     """Approximate Euclidean kNN as Seurat's ``FindNeighbors`` default (``nn.method =
-    "annoy"``), an (n_cells, k) int64 array of neighbour lists ordered by distance.
+    "annoy"``), an (n_cells, k) int64 array of neighbor lists ordered by distance.
 
     Seurat builds an RcppAnnoy index of the cells in order, with ``n.trees = 50`` and Annoy's
     own default seed, and asks it for each cell's k nearest cells with the default search
@@ -65,7 +65,7 @@ def annoy_neighbors(embedding: np.ndarray, k: int = 20, n_trees: int = ANNOY_TRE
 def exact_neighbors(embedding: np.ndarray, k: int = 20) -> np.ndarray:
     """Exact Euclidean kNN, each list starting with the cell itself (Seurat ``k.param``).
 
-    Returns an (n_cells, k) int64 array. Within a row, neighbours are ordered by
+    Returns an (n_cells, k) int64 array. Within a row, neighbors are ordered by
     (distance, index); the cell itself is always column 0, even among exact duplicates.
     Which of several equidistant cells fills the last slot is up to the KD-tree, which
     is deterministic for a given input.
@@ -74,7 +74,7 @@ def exact_neighbors(embedding: np.ndarray, k: int = 20) -> np.ndarray:
     n = x.shape[0]
     tree = cKDTree(x)
     # Query in the tree's own leaf order: consecutive queries then walk the same branches,
-    # which halves the time on a million cells. The neighbours do not change.
+    # which halves the time on a million cells. The neighbors do not change.
     leaf_order = tree.indices
     dist, idx = np.empty((n, k)), np.empty((n, k), dtype=np.int64)
     found_dist, found_idx = tree.query(x[leaf_order], k=k, workers=-1)
@@ -88,10 +88,10 @@ def exact_neighbors(embedding: np.ndarray, k: int = 20) -> np.ndarray:
     return np.take_along_axis(idx, order, axis=1)
 
 
-#: How neighbours are found, by ``--neighbors``.
+#: How neighbors are found, by ``--neighbors``.
 NEIGHBOR_SEARCHES = {"annoy": annoy_neighbors, "exact": exact_neighbors}
 
 
 def nearest_neighbors(embedding: np.ndarray, k: int, method: str) -> np.ndarray:
-    """Each cell's k neighbour lists by ``method`` (a key of :data:`NEIGHBOR_SEARCHES`)."""
+    """Each cell's k neighbor lists by ``method`` (a key of :data:`NEIGHBOR_SEARCHES`)."""
     return NEIGHBOR_SEARCHES[method](embedding, k)

@@ -24,7 +24,7 @@ def shared_nearest_neighbors(knn: np.ndarray, prune: float = 1 / 15) -> sp.csr_m
     knn = knn.astype(np.int64, copy=False)
     if knn.size and (knn.min() < 0 or knn.max() >= n):
         raise InputError(f"knn indices must lie in [0, {n})")
-    # Reverse lists: members[starts[m]:starts[m+1]] are the cells that have m as a neighbour.
+    # Reverse lists: members[starts[m]:starts[m+1]] are the cells that have m as a neighbor.
     flat = knn.ravel()
     members = (np.argsort(flat, kind="stable") // k).astype(np.int64)
     starts = np.zeros(n + 1, dtype=np.int64)

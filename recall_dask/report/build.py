@@ -23,7 +23,7 @@ from recall_dask.run import embed, neighbor_graph
 
 logger = logging.getLogger(__name__)
 
-#: Seurat's ``RunUMAP`` defaults (uwot): 30 neighbours, min_dist 0.3, cosine distance, and its
+#: Seurat's ``RunUMAP`` defaults (uwot): 30 neighbors, min_dist 0.3, cosine distance, and its
 #: fixed ``seed.use = 42``. A seed makes umap-learn run single-threaded, and so deterministic.
 UMAP_OPTIONS = {"n_neighbors": 30, "min_dist": 0.3, "metric": "cosine", "random_state": 42}
 
