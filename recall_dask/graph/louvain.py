@@ -21,7 +21,7 @@ _JAVA_MASK = np.uint64((1 << 48) - 1)
 
 
 @numba.njit(cache=True)
-def java_random(seed):
+def java_random(seed: int) -> np.ndarray:
     """State of ``java.util.Random(seed)``: Seurat's clustering draws from this generator."""
     state = np.empty(1, dtype=np.uint64)
     state[0] = (np.uint64(seed) ^ _JAVA_MULTIPLIER) & _JAVA_MASK
@@ -84,7 +84,15 @@ def _in_visit_order(indptr, indices, weights, node_weight, order):
 
 
 @numba.njit(nogil=True, cache=True)
-def louvain_local_moving(indptr, indices, weights, node_weight, cluster, resolution, state):
+def louvain_local_moving(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    weights: np.ndarray,
+    node_weight: np.ndarray,
+    cluster: np.ndarray,
+    resolution: float,
+    state: np.ndarray,
+) -> tuple[bool, int]:
     """Move nodes, in a random order, to the neighboring cluster that most improves quality.
 
     Visits nodes cyclically until every node has stayed put once in a row; a node with no
@@ -182,7 +190,14 @@ def louvain_local_moving(indptr, indices, weights, node_weight, cluster, resolut
 
 
 @numba.njit(nogil=True, cache=True)
-def reduce_network(indptr, indices, weights, node_weight, cluster, n_clusters):
+def reduce_network(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    weights: np.ndarray,
+    node_weight: np.ndarray,
+    cluster: np.ndarray,
+    n_clusters: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The network of clusters: summed node weights and between-cluster edge weights.
 
     Sums in Seurat's order: a cluster's nodes in increasing order, each node's edges in order,
@@ -229,7 +244,14 @@ def reduce_network(indptr, indices, weights, node_weight, cluster, n_clusters):
 
 
 @numba.njit(nogil=True, cache=True)
-def partition_quality(indptr, indices, weights, node_weight, cluster, resolution):
+def partition_quality(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    weights: np.ndarray,
+    node_weight: np.ndarray,
+    cluster: np.ndarray,
+    resolution: float,
+) -> float:
     """Within-cluster edge weight minus resolution x squared cluster weights (Seurat's quality,
     up to a positive constant), for choosing the best random start."""
     quality = 0.0

@@ -59,8 +59,16 @@ def _min_shared(k: int, prune: float) -> int:
 
 @numba.njit(nogil=True, cache=True, parallel=True)
 def shared_neighbor_counts(
-    knn, starts, members, min_shared, bounds, row_ptr, indices, data, count_only
-):
+    knn: np.ndarray,
+    starts: np.ndarray,
+    members: np.ndarray,
+    min_shared: int,
+    bounds: np.ndarray,
+    row_ptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    count_only: bool,
+) -> None:
     """Sparse A @ A.T (A the kNN indicator) row by row, keeping counts >= ``min_shared``.
 
     With ``count_only`` store each row's kept count in ``row_ptr``; otherwise ``row_ptr``

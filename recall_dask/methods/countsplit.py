@@ -96,7 +96,15 @@ def _popcount(x):
 
 
 @numba.njit(nogil=True, cache=True)
-def binomial_half(indptr, indices, data, first_row, keys, block_rows, n_cols):
+def binomial_half(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    first_row: int,
+    keys: np.ndarray,
+    block_rows: int,
+    n_cols: int,
+) -> np.ndarray:
     """A Binomial(n, 1/2) draw for every stored count n of a CSR row block: ones among n bits.
 
     Row ``i`` is absolute row ``r = first_row + i``, in RNG block ``r // block_rows`` whose key

@@ -40,7 +40,7 @@ def _pmf_start(mu, r):
 
 
 @numba.njit(nogil=True, cache=True)
-def count_inverse(u, mu, r):
+def count_inverse(u: float, mu: float, r: float) -> int:
     """The NB(mean ``mu``, size ``r``) quantile of ``u`` in [0, 1): smallest k with F(k) > u.
     ``r = inf`` is the Poisson(``mu``) limit.
 
@@ -64,7 +64,9 @@ def count_inverse(u, mu, r):
 
 
 @numba.njit(nogil=True, cache=True)
-def count_cdf_bounds(x, genes, rate, pi, theta):
+def count_cdf_bounds(
+    x: np.ndarray, genes: np.ndarray, rate: np.ndarray, pi: np.ndarray, theta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """``(F(x - 1), F(x))`` of each count ``x[i] >= 0`` of gene ``genes[i]``, ``F`` the
     zero-inflated NB of :func:`count_quantiles`, by summing the pmf up to ``x``."""
     lower = np.empty(x.size)
@@ -86,7 +88,9 @@ def count_cdf_bounds(x, genes, rate, pi, theta):
 
 
 @numba.njit(nogil=True, cache=True)
-def count_quantiles(z, rate, pi, theta):
+def count_quantiles(
+    z: np.ndarray, rate: np.ndarray, pi: np.ndarray, theta: np.ndarray
+) -> np.ndarray:
     """Counts (float32, rows x genes) at standard normal scores ``z``: ``F_j^-1(Phi(z))``.
 
     ``F_j`` is gene j's zero-inflated NB: 0 with probability ``pi[j]``, else NB(mean

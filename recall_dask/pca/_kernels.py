@@ -6,7 +6,9 @@ import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
-def accumulate_gram(indptr, indices, data, out, block):
+def accumulate_gram(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, out: np.ndarray, block: int
+) -> None:
     """Add X^T X of a CSR block with sorted column indices to the upper triangle of ``out``.
 
     Each row adds the products of its nonzero pairs only, so the cost is the sum of squared
@@ -35,7 +37,9 @@ def accumulate_gram(indptr, indices, data, out, block):
 
 
 @numba.njit(nogil=True, cache=True)
-def centre_and_scale_gram(upper, col_sum, mean, inv_std, n_rows):
+def centre_and_scale_gram(
+    upper: np.ndarray, col_sum: np.ndarray, mean: np.ndarray, inv_std: np.ndarray, n_rows: float
+) -> np.ndarray:
     """Full symmetric (X - 1 mean^T)^T (X - 1 mean^T) scaled by inv_std on both sides.
 
     ``upper`` holds the upper triangle of X^T X and ``col_sum`` the column sums of X.

@@ -7,7 +7,14 @@ import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
-def group_nonzeros(indptr, indices, data, labels, n_features, n_clusters):
+def group_nonzeros(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    labels: np.ndarray,
+    n_features: int,
+    n_clusters: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Regroup the nonzeros of a CSR matrix by (feature, cluster) with a counting sort.
 
     Rows are cells (``labels[i]`` is the cluster of row ``i``), columns are features.
@@ -94,7 +101,9 @@ def _rank_one_tie_group(tied, present, n_present, seen, below, own, cross, count
 
 
 @numba.njit(nogil=True, cache=True)
-def pairwise_rank_sum_stats(values, offsets, sizes, pairs, n_features):
+def pairwise_rank_sum_stats(
+    values: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, pairs: np.ndarray, n_features: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Centred rank-sum statistic ``U - mu`` and its tie-corrected ``sigma`` per pair and feature.
 
     ``values, offsets`` come from :func:`group_nonzeros`, each group sorted ascending;
