@@ -88,8 +88,9 @@ def write_10x_h5(
     ``shape`` = [genes, cells]), ``barcodes`` from ``obs.index``, and ``features/{id, name,
     feature_type, genome}`` from ``var`` (columns ``gene_ids``, ``feature_types`` and
     ``genome`` if present, else the var names, "Gene Expression" and ""). CSC by cell is CSR
-    by cell, so each row chunk is validated as raw counts (like :func:`write_stream`) and
-    appended to gzip-compressed, resizable datasets; the whole matrix is never in memory.
+    by cell, so each row chunk is validated as raw counts (like
+    :func:`~recall_dask.io.counts.write_stream`) and appended to gzip-compressed, resizable
+    datasets; the whole matrix is never in memory.
     The file is written under a hidden sibling name that replaces ``path`` only once complete,
     so a failure leaves neither partial output nor a damaged previous file. Local paths only.
     """
