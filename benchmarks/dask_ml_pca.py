@@ -40,14 +40,14 @@ def augmented_store(data_dir: Path, n_cells: int) -> Path:
     from scale import simulated_h5
 
     from recall_dask import io
+    from recall_dask.io.workstore import write_tiles
     from recall_dask.nulls import fit_null
     from recall_dask.preprocess import (
         augmented_log_normalized,
         column_moments,
         select_variable_genes,
     )
-    from recall_dask.wilcoxon import feature_block_for
-    from recall_dask.workstore import write_tiles
+    from recall_dask.stats.ranksums import feature_block_for
 
     counts_store = data_dir / f"counts_{n_cells}.zarr"
     if not counts_store.exists():
@@ -67,9 +67,9 @@ def one(method: str, store: Path, result: Path) -> None:
     """In a child process: 50 PCs of the scaled matrix by ``method``; loadings saved."""
     import dask
 
+    from recall_dask.io.workstore import Tiles
     from recall_dask.pca import pca_from_gram, scaled_gram
     from recall_dask.preprocess import feature_scaling
-    from recall_dask.workstore import Tiles
 
     dask.config.set(scheduler="threads", num_workers=2)
     layout = json.loads((store / "done").read_text())

@@ -8,8 +8,8 @@ resolution 0.8 with Seurat's defaults (10 starts of up to 10 iterations). Edges 
 in both directions, as the CSR network stores them.
 
 ``--baseline DIR`` also times the Louvain kernels of another checkout (e.g. the main branch),
-run by this checkout's ``graph.py``, alternating with the current kernels in the same process,
-and checks that both give the same labels.
+run by this checkout's ``seurat_louvain`` (``recall_dask/graph/louvain.py``), alternating with
+the current kernels in the same process, and checks that both give the same labels.
 
     python benchmarks/louvain.py --cells 100000 300000 1000000 --baseline /work/main
 """
@@ -22,12 +22,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import scipy.sparse as sp
 
-from recall_dask import _kernels, graph
+from recall_dask import graph
+from recall_dask.graph import louvain
 
 KERNELS = ("java_random", "louvain_local_moving", "reduce_network", "partition_quality")
 
@@ -45,23 +46,28 @@ def blob_snn(data_dir: Path, n_cells: int) -> sp.csr_matrix:
 
 
 def load_kernels(checkout: Path, scratch: Path) -> ModuleType:
-    """``recall_dask/_kernels.py`` of another checkout, as a module of its own. It is loaded
-    from a copy in ``scratch``, so numba caches its compilations there, not in the checkout."""
+    """The Louvain kernels of another checkout (``recall_dask/graph/louvain.py``, or
+    ``recall_dask/_kernels.py`` in checkouts before the graph package), as a module of its own.
+    It is loaded from a copy in ``scratch``, so numba caches its compilations there, not in the
+    checkout."""
     copy = scratch / "baseline_kernels.py"
-    shutil.copyfile(checkout / "recall_dask" / "_kernels.py", copy)
+    source = checkout / "recall_dask" / "graph" / "louvain.py"
+    if not source.exists():
+        source = checkout / "recall_dask" / "_kernels.py"
+    shutil.copyfile(source, copy)
     spec = importlib.util.spec_from_file_location("baseline_kernels", copy)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def use_kernels(kernels: ModuleType) -> None:
-    """Make ``graph.py`` call the Louvain kernels of ``kernels``."""
+def use_kernels(kernels: ModuleType | SimpleNamespace) -> None:
+    """Make ``seurat_louvain`` call the Louvain kernels of ``kernels``."""
     for name in KERNELS:
-        setattr(graph, name, getattr(kernels, name))
+        setattr(louvain, name, getattr(kernels, name))
 
 
-def time_one(kernels: ModuleType, snn_graph: graph.SNNGraph) -> dict[str, object]:
+def time_one(kernels: ModuleType | SimpleNamespace, snn_graph: graph.SNNGraph) -> dict[str, object]:
     """CPU seconds of the first local moving and of ``cluster_graph``, and the labels."""
     use_kernels(kernels)
     network = snn_graph.network
@@ -79,7 +85,12 @@ def time_one(kernels: ModuleType, snn_graph: graph.SNNGraph) -> dict[str, object
     }
 
 
-def compare(versions: dict[str, ModuleType], data_dir: Path, sizes: list[int], repeats: int):
+def compare(
+    versions: dict[str, ModuleType | SimpleNamespace],
+    data_dir: Path,
+    sizes: list[int],
+    repeats: int,
+):
     """Print one table row per size, kernels and repeat; stop if the labels differ."""
     warm_up = graph.shared_nearest_neighbors(
         graph.exact_neighbors(np.random.default_rng(0).normal(size=(500, 10)))
@@ -117,7 +128,9 @@ def main() -> None:
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        versions = {"current": _kernels}
+        # The current kernels, held apart from the module whose names use_kernels replaces.
+        current = SimpleNamespace(**{name: getattr(louvain, name) for name in KERNELS})
+        versions = {"current": current}
         if args.baseline:
             versions["baseline"] = load_kernels(args.baseline, Path(scratch))
         compare(versions, args.data_dir, args.cells, args.repeats)

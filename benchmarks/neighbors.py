@@ -1,9 +1,9 @@
-"""Time the two neighbour searches (``--neighbors annoy|exact``) on embeddings of growing size.
+"""Time the two neighbor searches (``--neighbors annoy|exact``) on embeddings of growing size.
 
 Each search runs in a fresh process on a 10-PC embedding shaped like a clustered run's (8
 groups in 10 dimensions, unit noise), and the SNN graph is built from its lists as a run
 builds it. Reports seconds for the search and for the SNN graph, the peak memory of the
-process, and how many of Annoy's neighbours the exact search shares (on 20,000 cells).
+process, and how many of Annoy's neighbors the exact search shares (on 20,000 cells).
 
     python benchmarks/neighbors.py --cells 100000 1000000
 """
@@ -88,7 +88,7 @@ def main() -> None:
             "",
             "Growth exponent b of search time ~ cells^b: "
             + ", ".join(f"{search} {b:.2f}" for search, b in growth.items())
-            + f". Annoy shares {shared_fraction():.1%} of the exact neighbours (20,000 cells).",
+            + f". Annoy shares {shared_fraction():.1%} of the exact neighbors (20,000 cells).",
         ]
     text = "\n".join(lines) + "\n"
     print(text)

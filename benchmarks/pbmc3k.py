@@ -75,7 +75,7 @@ def clear_numba_cache() -> None:
     """Make the first run truly cold: numba recompiles and re-caches the kernels."""
     import recall_dask
 
-    for cached in Path(recall_dask.__file__).parent.glob("__pycache__/*.nb[ic]"):
+    for cached in Path(recall_dask.__file__).parent.rglob("__pycache__/*.nb[ic]"):
         cached.unlink()
 
 

@@ -1,7 +1,7 @@
 """Parity with R on PBMC 3k, as distributions over seeds, and stage by stage on R's own draws.
 
 For seeds 1..N it runs the recall procedure in R (``benchmarks/r/recall_seurat.R``: Seurat
-4.3 with limma, FindClustersRecall's steps) and ours (``recall-dask run``) with each neighbour
+4.3 with limma, FindClustersRecall's steps) and ours (``recall-dask run``) with each neighbor
 search, each in a fresh process, timed with the peak memory of its process tree. Then:
 
 * the cluster count per seed, and the ARI against the Seurat tutorial's annotation;
@@ -9,7 +9,7 @@ search, each in a fresh process, timed with the peak memory of its process tree.
   ours (pairs of different seeds), as median and range;
 * the plain clustering (no artificial genes) against R's ``default_cluster``;
 * R's artificial genes of each seed fed through our stages, compared with what R computed
-  from them: variable genes, PCA, neighbours, the clusters and pair decision of every
+  from them: variable genes, PCA, neighbors, the clusters and pair decision of every
   iteration, and the final clusters; the first stage that differs is reported with numbers.
 
 The table goes into README.md; ``--vendor`` also writes R's per-seed labels to the bundled
@@ -38,13 +38,14 @@ from _measure import replace_readme_section, run_measured
 from sklearn.metrics import adjusted_rand_score
 
 from recall_dask import io
-from recall_dask.calibrate import calibrate, selected_gene_counts
+from recall_dask.calibrate import calibrate
 from recall_dask.graph import NEIGHBOR_SEARCHES, nearest_neighbors, shared_nearest_neighbors
+from recall_dask.methods.recall import selected_gene_counts
 from recall_dask.params import RecallParams
-from recall_dask.pipeline import embed
 from recall_dask.preprocess import column_moments, log_normalize, select_variable_genes
 from recall_dask.progress import reporting
 from recall_dask.report import default_clusters
+from recall_dask.run import embed
 
 ROOT = Path(__file__).resolve().parent.parent
 R_SCRIPT = ROOT / "benchmarks" / "r" / "recall_seurat.R"
@@ -111,8 +112,8 @@ def first_difference(r_out: Path, counts: sp.csr_matrix, var: pd.DataFrame, sear
     if not same.all():
         shared = np.mean([len(set(a) & set(b)) for a, b in zip(knn, r_knn, strict=True)])
         return (
-            f"neighbours: {same.mean():.1%} of the lists identical, "
-            f"{shared / params.k_neighbors:.1%} of the neighbours shared"
+            f"neighbors: {same.mean():.1%} of the lists identical, "
+            f"{shared / params.k_neighbors:.1%} of the neighbors shared"
         )
     tiles = data.rechunk({1: 1024})
     iterations = calibrate(

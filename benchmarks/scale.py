@@ -97,8 +97,8 @@ def in_memory_agreement(data_dir: Path, row: dict[str, object]) -> dict[str, obj
     script = (
         "import sys, numpy as np, anndata as ad, tempfile\n"
         "from recall_dask import io\n"
-        "from recall_dask.cluster import ClusterConfig, dask_client\n"
-        "from recall_dask.pipeline import recall\n"
+        "from recall_dask.dask_cluster import ClusterConfig, dask_client\n"
+        "from recall_dask.api import recall\n"
         "with tempfile.TemporaryDirectory() as tmp:\n"
         "    io.ingest(sys.argv[1], tmp + '/x.zarr', chunk_size=io.DEFAULT_CHUNK_SIZE)\n"
         "    adata = ad.read_zarr(tmp + '/x.zarr')\n"

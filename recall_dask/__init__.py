@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from recall_dask.pipeline import recall  # noqa: E402
+from recall_dask.api import recall  # noqa: E402
 
 __all__ = ["recall", "__version__"]

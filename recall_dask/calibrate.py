@@ -2,9 +2,10 @@
 
 At each resolution the graph is clustered and every pair of clusters is tested by a pair test:
 a function of the labels that returns the clusters x clusters matrix of genes selected per
-pair (and marker candidates, where it has them). recall's test (:func:`selected_gene_counts`)
-runs the knockoff filter on the variable genes and their artificial twins; count splitting's
-(:mod:`recall_dask.countsplit`) counts marker genes on held-out counts, as
+pair (and marker candidates, where it has them). recall's test
+(:func:`recall_dask.methods.recall.selected_gene_counts`) runs the knockoff filter on the
+variable genes and their artificial twins; count splitting's
+(:mod:`recall_dask.methods.countsplit`) counts marker genes on held-out counts, as
 ``FindClustersCountsplit`` does with the same loop. A pair that selects no gene is not
 supported by the data, so the resolution drops by ``reduction_percentage`` and the same graph
 is clustered again. The loop stops when every pair selects a gene or one cluster is left.
@@ -25,20 +26,18 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 
 from recall_dask.graph import SNNGraph, cluster_graph
-from recall_dask.knockoff import knockoff_statistics, n_selected_per_pair, strongest_selected
 from recall_dask.params import RecallParams
-from recall_dask.wilcoxon import cluster_pairs, pair_matrix, pairwise_rank_sum_tests
+
+if TYPE_CHECKING:
+    from recall_dask.methods.recall import Markers
 
 logger = logging.getLogger(__name__)
-
-#: Marker candidates recorded per cluster pair: the selected genes with the largest W.
-MARKERS_PER_PAIR = 10
 
 #: Clusterings run at once in the client: the current resolution and the next ones.
 CLUSTERING_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -56,47 +55,9 @@ class CalibrationError(RuntimeError):
     """The loop ran out of iterations before every cluster pair was supported."""
 
 
-@dataclass(frozen=True)
-class Markers:
-    """For each cluster pair ``a < b``, the knockoff-selected genes with the largest W (at most
-    :data:`MARKERS_PER_PAIR`, by decreasing W): marker candidates that tell the pair apart.
-
-    Parallel arrays, one entry per (pair, gene); ``gene`` indexes the variable genes and
-    ``higher_in`` is the cluster of the pair where the gene ranks higher (W has no direction).
-    """
-
-    cluster_a: np.ndarray
-    cluster_b: np.ndarray
-    gene: np.ndarray
-    W: np.ndarray
-    higher_in: np.ndarray
-
-    @classmethod
-    def strongest(
-        cls, w: np.ndarray, direction: np.ndarray, pairs: np.ndarray, fdr: float
-    ) -> Markers:
-        """The markers of every pair from its rows of ``w`` and of the rank-sum ``direction``
-        (pairs x variable genes; +1 where the pair's first cluster ranks higher)."""
-        top = [strongest_selected(row, fdr, MARKERS_PER_PAIR) for row in w]
-        row = np.repeat(np.arange(len(top)), [t.size for t in top])
-        gene = np.concatenate([np.zeros(0, dtype=np.int64), *top])
-        a, b = pairs[row, 0], pairs[row, 1]
-        return cls(a, b, gene, w[row, gene], np.where(direction[row, gene] > 0, a, b))
-
-    def record(self, gene_names: np.ndarray) -> dict[str, np.ndarray]:
-        """The ``uns['recall']['markers']`` entry, with genes by name."""
-        return {
-            "cluster_a": self.cluster_a,
-            "cluster_b": self.cluster_b,
-            "gene": np.asarray(gene_names, dtype=str)[self.gene],
-            "W": self.W,
-            "higher_in": self.higher_in,
-        }
-
-
 #: Labels (one cluster id per cell, ``0..K-1``) to the K x K matrix of genes selected per pair
 #: (-1 on the diagonal) and, for tests that have them, each pair's marker candidates.
-PairTest = Callable[[np.ndarray], tuple[np.ndarray, Markers | None]]
+PairTest = Callable[[np.ndarray], tuple[np.ndarray, "Markers | None"]]
 
 
 @dataclass(frozen=True)
@@ -131,28 +92,6 @@ class Iteration:
             "failing_pair": list(pair) if pair else [],
             "n_selected": self.n_selected,
         }
-
-
-def selected_gene_counts(
-    data: da.Array, labels: np.ndarray, n_genes: int, fdr: float
-) -> tuple[np.ndarray, Markers]:
-    """Clusters x clusters matrix of genes the knockoff+ filter selects for each pair, and
-    each pair's strongest selected genes.
-
-    ``data`` holds the log-normalized variable genes in its first ``n_genes`` columns and their
-    artificial twins, in the same order, in the next ``n_genes``.
-    """
-    n_clusters = int(labels.max()) + 1
-    pairs = cluster_pairs(n_clusters)
-    if n_clusters == 1:
-        nothing = np.zeros((0, n_genes))
-        return pair_matrix(np.empty(0, dtype=np.int64), 1), Markers.strongest(
-            nothing, nothing, pairs, fdr
-        )
-    log_p, direction = pairwise_rank_sum_tests(data, labels, n_clusters)
-    w = knockoff_statistics(log_p[:, :n_genes], log_p[:, n_genes:])
-    markers = Markers.strongest(w, direction[:, :n_genes], pairs, fdr)
-    return pair_matrix(n_selected_per_pair(w, fdr), n_clusters), markers
 
 
 def resolutions(params: RecallParams) -> list[float]:

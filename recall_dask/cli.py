@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import warnings
@@ -13,20 +12,24 @@ from dataclasses import fields
 from pathlib import Path
 
 from recall_dask import __version__, io
+from recall_dask.api import ingested, recall_store
 from recall_dask.calibrate import CalibrationError
-from recall_dask.cluster import CLUSTER_KINDS, ClusterConfig, dask_client
+from recall_dask.cli_options import (
+    COMPARE_DEFAULT,
+    add_cluster_options,
+    add_recall_options,
+    add_report_options,
+    add_storage_options,
+)
+from recall_dask.dask_cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
-from recall_dask.graph import ALGORITHMS, NEIGHBOR_SEARCHES
-from recall_dask.nulls import NULL_METHODS
-from recall_dask.params import METHODS, RecallParams
-from recall_dask.pipeline import ingested, recall_store
+from recall_dask.io.storage import Location
+from recall_dask.params import RecallParams
 from recall_dask.progress import reporting
 from recall_dask.report import report_path_for, require_extra, write_report
 from recall_dask.simulate import LOG_MEAN, write_simulated
-from recall_dask.storage import Location
 
 logger = logging.getLogger("recall_dask")
-DEFAULTS = RecallParams()
 #: Draws of the demo: enough for one answer on PBMC 3k whatever the seed (README, "Draws").
 DEMO_DRAWS = 10
 
@@ -36,220 +39,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _add_recall_options(parser: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
-    add = parser.add_argument
-    add(
-        "--method",
-        choices=METHODS,
-        default=d.method,
-        help="how cluster pairs are tested: recall = artificial null genes and the knockoff "
-        "filter (FindClustersRecall); countsplit = split the counts into train and test halves, "
-        "cluster the train half and test marker genes on the test half with Seurat's "
-        "FindMarkers defaults (FindClustersCountsplit) (default %(default)s)",
-    )
-    add(
-        "--seed",
-        type=int,
-        default=d.seed,
-        help="random seed of the artificial genes or of the count split (default %(default)s)",
-    )
-    add(
-        "--draws",
-        type=int,
-        default=d.draws,
-        help="independent draws of the artificial genes (countsplit: count splits); above 1, "
-        "a resolution is accepted when at least --agreement of the draws pass, and the "
-        "clusters are the draws' consensus, with each cell's confidence; 1 is the R "
-        "package's single draw (default %(default)s)",
-    )
-    add(
-        "--agreement",
-        type=float,
-        default=d.agreement,
-        help="fraction of the draws that must pass to accept a resolution, in (0, 1] "
-        "(default %(default)s)",
-    )
-    add(
-        "--resolution-start",
-        type=float,
-        default=d.resolution_start,
-        help="first clustering resolution (default %(default)s)",
-    )
-    add(
-        "--reduction-percentage",
-        type=float,
-        default=d.reduction_percentage,
-        help="fraction by which the resolution drops per iteration (default %(default)s)",
-    )
-    add("--dims", type=int, default=d.dims, help="PCs used for the kNN graph (default %(default)s)")
-    add(
-        "--n-hvg",
-        type=int,
-        default=d.n_hvg,
-        help="number of variable genes; recall gives each an artificial twin, countsplit "
-        "chooses them on the train half (default %(default)s)",
-    )
-    add(
-        "--algorithm",
-        choices=ALGORITHMS,
-        default=d.algorithm,
-        help="modularity clustering (default %(default)s)",
-    )
-    add(
-        "--null-method",
-        choices=NULL_METHODS,
-        default=d.null_method,
-        help="null distribution of the artificial genes; recall only (default %(default)s)",
-    )
-    add(
-        "--fdr",
-        type=float,
-        default=d.fdr,
-        help="knockoff+ target FDR q; with countsplit, the level of the Bonferroni-adjusted "
-        "marker p-values (default %(default)s)",
-    )
-    add(
-        "--n-pcs",
-        type=int,
-        default=d.n_pcs,
-        help="principal components computed, as Seurat's RunPCA (default %(default)s)",
-    )
-    add(
-        "--k-neighbors",
-        type=int,
-        default=d.k_neighbors,
-        help="neighbours per cell in the kNN graph, as Seurat's FindNeighbors k.param "
-        "(default %(default)s)",
-    )
-    add(
-        "--neighbors",
-        choices=tuple(NEIGHBOR_SEARCHES),
-        default=d.neighbors,
-        help="neighbour search: annoy = Seurat's FindNeighbors default (Annoy, 50 trees, the "
-        "same neighbours as Seurat for the same embedding); exact = an exact KD-tree search "
-        "(default %(default)s)",
-    )
-    add(
-        "--snn-prune",
-        type=float,
-        default=d.snn_prune,
-        help="drop shared-neighbour edges with Jaccard overlap at or below this, as Seurat's "
-        "prune.SNN (default 1/15)",
-    )
-    add(
-        "--max-iterations",
-        type=int,
-        default=d.max_iterations,
-        help="give up after this many resolutions (default %(default)s)",
-    )
-    add(
-        "--chunk-size",
-        type=int,
-        default=io.DEFAULT_CHUNK_SIZE,
-        help="cells per row chunk (default %(default)s)",
-    )
-    add("--layer", default=None, help="counts layer of an .h5ad/.zarr input (default: X)")
-    add(
-        "--work-dir",
-        default=None,
-        help="directory or URL (s3://...) for the temporary work store of the normalized "
-        "matrices; "
-        "on a cluster, one every worker can reach (default: the system's temporary directory)",
-    )
-    _add_storage_options(parser)
-
-
-def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_argument_group(
-        "where to run",
-        "An existing scheduler (--scheduler or DASK_SCHEDULER_ADDRESS; tls:// addresses use "
-        "dask's distributed.comm.tls config), else a new cluster of the --cluster kind, shut "
-        "down at the end. SLURM and Kubernetes options left out come from dask config "
-        "(jobqueue.slurm.* as in jobqueue.yaml, kubernetes.*).",
-    )
-    add = where.add_argument
-    add(
-        "--scheduler",
-        default=None,
-        help="address of an existing Dask scheduler (default: DASK_SCHEDULER_ADDRESS)",
-    )
-    add(
-        "--cluster",
-        dest="kind",
-        choices=CLUSTER_KINDS,
-        default="local",
-        help="kind of new cluster (default %(default)s)",
-    )
-    add(
-        "--n-workers",
-        type=int,
-        default=2,
-        help="local worker processes or Kubernetes worker pods (default %(default)s)",
-    )
-    add(
-        "--threads-per-worker",
-        type=int,
-        default=None,
-        help="threads per local worker (default: cores / workers)",
-    )
-    add("--memory-limit", default="auto", help="memory per local worker, e.g. 4GiB (default auto)")
-    add("--jobs", type=int, default=1, help="SLURM worker jobs (default %(default)s)")
-    add("--queue", default=None, help="SLURM partition")
-    add("--account", default=None, help="SLURM account")
-    add("--walltime", default=None, help="SLURM job time limit, e.g. 02:00:00")
-    add("--cores", type=int, default=None, help="cores per SLURM job")
-    add("--memory", default=None, help="memory per SLURM job, e.g. 16GiB")
-    add("--image", default=None, help="container image of the Kubernetes scheduler and workers")
-
-
-def _add_storage_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--storage-options",
-        type=_json_object,
-        default=None,
-        help="fsspec storage options for every URL, as JSON, e.g. "
-        '\'{"endpoint_url": "http://minio:9000"}\' (default: fsspec configuration and the '
-        "environment)",
-    )
-
-
-def _add_report_options(parser: argparse.ArgumentParser, default: str | None) -> None:
-    report = parser.add_argument_group("report")
-    report.add_argument(
-        "--report",
-        nargs="?",
-        const="",
-        default=default,
-        metavar="PATH",
-        help="also write the HTML report, to PATH or beside the output (OUT.zarr -> OUT.html)"
-        + (" (default %(default)s)" if default else ""),
-    )
-    if default:
-        report.add_argument(
-            "--no-report", dest="report", action="store_const", const=None, help="no report"
-        )
-    report.add_argument(
-        "--compare-default", action="store_true", help=_COMPARE_DEFAULT + " (implies --report)"
-    )
-
-
-_COMPARE_DEFAULT = (
-    "add to the report the standard clustering of the original data (no artificial genes) at "
-    "the starting resolution, as a third UMAP panel"
-)
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not JSON: {error}") from error
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -275,9 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         "instead of copying its counts to OUT (for data too large to copy)",
     )
     run.add_argument("--labels-csv", default=None, help="also write barcode,cluster to this CSV")
-    _add_recall_options(run)
-    _add_report_options(run, None)
-    _add_cluster_options(run)
+    add_recall_options(run)
+    add_report_options(run, None)
+    add_cluster_options(run)
     demo = commands.add_parser(
         "demo",
         help="run on the bundled PBMC 3k data",
@@ -290,10 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--labels-csv", default="recall_demo_labels.csv", help="labels CSV (default %(default)s)"
     )
-    _add_recall_options(demo)
+    add_recall_options(demo)
     demo.set_defaults(draws=DEMO_DRAWS)
-    _add_report_options(demo, "recall_demo.html")
-    _add_cluster_options(demo)
+    add_report_options(demo, "recall_demo.html")
+    add_cluster_options(demo)
     report = commands.add_parser(
         "report",
         help="write the HTML report of a run",
@@ -307,9 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "-o", "--out", default=None, help="HTML file (default: STORE.zarr -> STORE.html)"
     )
-    report.add_argument("--compare-default", action="store_true", help=_COMPARE_DEFAULT)
-    _add_storage_options(report)
-    _add_cluster_options(report)
+    report.add_argument("--compare-default", action="store_true", help=COMPARE_DEFAULT)
+    add_storage_options(report)
+    add_cluster_options(report)
     ingest = commands.add_parser(
         "ingest",
         help="stream counts into a row-chunked AnnData Zarr store",
@@ -329,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--layer", default=None, help="counts layer of an .h5ad/.zarr input (default: X)"
     )
-    _add_storage_options(ingest)
+    add_storage_options(ingest)
     simulate = commands.add_parser(
         "simulate",
         help="write simulated counts with known groups",
@@ -369,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
         default=io.DEFAULT_CHUNK_SIZE,
         help="cells per row chunk (default %(default)s)",
     )
-    _add_storage_options(simulate)
+    add_storage_options(simulate)
     for command in (run, demo, report, ingest, simulate):
         command.add_argument(
             "--quiet",

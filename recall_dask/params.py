@@ -8,11 +8,8 @@ from numbers import Integral
 
 from recall_dask.errors import InputError
 from recall_dask.graph import ALGORITHMS, NEIGHBOR_SEARCHES
+from recall_dask.methods import METHODS
 from recall_dask.nulls import NULL_METHODS
-
-#: How cluster pairs are tested: artificial genes and knockoffs (``FindClustersRecall``), or
-#: marker genes on held-out counts (``FindClustersCountsplit``).
-METHODS = ("recall", "countsplit")
 
 
 @dataclass(frozen=True)
@@ -20,7 +17,7 @@ class RecallParams:
     """Options of ``FindClustersRecall`` and the Seurat defaults it relies on.
 
     Defaults mirror the R package: ZIP null, 2,000 variable genes, resolution 0.8 lowered by
-    20% per iteration, 10 PCs for the graph, Annoy neighbours as Seurat's ``FindNeighbors``,
+    20% per iteration, 10 PCs for the graph, Annoy neighbors as Seurat's ``FindNeighbors``,
     Louvain, knockoff+ at q = 0.05. ``method`` "countsplit" runs ``FindClustersCountsplit``
     instead; ``null_method`` does not apply to it, and ``fdr`` is then the level of its
     Bonferroni-adjusted p-values (R: 0.05).

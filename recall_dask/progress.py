@@ -1,12 +1,13 @@
 """What a long run shows while it works: a line per stage and per iteration, a bar per pass.
 
-Every pass over the cells is one Dask computation, and :func:`compute` gives it a progress bar
-when reporting is on and someone is watching (a terminal or a notebook, not a log file):
-distributed's bar on a distributed client (a widget in a notebook with ipywidgets, else text),
-or ``dask.diagnostics``' text bar on dask's local schedulers. The lines are the
-``recall_dask`` logger's INFO records. :func:`reporting` switches both on or off for the
-duration of a run; the command line's ``--quiet`` and ``recall(..., progress=False)`` switch
-them off.
+:func:`stage` logs a stage's start and end and records its seconds for
+``uns['recall']['stage_seconds']``. Every pass over the cells is one Dask computation, and
+:func:`compute` gives it a progress bar when reporting is on and someone is watching (a
+terminal or a notebook, not a log file): distributed's bar on a distributed client (a widget
+in a notebook with ipywidgets, else text), or ``dask.diagnostics``' text bar on dask's local
+schedulers. The lines are the ``recall_dask`` logger's INFO records. :func:`reporting`
+switches both on or off for the duration of a run; the command line's ``--quiet`` and
+``recall(..., progress=False)`` switch them off.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,6 +28,7 @@ from distributed.utils import is_kernel
 
 _SHOWN: ContextVar[bool] = ContextVar("recall_dask_progress", default=False)
 _LOGGER = logging.getLogger("recall_dask")
+logger = logging.getLogger(__name__)
 #: Local passes shorter than this show no bar, so quick steps do not flicker.
 _MINIMUM_SECONDS = 1.0
 
@@ -52,6 +55,18 @@ def reporting(enabled: bool) -> Iterator[None]:
         _LOGGER.setLevel(level)
         if handler is not None:
             _LOGGER.removeHandler(handler)
+
+
+@contextmanager
+def stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+    """Log the start and the end of stage ``name`` and add its seconds to ``timings[name]``
+    (a stage that runs once per draw adds up)."""
+    logger.info("%s ...", name)
+    start = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - start
+    timings[name] = round(timings.get(name, 0.0) + seconds, 3)  # count splitting: per draw
+    logger.info("%s done in %.2f s", name, seconds)
 
 
 def compute(*collections: Any) -> tuple:

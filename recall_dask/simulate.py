@@ -35,10 +35,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recall_dask._kernels import count_inverse
 from recall_dask.errors import InputError
 from recall_dask.io import DEFAULT_CHUNK_SIZE, write_10x_h5, write_stream
-from recall_dask.storage import StorageOptions
+from recall_dask.io.storage import StorageOptions
+from recall_dask.nulls._kernels import count_inverse
 
 _BLOCK_ROWS = 1024  # divides the default chunk size, so no block is drawn twice
 _STREAM = 0x73696D  # "sim"
@@ -53,26 +53,6 @@ _T = TypeVar("_T")
 #: Mean of log base expression: with sigma 2.3, about 5% of entries are nonzero and a cell
 #: has about 2,400 UMIs over 20,000 genes, like 10x data. Higher values give denser data.
 LOG_MEAN = -5.0
-
-
-@numba.njit(nogil=True, cache=True)
-def _nb_inverse_many(mu, u, r):
-    out = np.empty(mu.size, dtype=np.int64)
-    for i in range(mu.size):
-        out[i] = count_inverse(u[i], mu[i], r)
-    return out
-
-
-def nb_quantile(mu: np.ndarray, u: np.ndarray, size: float = _SIZE) -> np.ndarray:
-    """NB counts of means ``mu`` (variance ``mu + mu^2 / size``) by inversion of uniforms ``u``.
-
-    Each count is the smallest ``k`` with ``F(k) > u`` for ``u`` in [0, 1), so uniform ``u``
-    give NB counts. The elementwise sampler of :func:`simulate_block`, for testing it in
-    isolation; returns an int64 array of the broadcast shape.
-    """
-    mu, u = np.broadcast_arrays(np.asarray(mu, dtype=np.float64), np.asarray(u, dtype=np.float64))
-    flat = _nb_inverse_many(np.ascontiguousarray(mu).ravel(), np.ascontiguousarray(u).ravel(), size)
-    return flat.reshape(mu.shape)
 
 
 @numba.njit(nogil=True, cache=True)

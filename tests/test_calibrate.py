@@ -11,14 +11,13 @@ from conftest import as_row_chunked, simulate_dense
 from scipy.stats import mannwhitneyu
 
 from recall_dask import calibrate as calibrate_module
+from recall_dask.api import recall
 from recall_dask.calibrate import (
-    MARKERS_PER_PAIR,
     CalibrationError,
     Iteration,
     Step,
     draws_needed,
     resolutions,
-    selected_gene_counts,
 )
 from recall_dask.graph import (
     ClusteringStopped,
@@ -26,9 +25,9 @@ from recall_dask.graph import (
     exact_neighbors,
     shared_nearest_neighbors,
 )
-from recall_dask.knockoff import knockoff_threshold
+from recall_dask.methods.recall import MARKERS_PER_PAIR, selected_gene_counts
 from recall_dask.params import RecallParams
-from recall_dask.pipeline import recall
+from recall_dask.stats.knockoff import knockoff_threshold
 
 
 def selected_matrix(zero_pairs: list[tuple[int, int]], n: int = 4) -> np.ndarray:

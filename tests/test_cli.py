@@ -66,12 +66,12 @@ def bad_inputs(tmp: Path, rng) -> dict[str, tuple[Path, list[str]]]:
         "inf": (cellranger_folder(tmp / "inf", inf), []),
         "empty": (cellranger_folder(tmp / "empty", np.zeros((0, 5))), []),
         "no genes detected": (cellranger_folder(tmp / "zeros", np.zeros((30, 5))), []),
-        "fewer cells than neighbours": (cellranger_folder(tmp / "tiny", good[:12]), []),
+        "fewer cells than neighbors": (cellranger_folder(tmp / "tiny", good[:12]), []),
         "fdr out of range": (cellranger_folder(tmp / "ok1", good), ["--fdr", "1.5"]),
         "unknown algorithm": (cellranger_folder(tmp / "ok2", good), ["--algorithm", "x"]),
         "unknown null": (cellranger_folder(tmp / "ok3", good), ["--null-method", "beta"]),
         "unknown method": (cellranger_folder(tmp / "ok11", good), ["--method", "split"]),
-        "unknown neighbour search": (
+        "unknown neighbor search": (
             cellranger_folder(tmp / "ok12", good),
             ["--neighbors", "hnsw"],
         ),
@@ -85,7 +85,7 @@ def bad_inputs(tmp: Path, rng) -> dict[str, tuple[Path, list[str]]]:
         "bad chunk size": (cellranger_folder(tmp / "ok6", good), ["--chunk-size", "0"]),
         "missing work dir": (cellranger_folder(tmp / "ok7", good), ["--work-dir", str(tmp / "no")]),
         "dims above n-pcs": (cellranger_folder(tmp / "ok8", good), ["--n-pcs", "5"]),
-        "one neighbour": (cellranger_folder(tmp / "ok9", good), ["--k-neighbors", "1"]),
+        "one neighbor": (cellranger_folder(tmp / "ok9", good), ["--k-neighbors", "1"]),
         "prune everything": (cellranger_folder(tmp / "ok10", good), ["--snn-prune", "1"]),
     }
 
@@ -101,12 +101,12 @@ CASES = [
     "inf",
     "empty",
     "no genes detected",
-    "fewer cells than neighbours",
+    "fewer cells than neighbors",
     "fdr out of range",
     "unknown algorithm",
     "unknown null",
     "unknown method",
-    "unknown neighbour search",
+    "unknown neighbor search",
     "no draws",
     "negative draws",
     "fractional draws",
@@ -117,7 +117,7 @@ CASES = [
     "bad chunk size",
     "missing work dir",
     "dims above n-pcs",
-    "one neighbour",
+    "one neighbor",
     "prune everything",
 ]
 

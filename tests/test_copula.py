@@ -10,9 +10,14 @@ from conftest import as_row_chunked, latent_gaussian_counts, scipy_count_cdf
 from scipy.stats import nbinom, norm
 
 from recall_dask._chunks import RNG_BLOCK_ROWS
-from recall_dask.copula import SCORE_STREAM, cholesky_factor, correlated_normals, fit_correlation
-from recall_dask.marginals import CountMarginal, Marginal
 from recall_dask.nulls import fit_null
+from recall_dask.nulls.copula import (
+    SCORE_STREAM,
+    cholesky_factor,
+    correlated_normals,
+    fit_correlation,
+)
+from recall_dask.nulls.marginals import CountMarginal, Marginal
 
 N_CELLS = 2500  # three RNG blocks, the last one partial
 

@@ -12,9 +12,10 @@ from conftest import as_row_chunked, simulate_dense
 from scipy.stats import mannwhitneyu
 from sklearn.metrics import adjusted_rand_score
 
+from recall_dask.api import recall
 from recall_dask.cli import main
-from recall_dask.cluster import ClusterConfig, dask_client
-from recall_dask.countsplit import (
+from recall_dask.dask_cluster import ClusterConfig, dask_client
+from recall_dask.methods.countsplit import (
     LOGFC_THRESHOLD,
     MIN_PCT,
     RNG_BLOCK_ROWS,
@@ -22,9 +23,8 @@ from recall_dask.countsplit import (
     marker_gene_counts,
     split_block,
 )
-from recall_dask.pipeline import recall
 from recall_dask.simulate import write_simulated
-from recall_dask.wilcoxon import cluster_pairs
+from recall_dask.stats.ranksums import cluster_pairs
 
 FAST = {"n_hvg": 500}
 

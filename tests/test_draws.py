@@ -9,11 +9,12 @@ import pytest
 from conftest import poisson_population, simulate_dense
 from sklearn.metrics import adjusted_rand_score
 
-from recall_dask.cluster import ClusterConfig, dask_client
+from recall_dask.api import recall
+from recall_dask.dask_cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
+from recall_dask.methods.draws import draw_seeds
 from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import RecallParams
-from recall_dask.pipeline import draw_seeds, recall
 
 FAST = {"n_hvg": 300, "progress": False}
 

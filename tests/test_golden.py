@@ -2,7 +2,7 @@
 
 The fixtures in ``tests/golden/`` were written by ``tests/golden/make_golden.py`` (R's script
 ``seurat_golden.R``) on the bundled PBMC 3k, so these tests need no R. Each stage is fed R's
-own input for it: R's embedding for the neighbours, R's neighbours for the SNN graph, R's graph
+own input for it: R's embedding for the neighbors, R's neighbors for the SNN graph, R's graph
 for Louvain, R's artificial genes (seed 1) for the PCA and the pair tests.
 """
 
@@ -17,15 +17,18 @@ import pandas as pd
 import pytest
 import scipy.io
 import scipy.sparse as sp
+from oracles import pairwise_log_pvalues
 
 from recall_dask import io
-from recall_dask.calibrate import calibrate, selected_gene_counts
+from recall_dask.calibrate import calibrate
 from recall_dask.graph import annoy_neighbors, cluster_graph, shared_nearest_neighbors
-from recall_dask.knockoff import knockoff_statistics, n_selected
+from recall_dask.methods.recall import selected_gene_counts
 from recall_dask.params import RecallParams
-from recall_dask.pipeline import embed
-from recall_dask.preprocess import column_moments, log_normalize, vst_standardized_variance
-from recall_dask.wilcoxon import cluster_pairs, pairwise_log_pvalues
+from recall_dask.preprocess import column_moments, log_normalize
+from recall_dask.preprocess.hvg import vst_standardized_variance
+from recall_dask.run import embed
+from recall_dask.stats.knockoff import knockoff_statistics, n_selected
+from recall_dask.stats.ranksums import cluster_pairs
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
@@ -61,15 +64,15 @@ def test_vst_selects_and_ranks_seurats_variable_genes():
     np.testing.assert_array_equal(score[ours], score[want])
 
 
-# -- neighbours, SNN graph, Louvain ------------------------------------------------------
+# -- neighbors, SNN graph, Louvain ------------------------------------------------------
 
 
-def test_annoy_gives_seurats_neighbours():
+def test_annoy_gives_seurats_neighbors():
     plain = golden("pbmc3k_plain")
     np.testing.assert_array_equal(annoy_neighbors(plain["embedding"], 20), plain["neighbors"])
 
 
-def test_snn_from_seurats_neighbours_has_seurats_weights():
+def test_snn_from_seurats_neighbors_has_seurats_weights():
     plain = golden("pbmc3k_plain")
     ours = sp.triu(shared_nearest_neighbors(plain["neighbors"]), k=1).tocoo()
     order = np.lexsort((ours.col, ours.row))
@@ -145,7 +148,7 @@ def test_pair_tests_give_seurats_pvalues_w_and_selections():
 
 def test_recall_on_seurats_draws_ends_at_seurats_clusters():
     """Fed R's artificial genes of seed 1, our stages repeat R's whole run: the same
-    embedding, Annoy neighbours, clusterings and pair decisions, so the same final clusters."""
+    embedding, Annoy neighbors, clusterings and pair decisions, so the same final clusters."""
     params = RecallParams()
     data = seurat_augmented()
     embedding = embed(data, params)

@@ -12,19 +12,19 @@ import scipy.sparse as sp
 from scipy.spatial.distance import cdist
 from sklearn.metrics import adjusted_rand_score
 
-from recall_dask import graph
 from recall_dask.errors import InputError
 from recall_dask.graph import (
-    _group_singletons,
-    _min_shared,
-    _network,
     annoy_neighbors,
     cluster_graph,
     exact_neighbors,
     nearest_neighbors,
+    neighbors,
     order_by_size,
     shared_nearest_neighbors,
 )
+from recall_dask.graph.cluster import _group_singletons
+from recall_dask.graph.network import _network
+from recall_dask.graph.snn import _min_shared
 
 
 def _blobs(n_blobs, per_blob, dim=10, spread=12.0, seed=0):
@@ -78,11 +78,11 @@ def test_knn_self_first_among_duplicates():
 
 @pytest.mark.parametrize("search", ["exact", "annoy"])
 def test_knn_too_few_cells(search):
-    with pytest.raises(InputError, match=r"fewer cells \(5\) than neighbours \(20\)"):
+    with pytest.raises(InputError, match=r"fewer cells \(5\) than neighbors \(20\)"):
         nearest_neighbors(np.zeros((5, 3)), 20, search)
 
 
-def test_annoy_finds_nearly_all_exact_neighbours():
+def test_annoy_finds_nearly_all_exact_neighbors():
     x = np.random.default_rng(7).normal(size=(3000, 10))
     annoy, exact = annoy_neighbors(x, k=20), exact_neighbors(x, k=20)
     assert annoy.shape == (3000, 20) and annoy.dtype == np.int64
@@ -96,8 +96,8 @@ def test_annoy_finds_nearly_all_exact_neighbours():
 def test_annoy_lists_do_not_depend_on_threads_or_batches(monkeypatch):
     x = np.random.default_rng(8).normal(size=(700, 6))
     whole = annoy_neighbors(x, k=15)
-    monkeypatch.setattr(graph, "_ANNOY_QUERY_BATCH", 7)
-    monkeypatch.setattr(graph.os, "cpu_count", lambda: 5)
+    monkeypatch.setattr(neighbors, "_ANNOY_QUERY_BATCH", 7)
+    monkeypatch.setattr(neighbors.os, "cpu_count", lambda: 5)
     np.testing.assert_array_equal(annoy_neighbors(x, k=15), whole)
 
 
@@ -283,14 +283,14 @@ def test_modularity_close_to_igraph_multilevel(one_blob, algorithm):
 @pytest.mark.parametrize(("seed", "java_next_int"), [(42, -1170105035), (0, -1155484576)])
 def test_java_random_matches_java(seed, java_next_int):
     """``new java.util.Random(seed).nextInt()``: Seurat's Louvain draws from this stream."""
-    from recall_dask._kernels import _java_next31, java_random
+    from recall_dask.graph.louvain import _java_next31, java_random
 
     unsigned = java_next_int % 2**32  # next(32) as unsigned; next(31) drops its lowest bit
     assert _java_next31(java_random(seed)) == unsigned >> 1
 
 
 def test_seurat_louvain_never_lowers_quality(rng):
-    from recall_dask._kernels import java_random, louvain_local_moving, partition_quality
+    from recall_dask.graph.louvain import java_random, louvain_local_moving, partition_quality
 
     points = np.vstack([rng.normal(c, 1.0, size=(60, 5)) for c in (0, 6, 12)])
     network = _network(shared_nearest_neighbors(exact_neighbors(points, 15)))
@@ -308,7 +308,7 @@ def test_seurat_louvain_never_lowers_quality(rng):
 def _seurat_local_moving(indptr, indices, weights, node_weight, cluster, resolution, state):
     """Seurat's ``runLocalMovingAlgorithm`` transcribed line by line in plain Python: the
     oracle for the optimised kernel, which must make exactly the same moves."""
-    from recall_dask._kernels import _java_next_int
+    from recall_dask.graph.louvain import _java_next_int
 
     n = node_weight.size
     order = list(range(n))
@@ -352,7 +352,7 @@ def _seurat_local_moving(indptr, indices, weights, node_weight, cluster, resolut
 
 def _seurat_reduced_network(indptr, indices, weights, node_weight, cluster, n_clusters):
     """Seurat's ``Network.createReducedNetwork`` in plain Python: the oracle for
-    ``reduce_network``. A dict keeps the neighbouring clusters in the order first met."""
+    ``reduce_network``. A dict keeps the neighboring clusters in the order first met."""
     members = [[] for _ in range(n_clusters)]
     for node, c in enumerate(cluster.tolist()):
         members[c].append(node)
@@ -373,9 +373,9 @@ def _seurat_reduced_network(indptr, indices, weights, node_weight, cluster, n_cl
 
 
 def _both_local_movings(network, cluster, resolution):
-    """Our kernel (int32 cluster ids, as ``_seurat_louvain`` passes them) and the oracle from
+    """Our kernel (int32 cluster ids, as ``seurat_louvain`` passes them) and the oracle from
     the same partition and Java stream: same clusters, same stream afterwards."""
-    from recall_dask._kernels import java_random, louvain_local_moving
+    from recall_dask.graph.louvain import java_random, louvain_local_moving
 
     ours, oracle = cluster.astype(network[1].dtype), cluster.copy()
     ours_state, oracle_state = java_random(11), java_random(11)
@@ -387,7 +387,7 @@ def _both_local_movings(network, cluster, resolution):
 
 
 def _torus_network(side):
-    """Unit-weight 4-neighbour torus: every node has the same weight, so gains tie often."""
+    """Unit-weight 4-neighbor torus: every node has the same weight, so gains tie often."""
 
     grid = np.arange(side * side).reshape(side, side)
     rows = np.concatenate([grid.ravel(), grid.ravel()])
@@ -407,10 +407,10 @@ def _torus_network(side):
     ],
 )
 def test_local_moving_makes_seurat_moves(graph, start, resolution):
-    """Visit-order layout, known neighbouring clusters and int32 ids change no move: same
+    """Visit-order layout, known neighboring clusters and int32 ids change no move: same
     clusters and the same Java stream afterwards as Seurat's plain loop, on the graph and on
     the network of the clusters it found, which must be Seurat's bit for bit."""
-    from recall_dask._kernels import reduce_network
+    from recall_dask.graph.louvain import reduce_network
 
     if graph == "blobs":
         x, truth = _blobs(4, 150, spread=3.0, seed=2)
@@ -445,7 +445,7 @@ def test_cluster_weights_summed_in_node_order():
 def _seurat_louvain_oracle(network, resolution, seed, n_starts, initial):
     """Seurat's ``RunModularityClustering`` (Louvain, 10 iterations) from the plain-Python
     local moving and reduced network."""
-    from recall_dask._kernels import java_random, partition_quality
+    from recall_dask.graph.louvain import java_random, partition_quality
 
     def louvain(network, cluster):  # Seurat's runLouvainAlgorithm
         if network[3].size == 1:
@@ -478,7 +478,7 @@ def _seurat_louvain_oracle(network, resolution, seed, n_starts, initial):
 def test_seurat_louvain_matches_plain_loop(graph, resolution, start):
     """Whole Louvain runs (local moving, reduced networks, restarts, best start) give
     Seurat's partition."""
-    from recall_dask.graph import _seurat_louvain
+    from recall_dask.graph.louvain import seurat_louvain
 
     if graph == "blobs":
         network = _network(_snn_of(_blobs(4, 60, spread=3.0, seed=4)[0]))
@@ -486,7 +486,7 @@ def test_seurat_louvain_matches_plain_loop(graph, resolution, start):
         network = _torus_network(12)
     n = network[3].size
     initial = None if start == "singletons" else np.arange(n) % 9
-    ours = _seurat_louvain(network, resolution, 3, 3, 10, initial, threading.Event())
+    ours = seurat_louvain(network, resolution, 3, 3, 10, initial, threading.Event())
     oracle = _seurat_louvain_oracle(network, resolution, 3, 3, initial)
     np.testing.assert_array_equal(ours, oracle)
     assert 1 < np.unique(ours).size < n

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recall_dask.knockoff import (
+from recall_dask.stats.knockoff import (
     knockoff_statistics,
     knockoff_threshold,
     n_selected,

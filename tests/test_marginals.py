@@ -11,7 +11,12 @@ from scipy.integrate import quad
 from scipy.optimize import minimize
 from scipy.stats import nbinom, norm
 
-from recall_dask.marginals import CountMarginal, GaussianMarginal, fit_nb_theta, fit_zip_moments
+from recall_dask.nulls.marginals import (
+    CountMarginal,
+    GaussianMarginal,
+    fit_nb_theta,
+    fit_zip_moments,
+)
 
 N_CELLS = 217
 

@@ -12,8 +12,8 @@ import pytest
 from conftest import poisson_population, simulate_dense
 from sklearn.metrics import adjusted_rand_score
 
+from recall_dask.api import recall
 from recall_dask.nulls import NULL_METHODS
-from recall_dask.pipeline import recall
 
 METHODS = {
     **{null: {"null_method": null} for null in NULL_METHODS},

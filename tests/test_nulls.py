@@ -16,12 +16,13 @@ from conftest import (
     scipy_count_quantile,
 )
 from distributed import Client, LocalCluster
+from oracles import artificial_genes
 from scipy.stats import nbinom, norm, poisson
 
-from recall_dask import nulls
 from recall_dask.errors import InputError
-from recall_dask.marginals import CountMarginal, fit_nb_theta, fit_zip_moments
-from recall_dask.nulls import NULL_METHODS, NullModel, artificial_genes, fit_null
+from recall_dask.nulls import NULL_METHODS, NullModel, fit_null
+from recall_dask.nulls import model as null_model
+from recall_dask.nulls.marginals import CountMarginal, fit_nb_theta, fit_zip_moments
 
 N_CELLS = 217  # the conftest "uneven" layout covers 217 rows
 COPULA_METHODS = [m for m in NULL_METHODS if m.endswith("-copula")]
@@ -96,7 +97,7 @@ def test_fit_null_rejects_bad_input(rng, monkeypatch):
         fit_null(as_row_chunked(sp.csr_matrix(np.array([[-1.0, 1.0]])), 1), "zip-copula")
     with pytest.raises(InputError, match="chunked by rows only"):
         fit_null(da.from_array(_count_matrix(rng), chunks=(50, 2)))
-    monkeypatch.setattr(nulls, "MAX_COPULA_GENES", 8)
+    monkeypatch.setattr(null_model, "MAX_COPULA_GENES", 8)
     with pytest.raises(InputError, match="at most 8 variable genes \\(got 9\\).*--n-hvg"):
         fit_null(data, "nb-copula")
     assert fit_null(data, "nb").n_genes == 9

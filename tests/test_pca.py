@@ -7,8 +7,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import ROW_CHUNKINGS, as_row_chunked
 
-from recall_dask import pca
-from recall_dask.pca import cell_embeddings, pca_from_gram, scaled_gram
+from recall_dask.pca import cell_embeddings, exact, pca_from_gram, scaled_gram
 from recall_dask.preprocess import feature_scaling
 
 
@@ -104,7 +103,7 @@ def test_gram_pass_leaves_its_input_unchanged(rng):
 def test_dense_and_sparse_gram_paths_agree(log_data, monkeypatch, ratio):
     """Blocks dense enough go to BLAS (syrk), the others to the sparse kernel; both give the
     dense oracle's Gram matrix."""
-    monkeypatch.setattr(pca, "DENSE_GRAM_RATIO", ratio)
+    monkeypatch.setattr(exact, "DENSE_GRAM_RATIO", ratio)
     data = as_row_chunked(log_data, 37)
     scaling = feature_scaling(data, 2.0)
     z = dense_scaled(log_data.toarray(), 2.0)

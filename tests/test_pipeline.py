@@ -8,9 +8,9 @@ import pytest
 from conftest import simulate_dense
 from sklearn.metrics import adjusted_rand_score
 
-from recall_dask.cluster import ClusterConfig, dask_client
+from recall_dask.api import recall
+from recall_dask.dask_cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
-from recall_dask.pipeline import recall
 
 FAST = {"n_hvg": 500}
 #: Five simulated groups with similar library sizes (within 1.2x). Where one group's library
@@ -63,7 +63,7 @@ def test_results_land_where_scanpy_users_look(five_groups):
 
 def test_scanpy_workflow_around_recall():
     """An AnnData as scanpy leaves it (log-normalized X, counts in a layer) goes in; scanpy's
-    neighbours, UMAP and plots work on what comes out."""
+    neighbors, UMAP and plots work on what comes out."""
     import scanpy as sc
 
     adata = simulate_dense(600, 800, 3, de_prob=0.1, seed=2)
@@ -119,6 +119,6 @@ def test_same_seed_same_labels_on_one_and_two_workers():
     assert len(set(labels[0])) == 3
 
 
-def test_fewer_cells_than_neighbours_is_an_input_error():
+def test_fewer_cells_than_neighbors_is_an_input_error():
     with pytest.raises(InputError, match="fewer cells"):
         recall(simulate_dense(15, 200, 1, seed=1), n_hvg=50)

@@ -11,15 +11,15 @@ import scipy.sparse as sp
 from conftest import ROW_CHUNKINGS, as_row_chunked
 from skmisc.loess import loess
 
-from recall_dask.preprocess import (
+from recall_dask.preprocess.hvg import (
     LOESS_SPAN,
     _vst_expected_variance,
-    column_moments,
     local_quadratic_fit,
-    log_normalized,
     top_vst_genes,
     vst_standardized_variance,
 )
+from recall_dask.preprocess.normalize import log_normalized
+from recall_dask.preprocess.scale import column_moments
 
 
 def vst_oracle(dense: np.ndarray) -> tuple[np.ndarray, int]:

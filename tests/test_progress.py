@@ -10,9 +10,9 @@ import pytest
 from conftest import simulate_dense
 
 from recall_dask import progress
+from recall_dask.api import recall
 from recall_dask.cli import main
-from recall_dask.cluster import ClusterConfig, dask_client
-from recall_dask.pipeline import recall
+from recall_dask.dask_cluster import ClusterConfig, dask_client
 
 
 @pytest.fixture
@@ -77,8 +77,8 @@ def test_lines_reach_stderr_when_logging_is_not_configured(monkeypatch, capsys):
     """A plain script or notebook: no handler anywhere, yet the lines show."""
     monkeypatch.setattr(logging.root, "handlers", [])
     with progress.reporting(True):
-        logging.getLogger("recall_dask.pipeline").info("scaling and PCA ...")
-    logging.getLogger("recall_dask.pipeline").info("after the run")
+        logging.getLogger("recall_dask.progress").info("scaling and PCA ...")
+    logging.getLogger("recall_dask.progress").info("after the run")
     assert capsys.readouterr().err == "scaling and PCA ...\n"
 
 

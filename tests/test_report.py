@@ -20,10 +20,11 @@ from chromium import CHROMIUM, check_page
 from PIL import Image
 
 from recall_dask import cli
+from recall_dask.api import categorical_labels, recall
 from recall_dask.cli import main
 from recall_dask.io import ingest, open_counts, read_results
+from recall_dask.io.storage import Location
 from recall_dask.params import RecallParams
-from recall_dask.pipeline import categorical_labels, recall
 from recall_dask.report import (
     default_clusters,
     render_report,
@@ -34,7 +35,6 @@ from recall_dask.report import (
     write_report,
 )
 from recall_dask.simulate import write_simulated
-from recall_dask.storage import Location
 
 #: Three simulated groups that recall reaches in three iterations (5 -> 4 -> 3 clusters).
 GROUPS = {"n_cells": 1000, "n_genes": 1000, "n_groups": 3, "de_prob": 0.05, "seed": 2}

@@ -28,15 +28,15 @@ from hypothesis import strategies as st
 
 import recall_dask
 from recall_dask import io
+from recall_dask.api import recall_store
 from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import RecallParams
-from recall_dask.pipeline import recall_store
 from recall_dask.preprocess import column_moments, select_variable_genes
 from recall_dask.progress import reporting
 
 #: Both methods, and recall with every null.
 METHODS = [("recall", null) for null in NULL_METHODS] + [("countsplit", "zip")]
-#: Options for a few dozen cells: fewer variable genes, neighbours and PCs than the defaults.
+#: Options for a few dozen cells: fewer variable genes, neighbors and PCs than the defaults.
 SMALL = {"n_hvg": 16, "k_neighbors": 8, "n_pcs": 8, "dims": 5, "seed": 3}
 #: Each example is two runs of the pipeline, so a few examples per method keep the suite fast.
 END_TO_END = settings(

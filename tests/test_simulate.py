@@ -7,6 +7,7 @@ import h5py
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from oracles import nb_quantile
 from scipy import stats
 
 from recall_dask.cli import main
@@ -18,7 +19,6 @@ from recall_dask.simulate import (
     _STREAM,
     group_labels,
     group_means,
-    nb_quantile,
     simulate,
     simulate_block,
     write_simulated,

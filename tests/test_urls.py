@@ -14,13 +14,13 @@ import scipy.sparse as sp
 import zarr
 from conftest import as_row_chunked
 
+from recall_dask.api import recall
 from recall_dask.cli import main
 from recall_dask.errors import InputError
 from recall_dask.io import ingest, open_counts
-from recall_dask.pipeline import recall
+from recall_dask.io.storage import Location
+from recall_dask.io.workstore import work_store, write_tiles
 from recall_dask.simulate import simulate, write_simulated
-from recall_dask.storage import Location
-from recall_dask.workstore import work_store, write_tiles
 
 #: Three groups that recall separates (as in test_pipeline's one- and two-worker test).
 SIM = {"n_cells": 600, "n_genes": 800, "n_groups": 3, "de_prob": 0.15, "seed": 5, "log_mean": -1}

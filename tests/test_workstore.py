@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import ROW_CHUNKINGS, as_row_chunked
 
-from recall_dask.workstore import _read_groups, work_store, write_tiles
+from recall_dask.io.workstore import _read_groups, work_store, write_tiles
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@
 # COUNTS_DIR is a Cell Ranger v3 folder. The steps and defaults are those of
 # FindClustersRecall: vst's 2,000 variable genes of the counts; one artificial gene per variable
 # gene, drawn from a zero-inflated Poisson fitted by moments; the augmented matrix
-# [genes; artificial genes] log-normalized, scaled, 50 PCs, Annoy neighbours on 10 PCs (k = 20),
+# [genes; artificial genes] log-normalized, scaled, 50 PCs, Annoy neighbors on 10 PCs (k = 20),
 # SNN, Louvain at 0.8; every pair of clusters tested with FindMarkers(logfc.threshold = 0,
 # min.pct = 0), W = -log10 p(gene) + log10 p(artificial), knockoff+ at q = 0.05 (offset 1);
 # the resolution drops by 20% while some pair selects nothing. FindMarkers computes its
@@ -20,7 +20,7 @@
 #   variable_genes.txt    the variable genes, in Seurat's rank order
 #   draws.mtx             the artificial genes (variable genes x cells, in that order)
 #   embedding.tsv         the augmented matrix's PCA embedding (cells x 50), and pca_sdev.txt
-#   neighbors.tsv         its Annoy neighbours on 10 PCs (cells x 20, 0-based)
+#   neighbors.tsv         its Annoy neighbors on 10 PCs (cells x 20, 0-based)
 #   iterations.tsv        per iteration: resolution, clusters, failing pair ("" if none)
 #   clusters_<i>.txt      the clusters of iteration i (1-based)
 #   summary.txt           one line: seed, clusters, iterations, pairs tested, seconds

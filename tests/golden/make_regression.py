@@ -5,8 +5,8 @@
 
 Writes ``regression.npz``: for each case, the labels, the first clusters, the confidence (with
 draws), every entry of ``uns['recall']`` but the versions and timings, flattened to
-``case/obs/...`` and ``case/uns/...`` keys, and for PBMC 3k the embedding's first 10 PCs. Rerun it only when a
-change is meant to change results, and say so in the commit.
+``case/obs/...`` and ``case/uns/...`` keys, and for PBMC 3k the embedding's first 10 PCs.
+Rerun it only when a change is meant to change results, and say so in the commit.
 """
 
 from __future__ import annotations

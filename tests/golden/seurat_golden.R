@@ -10,7 +10,7 @@
 # ScaleData, RunPCA, FindNeighbors on 10 PCs, FindClusters):
 #   plain_variable_genes.txt   the 2,000 variable genes, in Seurat's rank order
 #   plain_embedding.tsv        the first 10 PCs (cells x 10)
-#   plain_neighbors.tsv        FindNeighbors' Annoy neighbours on them (cells x 20, 0-based)
+#   plain_neighbors.tsv        FindNeighbors' Annoy neighbors on them (cells x 20, 0-based)
 #   plain_snn.tsv              its SNN graph as "row col weight" (0-based, upper triangle)
 #   plain_clusters.tsv         FindClusters (Louvain, 10 starts, random.seed 0) at 0.8, 0.5, 0.3
 # A small graph with many tied weights: three 6 x 6 integer lattices, k = 8:

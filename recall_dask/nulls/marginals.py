@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from scipy.optimize import minimize_scalar
 from scipy.special import gammaln, lambertw, ndtr
 
-from recall_dask._kernels import count_cdf_bounds, count_quantiles
+from recall_dask.nulls._kernels import count_cdf_bounds, count_quantiles
 
 _LOG_THETA_BOUNDS = (-20.0, 25.0)
 

@@ -24,7 +24,7 @@ from distributed import Client
 from distributed.security import Security
 
 from recall_dask import cli
-from recall_dask.cluster import ClusterConfig, dask_client
+from recall_dask.dask_cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
 
 PRELOAD_KILL = Path(__file__).parent / "preload" / "kill_worker.py"
@@ -243,7 +243,7 @@ def test_cluster_options_reach_the_slurm_cluster(monkeypatch):
             made["jobs"] = jobs
 
     monkeypatch.setattr(jobqueue, "SLURMCluster", FakeSLURMCluster)
-    from recall_dask.cluster import _slurm
+    from recall_dask.dask_cluster import _slurm
 
     args = cli._parser().parse_args(
         ["run", "x.h5", "-o", "o.zarr", "--cluster", "slurm", "--queue", "short", "--jobs", "3"]
@@ -269,7 +269,7 @@ def test_cluster_options_reach_the_kubernetes_operator(monkeypatch):
     operator = pytest.importorskip("dask_kubernetes.operator")
     made = {}
     monkeypatch.setattr(operator, "KubeCluster", lambda **options: made.update(options))
-    from recall_dask.cluster import _kubernetes
+    from recall_dask.dask_cluster import _kubernetes
 
     _kubernetes(ClusterConfig(kind="kubernetes", image="registry/recall-dask:0.1.0", n_workers=4))
     assert made == {"image": "registry/recall-dask:0.1.0", "n_workers": 4}

@@ -8,7 +8,7 @@ The seven methods of recall's R package (``--null-method``):
   maximum likelihood, Poisson with the gene's mean.
 * ``zip-copula``, ``nb-copula``, ``poisson-copula``, ``gaussian-copula``: the same marginals
   (Gaussian: the gene's mean and ML standard deviation), tied together by a Gaussian copula
-  fitted to the data, as R's scDesign3 call does (:mod:`recall_dask.copula`).
+  fitted to the data, as R's scDesign3 call does (:mod:`recall_dask.nulls.copula`).
 
 One pass over the counts gives the per-gene statistics of the marginals; a copula needs a
 second pass, for the correlation of the normal scores. Sampling draws fixed blocks of
@@ -26,14 +26,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from recall_dask._chunks import RNG_BLOCK_ROWS, rng_block_spans
-from recall_dask.copula import (
+from recall_dask.errors import InputError
+from recall_dask.nulls.copula import (
     MAX_COPULA_GENES,
     cholesky_factor,
     correlated_normals,
     fit_correlation,
 )
-from recall_dask.errors import InputError
-from recall_dask.marginals import (
+from recall_dask.nulls.marginals import (
     CountMarginal,
     GaussianMarginal,
     Marginal,
@@ -234,29 +234,3 @@ def fit_null(counts: da.Array, method: str = "zip", seed: int = 0) -> NullModel:
         return NullModel(method, marginal)
     correlation = fit_correlation(counts, marginal, seed)
     return NullModel(method, marginal, cholesky_factor(correlation))
-
-
-def _sample_chunk(span: np.ndarray, model: NullModel, seed: int) -> sp.csr_matrix:
-    row_start, n_rows = (int(v) for v in span[0])
-    return model.sample(row_start, n_rows, seed)
-
-
-def artificial_genes(model: NullModel, n_cells_chunks: tuple[int, ...], seed: int) -> da.Array:
-    """Lazy ``(N, p)`` array of artificial counts (float32 CSR blocks) with the given row chunks.
-
-    Block values equal ``model.sample`` on the block's rows, so they are the same for any
-    chunking and any scheduler.
-    """
-    sizes = np.asarray(n_cells_chunks, dtype=np.int64)
-    if sizes.size == 0 or np.any(sizes < 0):
-        raise InputError("n_cells_chunks must be a non-empty tuple of non-negative sizes")
-    spans = np.stack([np.cumsum(sizes) - sizes, sizes], axis=1)
-    return da.map_blocks(
-        _sample_chunk,
-        da.from_array(spans, chunks=(1, 2)),
-        dask.delayed(model, traverse=False),
-        seed,
-        chunks=(tuple(int(s) for s in sizes), (model.n_genes,)),
-        dtype=np.float32,
-        meta=sp.csr_matrix((0, 0), dtype=np.float32),
-    )

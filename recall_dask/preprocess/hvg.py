@@ -1,58 +1,28 @@
-"""Highly variable genes, augmentation with artificial genes, normalization and scaling.
+"""Highly variable genes, as Seurat's ``FindVariableFeatures`` ("vst") on the raw counts.
 
-The steps follow Seurat as ``FindClustersRecall`` calls it: ``FindVariableFeatures`` ("vst")
-on the original counts, then on the augmented matrix [variable genes | artificial genes]
-``NormalizeData`` (library size 1e4, log1p) and ``ScaleData`` (mean 0, variance 1, clipped
-at 10). Each function is either a per-block kernel or a streaming pass over row blocks.
+The variance of each gene is standardized by a loess trend of log10 variance on log10 mean
+(span 0.3, degree 2), with standardized values clipped at sqrt(n_cells); the top genes by
+that score are the variable genes. Where many genes share one mean the loess fit is singular
+in places, and the trend is then fitted directly by pseudoinverse, as R's loess does.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recall_dask._chunks import map_row_blocks, sum_row_blocks
+from recall_dask._chunks import sum_row_blocks
 from recall_dask.errors import InputError
-from recall_dask.nulls import NullModel
+from recall_dask.preprocess.scale import mean_and_variance
 from recall_dask.progress import compute
 
 logger = logging.getLogger(__name__)
 
 LOESS_SPAN = 0.3
-
-
-def _column_moments(block: sp.csr_matrix) -> np.ndarray:
-    """Per-column sum, sum of squares and number of nonzero cells of one row block."""
-    block = sp.csr_matrix(block, dtype=np.float64)
-    squared = block.multiply(block)
-    nonzero = block.astype(bool)
-    return np.vstack(
-        [
-            np.asarray(block.sum(axis=0)).ravel(),
-            np.asarray(squared.sum(axis=0)).ravel(),
-            np.asarray(nonzero.sum(axis=0)).ravel(),
-        ]
-    )
-
-
-def column_moments(array: da.Array) -> da.Array:
-    """Lazy (3, columns) array: per-column sum, sum of squares and nonzero count over all cells.
-
-    One pass serves both the genes (variable-gene selection) and the augmented features
-    (scaling).
-    """
-    return sum_row_blocks(array, _column_moments, (3, array.shape[1]))
-
-
-def _mean_and_variance(total: np.ndarray, total_sq: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
-    """Mean and variance with the n - 1 denominator (R's ``var``), from column sums."""
-    mean = total / n
-    return mean, np.maximum(total_sq - n * mean**2, 0.0) / (n - 1)
 
 
 def _vst_expected_variance(mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
@@ -136,7 +106,7 @@ def vst_standardized_variance(counts: da.Array, moments: np.ndarray) -> np.ndarr
     """
     n_cells = counts.shape[0]
     total, total_sq, _ = moments
-    mean, variance = _mean_and_variance(total, total_sq, n_cells)
+    mean, variance = mean_and_variance(total, total_sq, n_cells)
     sd = np.sqrt(_vst_expected_variance(mean, variance))
     clip = float(np.sqrt(n_cells))
     ((n_clipped, clipped_total, clipped_sq),) = compute(
@@ -184,98 +154,3 @@ def _enough(chosen: np.ndarray) -> np.ndarray:
     if chosen.size < 2:
         raise InputError(f"only {chosen.size} variable genes; need at least 2")
     return chosen
-
-
-def log_normalize(
-    block: sp.csr_matrix, target_sum: float, columns: np.ndarray | None = None
-) -> sp.csr_matrix:
-    """Seurat's LogNormalize of a row block: ``log1p(x / library size * target_sum)``, float64.
-
-    The library size of a cell is its total over all columns of ``block``; with ``columns``,
-    only those columns are returned (normalized by the full library size). The operations come
-    in Seurat's order (``LogNorm``: divide, then scale), so values that tie in R tie here too,
-    and the rank-sum tests see the same ties.
-    """
-    block = sp.csr_matrix(block, dtype=np.float64)
-    library_size = np.asarray(block.sum(axis=1)).ravel()
-    block = block.copy() if columns is None else block[:, columns]  # never scale the input
-    block.data /= np.repeat(library_size, np.diff(block.indptr))  # stored values: size > 0
-    block.data *= target_sum
-    np.log1p(block.data, out=block.data)
-    block.eliminate_zeros()
-    return block
-
-
-def _augment_block(
-    block: sp.csr_matrix,
-    first_row: int,
-    genes: np.ndarray,
-    null: NullModel,
-    seed: int,
-    target_sum: float,
-) -> sp.csr_matrix:
-    """[variable genes | artificial genes] of one row block, log-normalized (LogNormalize)."""
-    real = sp.csr_matrix(block[:, genes], dtype=np.float64)
-    artificial = null.sample(first_row, block.shape[0], seed)
-    augmented = sp.hstack([real, artificial], format="csr", dtype=np.float64)
-    return log_normalize(augmented, target_sum)
-
-
-def _normalize_block(
-    block: sp.csr_matrix, first_row: int, genes: np.ndarray, target_sum: float
-) -> sp.csr_matrix:
-    return log_normalize(block, target_sum, genes)
-
-
-def log_normalized(counts: da.Array, genes: np.ndarray, target_sum: float = 1e4) -> da.Array:
-    """Lazy (cells, genes) log-normalized matrix of the ``genes`` columns, as Seurat's
-    ``NormalizeData`` on all genes followed by a subset to the variable genes: the standard
-    clustering without artificial genes."""
-    return map_row_blocks(counts, _normalize_block, genes.size, genes, target_sum)
-
-
-def augmented_log_normalized(
-    counts: da.Array, genes: np.ndarray, null: NullModel, seed: int, target_sum: float = 1e4
-) -> da.Array:
-    """Lazy (cells, 2p) log-normalized matrix of the variable genes and their artificial twins.
-
-    Artificial counts are drawn on the workers, block by block, keyed by absolute cell index,
-    so the result does not depend on chunking or on the number of workers.
-    """
-    return map_row_blocks(counts, _augment_block, 2 * genes.size, genes, null, seed, target_sum)
-
-
-@dataclass(frozen=True)
-class Scaling:
-    """Seurat's ``ScaleData``: z = (x - mean) / sd per feature, clipped above at ``scale_max``.
-
-    Constant features (sd = 0) scale to 0. Because only values above ``mean + scale_max * sd``
-    clip, clipping is a cap on the stored (nonzero) values in expression space: the scaled
-    matrix is exactly ``(capped X - mean) / sd``, which keeps every pass sparse.
-    """
-
-    mean: np.ndarray
-    std: np.ndarray
-    scale_max: float
-
-    @property
-    def inv_std(self) -> np.ndarray:
-        with np.errstate(divide="ignore"):
-            return np.where(self.std > 0, 1.0 / self.std, 0.0)
-
-    @property
-    def cap(self) -> np.ndarray:
-        return self.mean + self.scale_max * self.std
-
-    def capped(self, block: sp.csr_matrix) -> sp.csr_matrix:
-        """``block`` with every value above its feature's cap set to the cap: new values,
-        but the block's own ``indices`` and ``indptr``, which must not be modified."""
-        data = np.minimum(block.data, self.cap[block.indices])
-        return sp.csr_matrix((data, block.indices, block.indptr), shape=block.shape)
-
-
-def feature_scaling(data: da.Array, scale_max: float = 10.0) -> Scaling:
-    """Per-feature mean and standard deviation (n - 1) over all cells, in one pass."""
-    ((total, total_sq, _),) = compute(column_moments(data))
-    mean, variance = _mean_and_variance(total, total_sq, data.shape[0])
-    return Scaling(mean, np.sqrt(variance), scale_max)

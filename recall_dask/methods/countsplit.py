@@ -7,11 +7,10 @@ Poisson splitting). Under a Poisson model the halves are independent, so marker 
 the test half are not "confirmed" merely because the train half chose the clusters. The
 draws are keyed by ``--seed``, a stream constant and fixed blocks of absolute rows
 (``SeedSequence([seed, STREAM, block])``, as the artificial genes of :mod:`recall_dask.nulls`);
-within a block, each entry takes its own counter-based random bits
-(:func:`recall_dask._kernels.binomial_half`). numpy's sequential ``binomial`` would use a
-data-dependent share of the block's stream, so a chunk starting mid-block could not resume it;
-counter-based bits make each half of any row chunk reproducible on any worker, for any
-chunking, and the two halves always add up to X.
+within a block, each entry takes its own counter-based random bits (:func:`binomial_half`).
+numpy's sequential ``binomial`` would use a data-dependent share of the block's stream, so a
+chunk starting mid-block could not resume it; counter-based bits make each half of any row
+chunk reproducible on any worker, for any chunking, and the two halves always add up to X.
 
 **The pair test** is Seurat v5's ``FindMarkers(test, ident.1, ident.2)`` with its defaults, as
 ``FindClustersCountsplit`` calls it (satijalab/seurat ``R/differential_expression.R``:
@@ -25,7 +24,8 @@ half of all genes:
   ``avg_log2FC = log2((sum(expm1(x) in 1) + 1) / n1) - log2((sum(expm1(x) in 2) + 1) / n2)``.
   Seurat v4 took ``log2(mean(expm1(x)) + 1)`` per cluster; we follow v5.
 * ``test.use = "wilcox"``: the two-sided rank-sum test with tie and continuity correction
-  (presto's ``wilcoxauc``, Seurat's default when presto is installed; :mod:`recall_dask.wilcoxon`).
+  (presto's ``wilcoxauc``, Seurat's default when presto is installed;
+  :mod:`recall_dask.stats.ranksums`).
 * ``p_val_adj = min(1, p * nrow(object))``: Bonferroni over all genes of the test object, not
   only the tested ones. A pair selects the genes with ``p_val_adj < alpha`` (R: 0.05, our
   ``--fdr``).
@@ -33,18 +33,34 @@ half of all genes:
 The statistics of the filters (detection counts and sums of ``expm1`` per cluster) come from
 the same grouping of a feature block that the Wilcoxon test uses, so one read of the test
 matrix per iteration serves everything, and each task returns only its per-pair counts.
+
+**The inputs** (:func:`countsplit_inputs`), per split: the train half's variable genes,
+log-normalized, to embed and cluster; the log-normalized test half of all genes, to test.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import dask.array as da
+import numba
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from recall_dask._chunks import RNG_BLOCK_ROWS, map_row_blocks, rng_block_spans
-from recall_dask._kernels import binomial_half
-from recall_dask.preprocess import log_normalize
-from recall_dask.wilcoxon import ClusterGroups, pair_matrix, per_feature_block
+from recall_dask.io.storage import StorageOptions
+from recall_dask.methods.draws import Prepared, draw_seeds, kept, work_name
+from recall_dask.preprocess.hvg import top_vst_genes
+from recall_dask.preprocess.normalize import log_normalize
+from recall_dask.preprocess.scale import column_moments
+from recall_dask.progress import compute, stage
+from recall_dask.stats.ranksums import ClusterGroups, pair_matrix, per_feature_block
+
+if TYPE_CHECKING:
+    from recall_dask.params import RecallParams
 
 STREAM = 0x63737074  # "cspt": keeps the split apart from other streams of the same seed
 PARTS = ("train", "test")
@@ -52,6 +68,73 @@ PARTS = ("train", "test")
 MIN_PCT = 0.01
 LOGFC_THRESHOLD = 0.1
 _COUNTS_META = sp.csr_matrix((0, 0), dtype=np.float32)
+
+
+# --- numba kernel: Binomial(n, 1/2) thinning from counter-based random bits ----------------
+
+_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+#: Random words reserved per matrix entry: counts below 64 * 2**20 (float32 counts are exact
+#: integers only below 2**24 anyway).
+_WORDS_PER_ENTRY = np.uint64(1 << 20)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _splitmix64(state):
+    """SplitMix64's output function: a bijective 64-bit mix with full avalanche."""
+    z = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _popcount(x):
+    """Number of set bits of a uint64 (branch-free SWAR count)."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@numba.njit(nogil=True, cache=True)
+def binomial_half(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    data: np.ndarray,
+    first_row: int,
+    keys: np.ndarray,
+    block_rows: int,
+    n_cols: int,
+) -> np.ndarray:
+    """A Binomial(n, 1/2) draw for every stored count n of a CSR row block: ones among n bits.
+
+    Row ``i`` is absolute row ``r = first_row + i``, in RNG block ``r // block_rows`` whose key
+    is ``keys[r // block_rows - first_row // block_rows]``. The entry in column ``j`` takes its
+    bits from SplitMix64 words of that key at its own positions
+    ``((r % block_rows) * n_cols + j) * 2**20 + w``, ``w = 1, 2, ...``, so a draw depends only on
+    the key, the entry's place and its count: never on the chunking or on other entries.
+    """
+    out = np.empty(data.size, dtype=data.dtype)
+    first_block = first_row // block_rows
+    for i in range(indptr.size - 1):
+        row = first_row + i
+        key = keys[row // block_rows - first_block]
+        base = np.uint64((row % block_rows) * n_cols)
+        for k in range(indptr[i], indptr[i + 1]):
+            remaining = np.int64(data[k])
+            position = (base + np.uint64(indices[k])) * _WORDS_PER_ENTRY
+            ones = 0
+            while remaining > 0:
+                position += np.uint64(1)
+                word = _splitmix64(key + position * _GOLDEN_GAMMA)
+                if remaining < 64:
+                    word >>= np.uint64(64 - remaining)
+                ones += _popcount(word)
+                remaining -= 64
+            out[k] = ones
+    return out
+
+
+# --- the split, by row blocks ---------------------------------------------------------------
 
 
 def _block_keys(first_row: int, n_rows: int, seed: int) -> np.ndarray:
@@ -148,3 +231,40 @@ def marker_gene_counts(data: da.Array, labels: np.ndarray, alpha: float = 0.05) 
         return pair_matrix(np.empty(0, dtype=np.int64), 1)
     per_block = per_feature_block(data, labels, n_clusters, _marker_counts, data.shape[1], alpha)
     return pair_matrix(np.sum(per_block, axis=0), n_clusters)
+
+
+def countsplit_inputs(
+    counts: da.Array,
+    var: pd.DataFrame,
+    params: RecallParams,
+    timings: dict[str, float],
+    work: Path | str | None,
+    storage_options: StorageOptions,
+) -> list[Prepared]:
+    """``FindClustersCountsplit``, per split: embed the train half's variable genes, test pairs
+    for marker genes on the test half of all genes (:func:`marker_gene_counts`).
+
+    The variable genes are vst's top ``n_hvg`` of the train half; ``var['highly_variable']`` is
+    not used, since genes chosen on all counts would let the test half shape the clusters.
+    """
+    prepared = []
+    for draw, seed in enumerate(draw_seeds(params.seed, params.draws)):
+        with stage("variable genes", timings):
+            train = counts_half(counts, seed, "train")
+            moments = compute(column_moments(train))[0]
+            genes = top_vst_genes(train, var.index, params.n_hvg, moments)
+        with stage("count splitting and normalization", timings):
+            train_genes = log_normalized_half(counts, seed, "train", params.target_sum, genes)
+            name = work_name("train", draw, params.draws)
+            rows, _ = kept(train_genes, work, name, storage_options)
+            test = log_normalized_half(counts, seed, "test", params.target_sum)
+            name = work_name("test", draw, params.draws)
+            _, test_tiles = kept(test, work, name, storage_options)
+        pair_test = partial(_marker_test, test_tiles, alpha=params.fdr)
+        prepared.append(Prepared(genes, rows, pair_test))
+    return prepared
+
+
+def _marker_test(test_tiles: da.Array, labels: np.ndarray, alpha: float) -> tuple[np.ndarray, None]:
+    """The pair test of a clustering: marker-gene counts per pair, and no marker candidates."""
+    return marker_gene_counts(test_tiles, labels, alpha=alpha), None

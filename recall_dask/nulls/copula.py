@@ -43,7 +43,7 @@ from scipy.linalg.blas import dsyrk
 from scipy.special import ndtri
 
 from recall_dask._chunks import RNG_BLOCK_ROWS, rng_block_spans, sum_row_blocks
-from recall_dask.marginals import Marginal
+from recall_dask.nulls.marginals import Marginal
 from recall_dask.progress import compute
 
 SCORE_STREAM = 0x636F70  # "cop": uniforms of the randomized transform of the data

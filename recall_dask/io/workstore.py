@@ -39,8 +39,8 @@ import zarr
 
 from recall_dask._chunks import CSR_META
 from recall_dask.errors import InputError
+from recall_dask.io.storage import Location, StorageOptions, open_group
 from recall_dask.progress import compute
-from recall_dask.storage import Location, StorageOptions, open_group
 
 logger = logging.getLogger(__name__)
 

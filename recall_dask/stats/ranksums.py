@@ -9,9 +9,9 @@ Work is split by feature blocks. Each task gathers its column block for all cell
 nonzeros by (feature, cluster) and sorts each group, then merges all the clusters' sorted
 nonzeros of a feature in one pass that counts, for every cluster pair at once, the members of one
 cluster ranked below each member of the other; all zeros form a single tie group counted in
-closed form. The regrouping and the merge are numba kernels (:mod:`recall_dask._kernels`). The
-grouping (:class:`ClusterGroups`) also yields per-cluster detection counts and sums, so other
-pair tests (:mod:`recall_dask.countsplit`) run on the same tasks through
+closed form. The regrouping and the merge are numba kernels (:mod:`recall_dask.stats._kernels`).
+The grouping (:class:`ClusterGroups`) also yields per-cluster detection counts and sums, so
+other pair tests (:mod:`recall_dask.methods.countsplit`) run on the same tasks through
 :func:`per_feature_block`.
 """
 
@@ -27,11 +27,10 @@ import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import log_ndtr
-from scipy.stats import rankdata
 
-from recall_dask._kernels import group_nonzeros, pairwise_rank_sum_stats
 from recall_dask.errors import InputError
 from recall_dask.progress import compute
+from recall_dask.stats._kernels import group_nonzeros, pairwise_rank_sum_stats
 
 _LOG2 = np.log(2.0)
 #: Cells x features that one pairwise-test task holds (about 13 million nonzeros at 10%).
@@ -61,24 +60,6 @@ def _log_pvalue(delta: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     log_p = np.zeros(np.shape(delta))
     log_p[tested] = np.minimum(0.0, _LOG2 + log_ndtr(-z))
     return log_p
-
-
-def rank_sum_log_pvalue(x: np.ndarray, y: np.ndarray) -> float:
-    """Reference two-sided rank-sum log p-value of samples ``x`` against ``y`` (dense, slow).
-
-    ``U = R_x - n_x (n_x + 1) / 2`` with mid-ranks over the union, ``mu = n_x n_y / 2``,
-    ``sigma^2 = n_x n_y / 12 * ((n + 1) - sum(t^3 - t) / (n (n - 1)))`` over tie groups ``t``,
-    ``z = (|U - mu| - 0.5) / sigma`` and ``p = min(1, 2 Phi(-z))``. When every value is tied
-    (``sigma == 0``) this returns ``log p = 0`` where R returns NaN.
-    """
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    n_x, n_y = x.size, y.size
-    n = n_x + n_y
-    ranks = rankdata(np.concatenate([x, y]))
-    _, t = np.unique(np.concatenate([x, y]), return_counts=True)
-    delta = ranks[:n_x].sum() - n_x * (n_x + 1) / 2 - n_x * n_y / 2
-    var = n_x * n_y / 12 * ((n + 1) - np.sum(t.astype(np.float64) ** 3 - t) / (n * (n - 1)))
-    return float(_log_pvalue(np.array(delta), np.array(np.sqrt(max(var, 0.0)))))
 
 
 @dataclass(frozen=True)
@@ -180,23 +161,17 @@ def per_feature_block(
     )
 
 
-def pairwise_log_pvalues(
+def pairwise_rank_sum_tests(
     data: da.Array, labels: np.ndarray, n_clusters: int, *, feature_block: int | None = None
-) -> np.ndarray:
-    """Natural-log rank-sum p-values for every cluster pair and feature, ``(n_pairs, n_features)``.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Natural-log rank-sum p-values for every cluster pair and feature, and the direction of
+    each difference (+1 where the pair's first cluster ranks higher, -1 where the second does,
+    else 0), each ``(n_pairs, n_features)``, from the same tasks.
 
     Arguments as :func:`per_feature_block`. Rows follow :func:`cluster_pairs`. A pair gets
     ``log p = 0`` where all its values tie or one of its clusters is empty (R gives NaN). The
     result does not depend on the chunking.
     """
-    return pairwise_rank_sum_tests(data, labels, n_clusters, feature_block=feature_block)[0]
-
-
-def pairwise_rank_sum_tests(
-    data: da.Array, labels: np.ndarray, n_clusters: int, *, feature_block: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`pairwise_log_pvalues` and the direction of each difference (+1 where the pair's
-    first cluster ranks higher, -1 where the second does, else 0), from the same tasks."""
     results = per_feature_block(
         data, labels, n_clusters, ClusterGroups.rank_sum_tests, feature_block=feature_block
     )

@@ -23,8 +23,8 @@ from scipy.linalg.blas import dsyrk as syrk
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 from recall_dask._chunks import map_row_blocks, sum_row_blocks
-from recall_dask._kernels import accumulate_gram, centre_and_scale_gram
-from recall_dask.preprocess import Scaling
+from recall_dask.pca._kernels import accumulate_gram, centre_and_scale_gram
+from recall_dask.preprocess.scale import Scaling
 from recall_dask.progress import compute
 
 

@@ -1,0 +1,167 @@
+"""``recall`` for Python users, like a scanpy ``tl`` function, and ``recall_store`` for a store.
+
+Both take counts where they are (an in-memory AnnData, a path in any input format, or an
+AnnData Zarr store), run :func:`recall_dask.run.run_recall` on them, and annotate the AnnData
+with its results: ``obs['recall_clusters']``, ``obs['initial_clusters']``, ``obsm['X_pca']``,
+``uns['recall']`` (and ``obs['recall_confidence']`` with several draws).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from recall_dask import io
+from recall_dask.io.storage import Location, StorageOptions
+from recall_dask.io.workstore import work_store
+from recall_dask.params import RecallParams
+from recall_dask.progress import reporting
+from recall_dask.run import RecallResult, run_recall
+
+logger = logging.getLogger(__name__)
+
+
+def recall(
+    data: ad.AnnData | str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    layer: str | None = None,
+    chunk_size: int = io.DEFAULT_CHUNK_SIZE,
+    work_dir: str | os.PathLike | None = None,
+    storage_options: StorageOptions = None,
+    progress: bool = True,
+    **options: Any,
+) -> ad.AnnData:
+    """Cluster cells with knockoff-calibrated resolution (recall), like a scanpy ``tl`` function;
+    ``method="countsplit"`` calibrates it by count splitting instead.
+
+    ``data`` is an in-memory AnnData of raw counts (in ``X`` or ``layers[layer]``) or a path to
+    a Cell Ranger folder or .h5, an .h5ad or an AnnData .zarr store. ``options`` are the fields
+    of :class:`~recall_dask.params.RecallParams` (``resolution_start``, ``fdr``, ``seed`` ...).
+    Adds ``obs['recall_clusters']``, ``obs['initial_clusters']`` (the first clustering, before
+    calibration), ``obsm['X_pca']`` and ``uns['recall']``. An AnnData is annotated in place and
+    returned. A path is ingested into the Zarr store ``out``, the results are written there
+    too, and the store is returned with X as a lazy dask array; without ``out`` a temporary
+    store is used and the result is loaded into memory. Runs on the active Dask client, if any.
+
+    The normalized matrices (recall: variable and artificial genes; countsplit: the train
+    half's variable genes and the test half) are computed once and kept, for a path, in a Zarr
+    work store under ``work_dir`` (default: the system's temporary directory; on a cluster, a
+    directory every worker can reach), removed at the end. For an AnnData they stay in worker
+    memory, unless ``work_dir`` is given.
+
+    ``out``, ``work_dir`` and an input ``.zarr`` store may be URLs that fsspec reads
+    (``s3://bucket/out.zarr``), opened with ``storage_options`` (default: fsspec's
+    configuration and the environment); other input formats are read from local disk.
+
+    ``progress`` shows a line per stage and iteration and a bar per pass over the cells (a
+    widget in a notebook); ``False`` keeps the run silent except for warnings.
+    """
+    with reporting(progress):
+        return _recall(data, out, layer, chunk_size, work_dir, storage_options, options)
+
+
+def _recall(
+    data: ad.AnnData | str | os.PathLike,
+    out: str | os.PathLike | None,
+    layer: str | None,
+    chunk_size: int,
+    work_dir: str | os.PathLike | None,
+    storage_options: StorageOptions,
+    options: dict[str, Any],
+) -> ad.AnnData:
+    params = RecallParams(**options)
+    if isinstance(data, ad.AnnData):
+        counts = io.counts_from_anndata(data, layer=layer, chunk_size=chunk_size)
+        with nullcontext() if work_dir is None else work_store(work_dir, storage_options) as store:
+            _annotate(data, run_recall(counts, data.var, params, store, storage_options))
+        if out is not None:
+            data.write_zarr(Location.of(out, storage_options).zarr_store())
+        return data
+    if out is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "recall.zarr"
+            return _recall(
+                data, out, layer, chunk_size, work_dir, storage_options, options
+            ).to_memory()
+    with ingested(data, out, chunk_size=chunk_size, layer=layer, storage_options=storage_options):
+        return recall_store(out, params, work_dir=work_dir, storage_options=storage_options)
+
+
+@contextmanager
+def ingested(
+    source: str | os.PathLike,
+    store: str | os.PathLike,
+    *,
+    chunk_size: int,
+    layer: str | None,
+    storage_options: StorageOptions = None,
+) -> Iterator[str | os.PathLike]:
+    """Ingest ``source`` into a new ``store`` (a path or URL) and yield ``store``; remove the
+    store if the work inside fails.
+
+    A failed run never leaves a half-written output behind.
+    """
+    io.ingest(source, store, chunk_size=chunk_size, layer=layer, storage_options=storage_options)
+    try:
+        yield store
+    except BaseException:
+        try:
+            Location.of(store, storage_options).remove()
+        except OSError as error:
+            logger.warning("could not remove the partial output %s: %s", store, error)
+        raise
+
+
+def recall_store(
+    store: str | os.PathLike,
+    params: RecallParams,
+    *,
+    chunk_size: int | None = None,
+    work_dir: str | os.PathLike | None = None,
+    storage_options: StorageOptions = None,
+) -> ad.AnnData:
+    """Run recall on an AnnData Zarr store (a path or URL) with CSR counts in X, and write the
+    results into it.
+
+    Rows are read in chunks of ``chunk_size`` cells (default: the store's own chunking). The
+    normalized matrices live in a work store under ``work_dir`` while the run lasts. Workers
+    read the counts and the work store themselves, by URL.
+    """
+    adata = io.open_counts(store, chunk_size=chunk_size, storage_options=storage_options)
+    with work_store(work_dir, storage_options) as work:
+        _annotate(adata, run_recall(adata.X, adata.var, params, work, storage_options))
+    io.write_results(
+        store,
+        obs=adata.obs,
+        obsm={"X_pca": adata.obsm["X_pca"]},
+        uns={"recall": adata.uns["recall"]},
+        storage_options=storage_options,
+    )
+    return adata
+
+
+def _annotate(adata: ad.AnnData, result: RecallResult) -> None:
+    """Write a run's results into ``adata``: labels in obs, the embedding in obsm, the record
+    in uns."""
+    adata.obs["recall_clusters"] = categorical_labels(result.labels, adata.obs_names)
+    adata.obs["initial_clusters"] = categorical_labels(result.initial_labels, adata.obs_names)
+    if result.confidence is not None:
+        adata.obs["recall_confidence"] = result.confidence
+    adata.obsm["X_pca"] = result.embedding
+    adata.uns["recall"] = result.record
+
+
+def categorical_labels(labels: np.ndarray, index: pd.Index) -> pd.Series:
+    """Cluster labels 0..K-1 as the categorical column a store keeps ("0", "1", ...)."""
+    names = [str(i) for i in range(int(labels.max()) + 1)]
+    return pd.Series(pd.Categorical.from_codes(labels, categories=names), index=index)

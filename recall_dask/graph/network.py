@@ -1,0 +1,61 @@
+"""The SNN graph in the form that clustering reads, and the signal that abandons a clustering.
+
+Louvain, Leiden and ``GroupSingletons`` read only the off-diagonal edges of the SNN graph
+and each node's total edge weight (:class:`SNNGraph`), built once per graph and shared by
+every clustering of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class ClusteringStopped(Exception):
+    """A clustering abandoned between random starts because its result is no longer needed."""
+
+
+@dataclass(frozen=True)
+class SNNGraph:
+    """The SNN graph as clustering reads it, built once and shared by every clustering.
+
+    ``network`` holds the off-diagonal CSR arrays (indptr, indices, weights) and each node's
+    total edge weight: all that Louvain, Leiden and ``GroupSingletons`` use (Seurat drops the
+    diagonal too), so the CSR matrix itself need not be kept.
+    """
+
+    network: tuple[np.ndarray, ...]
+
+    @classmethod
+    def from_snn(cls, snn: sp.csr_matrix | SNNGraph) -> SNNGraph:
+        if isinstance(snn, SNNGraph):
+            return snn
+        snn = sp.csr_matrix(snn)
+        if not snn.has_canonical_format:
+            snn = snn.copy()
+            snn.sum_duplicates()
+        return cls(_network(snn))
+
+    @property
+    def n_cells(self) -> int:
+        return self.network[3].size
+
+
+def _network(snn: sp.csr_matrix) -> tuple[np.ndarray, ...]:
+    """CSR parts of the SNN without its diagonal, and each node's total edge weight.
+
+    Built by masking the stored entries, without the copies a sparse subtraction makes. The
+    indices keep the SNN's dtype (int32 for fewer than 2^31 edges), which cuts the memory
+    traffic of Louvain's sweeps.
+    """
+    n = snn.shape[0]
+    rows = np.repeat(np.arange(n, dtype=snn.indices.dtype), np.diff(snn.indptr))
+    keep = (snn.indices != rows) & (snn.data != 0)
+    rows = rows[keep]
+    weights = snn.data[keep].astype(np.float64)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    node_weight = np.bincount(rows, weights=weights, minlength=n).astype(np.float64)
+    return indptr, snn.indices[keep], weights, node_weight

@@ -1,0 +1,38 @@
+"""Counts in, results out: every input format streamed into one row-chunked Zarr store.
+
+Readers (:mod:`~recall_dask.io.readers`, one per format) turn a path into annotations and row
+chunks; :mod:`~recall_dask.io.validate` checks each chunk as raw counts and puts it in the
+canonical form every stage computes on; :mod:`~recall_dask.io.counts` writes the chunks
+into an AnnData Zarr store and reads them back lazily, as dask arrays whose tasks read the
+store themselves; :mod:`~recall_dask.io.results` stores a run's results next to the counts.
+:mod:`~recall_dask.io.storage` names local paths and fsspec URLs, and
+:mod:`~recall_dask.io.workstore` keeps the normalized matrices of a run while it lasts.
+:mod:`~recall_dask.io.tenx` writes Cell Ranger ``.h5`` files (for simulated data).
+"""
+
+from recall_dask.io.counts import (
+    DEFAULT_CHUNK_SIZE,
+    counts_from_anndata,
+    ingest,
+    open_counts,
+    write_stream,
+)
+from recall_dask.io.readers import BUNDLED_PBMC3K
+from recall_dask.io.results import read_results, write_labels_csv, write_results
+from recall_dask.io.tenx import write_10x_h5
+from recall_dask.io.validate import MAX_COUNT, canonical_counts
+
+__all__ = [
+    "BUNDLED_PBMC3K",
+    "DEFAULT_CHUNK_SIZE",
+    "MAX_COUNT",
+    "canonical_counts",
+    "counts_from_anndata",
+    "ingest",
+    "open_counts",
+    "read_results",
+    "write_10x_h5",
+    "write_labels_csv",
+    "write_results",
+    "write_stream",
+]

@@ -1,0 +1,130 @@
+"""recall, as ``FindClustersRecall``: artificial null genes, and the knockoff filter as the
+pair test.
+
+The inputs, once: the variable genes and the null fitted to their counts. Then per draw: the
+log-normalized [genes | artificial genes] matrix, computed once and kept, embedded by rows
+and tested pair by pair by tiles. A pair of clusters is real when the knockoff+ filter
+selects some gene: the gene's rank-sum test between the two clusters beats its artificial
+twin's by enough (:mod:`recall_dask.stats.knockoff`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+
+from recall_dask.io.storage import StorageOptions
+from recall_dask.methods.draws import Prepared, draw_seeds, for_each_draw, kept, work_name
+from recall_dask.nulls import fit_null
+from recall_dask.preprocess.hvg import select_variable_genes
+from recall_dask.preprocess.normalize import augmented_log_normalized
+from recall_dask.preprocess.scale import column_moments
+from recall_dask.progress import compute, stage
+from recall_dask.stats.knockoff import (
+    knockoff_statistics,
+    n_selected_per_pair,
+    strongest_selected,
+)
+from recall_dask.stats.ranksums import cluster_pairs, pair_matrix, pairwise_rank_sum_tests
+
+if TYPE_CHECKING:
+    from recall_dask.params import RecallParams
+
+#: Marker candidates recorded per cluster pair: the selected genes with the largest W.
+MARKERS_PER_PAIR = 10
+
+
+@dataclass(frozen=True)
+class Markers:
+    """For each cluster pair ``a < b``, the knockoff-selected genes with the largest W (at most
+    :data:`MARKERS_PER_PAIR`, by decreasing W): marker candidates that tell the pair apart.
+
+    Parallel arrays, one entry per (pair, gene); ``gene`` indexes the variable genes and
+    ``higher_in`` is the cluster of the pair where the gene ranks higher (W has no direction).
+    """
+
+    cluster_a: np.ndarray
+    cluster_b: np.ndarray
+    gene: np.ndarray
+    W: np.ndarray
+    higher_in: np.ndarray
+
+    @classmethod
+    def strongest(
+        cls, w: np.ndarray, direction: np.ndarray, pairs: np.ndarray, fdr: float
+    ) -> Markers:
+        """The markers of every pair from its rows of ``w`` and of the rank-sum ``direction``
+        (pairs x variable genes; +1 where the pair's first cluster ranks higher)."""
+        top = [strongest_selected(row, fdr, MARKERS_PER_PAIR) for row in w]
+        row = np.repeat(np.arange(len(top)), [t.size for t in top])
+        gene = np.concatenate([np.zeros(0, dtype=np.int64), *top])
+        a, b = pairs[row, 0], pairs[row, 1]
+        return cls(a, b, gene, w[row, gene], np.where(direction[row, gene] > 0, a, b))
+
+    def record(self, gene_names: np.ndarray) -> dict[str, np.ndarray]:
+        """The ``uns['recall']['markers']`` entry, with genes by name."""
+        return {
+            "cluster_a": self.cluster_a,
+            "cluster_b": self.cluster_b,
+            "gene": np.asarray(gene_names, dtype=str)[self.gene],
+            "W": self.W,
+            "higher_in": self.higher_in,
+        }
+
+
+def selected_gene_counts(
+    data: da.Array, labels: np.ndarray, n_genes: int, fdr: float
+) -> tuple[np.ndarray, Markers]:
+    """Clusters x clusters matrix of genes the knockoff+ filter selects for each pair, and
+    each pair's strongest selected genes.
+
+    ``data`` holds the log-normalized variable genes in its first ``n_genes`` columns and their
+    artificial twins, in the same order, in the next ``n_genes``.
+    """
+    n_clusters = int(labels.max()) + 1
+    pairs = cluster_pairs(n_clusters)
+    if n_clusters == 1:
+        nothing = np.zeros((0, n_genes))
+        return pair_matrix(np.empty(0, dtype=np.int64), 1), Markers.strongest(
+            nothing, nothing, pairs, fdr
+        )
+    log_p, direction = pairwise_rank_sum_tests(data, labels, n_clusters)
+    w = knockoff_statistics(log_p[:, :n_genes], log_p[:, n_genes:])
+    markers = Markers.strongest(w, direction[:, :n_genes], pairs, fdr)
+    return pair_matrix(n_selected_per_pair(w, fdr), n_clusters), markers
+
+
+def recall_inputs(
+    counts: da.Array,
+    var: pd.DataFrame,
+    params: RecallParams,
+    timings: dict[str, float],
+    work: Path | str | None,
+    storage_options: StorageOptions,
+) -> list[Prepared]:
+    """``FindClustersRecall``: the variable genes and their nulls, once; then per draw the
+    log-normalized [genes | artificial genes] matrix, computed once and kept
+    (:func:`~recall_dask.methods.draws.kept`), embedded by rows and tested pair by pair with
+    knockoffs by tiles."""
+    with stage("variable genes", timings):
+        (moments,) = compute(column_moments(counts))
+        genes = select_variable_genes(counts, var, params.n_hvg, moments)
+    with stage("null fits", timings):
+        null = fit_null(counts[:, genes], params.null_method, params.seed)
+
+    def prepare(draw: int) -> Prepared:
+        seed = draw_seeds(params.seed, params.draws)[draw]
+        data = augmented_log_normalized(counts, genes, null, seed, params.target_sum)
+        name = work_name("augmented", draw, params.draws)
+        rows, tiles = kept(data, work, name, storage_options)
+        test = partial(selected_gene_counts, tiles, n_genes=genes.size, fdr=params.fdr)
+        return Prepared(genes, rows, test)
+
+    with stage("artificial genes and normalization", timings):
+        return for_each_draw(prepare, range(params.draws))

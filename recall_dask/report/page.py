@@ -1,0 +1,242 @@
+"""The report page: one self-contained HTML document (figures as base64 PNG, inline CSS, no
+scripts, nothing fetched) from an AnnData holding a run's results and its UMAP."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from recall_dask.report.figures import (
+    confidence_figure,
+    draws_figure,
+    png_data_uri,
+    selected_heatmap,
+    sizes_figure,
+    stability_figure,
+    trace_figure,
+    umap_figure,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 80rem; padding: 0 1rem; color: #1d1d1f; line-height: 1.45; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-top: 2.2rem;
+     border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
+p.note { color: #555; font-size: .92rem; max-width: 60rem; }
+img { max-width: 100%; height: auto; display: block; margin: .6rem 0; }
+table { border-collapse: collapse; font-size: .9rem; margin: .6rem 0; }
+th, td { border: 1px solid #ddd; padding: .25rem .6rem; text-align: left; vertical-align: top; }
+th { background: #f4f4f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td:first-child { white-space: nowrap; }
+span.gene { display: inline-block; margin-right: .8rem; white-space: nowrap; }
+span.gene small { color: #666; }
+.columns { display: flex; flex-wrap: wrap; gap: 2.5rem; }
+"""
+
+
+def iteration_trace(record: dict) -> list[dict]:
+    """``uns['recall']['iterations']`` as a list, first iteration first."""
+    return [record["iterations"][str(i)] for i in range(int(record["n_iterations"]))]
+
+
+def _image(figure: Figure, alt: str) -> str:
+    return f'<img src="{png_data_uri(figure)}" alt="{html.escape(alt)}">'
+
+
+def _table(header: list[str], rows: list[list[object]], numeric: Collection[int] = ()) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{cell}</td>' if i in numeric else f"<td>{cell}</td>"
+            for i, cell in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _trace_table(trace: list[dict]) -> str:
+    rows = []
+    for number, it in enumerate(trace, start=1):
+        pair = it["failing_pair"]
+        verdict = f"{pair[0]} vs {pair[1]}: 0 genes" if len(pair) else "none: accepted"
+        rows.append(
+            [number, f"{it['resolution']:.4g}", it["n_clusters"], it["n_pairs_tested"], verdict]
+        )
+    header = ["iteration", "resolution", "clusters", "pairs tested", "failing pair"]
+    return _table(header, rows, numeric={0, 1, 2, 3})
+
+
+def _draws_table(trace: list[dict], needed: int) -> str:
+    rows = []
+    for number, it in enumerate(trace, start=1):
+        clusters = " ".join(str(k) for k in np.asarray(it["n_clusters"]).tolist())
+        passed = int(it["n_passed"])
+        verdict = "accepted" if it["accepted"] else "lowered"
+        rows.append(
+            [number, f"{it['resolution']:.4g}", clusters, f"{passed} ({needed} needed)", verdict]
+        )
+    header = ["iteration", "resolution", "clusters per draw", "draws passed", "verdict"]
+    return _table(header, rows, numeric={0, 1})
+
+
+def final_selected(record: dict) -> np.ndarray:
+    """Genes selected per pair of the final clusters (stores before ``--draws`` kept them in
+    the last iteration only)."""
+    if "n_selected" in record:
+        return np.asarray(record["n_selected"])
+    return np.asarray(iteration_trace(record)[-1]["n_selected"])
+
+
+def _calibration_section(record: dict, trace: list[dict]) -> list[str]:
+    if "stability" not in record:
+        return [
+            '<p class="note">Each iteration clusters at a lower resolution while some pair of '
+            "clusters selects no gene (the failing pair, marked in red).</p>",
+            _image(trace_figure(trace), "clusters and resolution per iteration"),
+            _trace_table(trace),
+        ]
+    stability = record["stability"]
+    needed = int(stability["needed"])
+    return [
+        f'<p class="note">{len(stability["draw_seeds"])} independent draws of the artificial '
+        "genes, each with its own graph. A draw passes a resolution when every pair of its "
+        f"clusters selects a gene; the resolution is accepted once {needed} draws pass. The "
+        "clusters are the draws' consensus at that resolution: the medoid draw's clusters, "
+        "each cell taking the label most draws give it.</p>",
+        _image(draws_figure(stability), "clusters of every draw per iteration"),
+        _draws_table(trace, needed),
+    ]
+
+
+def _stability_section(adata: ad.AnnData, record: dict) -> list[str]:
+    if "stability" not in record:
+        return []
+    stability = np.asarray(record["stability"]["cluster_stability"])
+    return [
+        '<div class="columns"><div><h2>Stability</h2>',
+        '<p class="note">A cell\'s confidence is the fraction of draws that give it its '
+        "cluster (obs['recall_confidence']); a cluster's stability is the mean confidence of "
+        "its cells.</p>",
+        _image(stability_figure(stability), "stability of each cluster"),
+        "</div><div>",
+        _image(
+            confidence_figure(adata.obsm["X_umap"], adata.obs["recall_confidence"].to_numpy()),
+            "UMAP coloured by confidence",
+        ),
+        "</div></div>",
+    ]
+
+
+def _selection(record: dict, fdr: float) -> str:
+    if record.get("method", "recall") == "countsplit":
+        return f"genes with Bonferroni-adjusted p < {fdr:g} on the test half (count splitting)"
+    return f"knockoff+ at q = {fdr:g}"
+
+
+def _markers_section(record: dict, n_selected: np.ndarray) -> str:
+    if "markers" not in record:
+        return (
+            '<p class="note">Count splitting selects genes by their p-values on the test half '
+            "and has no knockoff W, so no marker candidates are listed.</p>"
+        )
+    return (
+        '<p class="note">For each final pair, the selected genes with the largest W = '
+        "-log10 p(gene) + log10 p(artificial twin) (Wilcoxon, two-sided): they tell the two "
+        "clusters apart better than their null twins. W has no direction; the arrow names the "
+        "cluster of the pair where the gene ranks higher.</p>"
+        + _markers_table(record["markers"], n_selected)
+    )
+
+
+def _markers_table(markers: dict, n_selected: np.ndarray) -> str:
+    columns = ("cluster_a", "cluster_b", "gene", "W", "higher_in")
+    frame = pd.DataFrame({key: np.asarray(markers[key]) for key in columns})
+    rows = []
+    for (a, b), genes in frame.groupby(["cluster_a", "cluster_b"], sort=False):
+        listed = " ".join(
+            f'<span class="gene">{html.escape(str(g))} <small>{w:.1f} &uarr;{up}</small></span>'
+            for g, w, up in zip(genes["gene"], genes["W"], genes["higher_in"], strict=True)
+        )
+        rows.append([f"{a} vs {b}", int(n_selected[a, b]), listed])
+    if not rows:
+        return "<p>One cluster: no pairs to tell apart.</p>"
+    return _table(["pair", "genes selected", "strongest genes (W)"], rows, numeric={1})
+
+
+def _key_values(header: list[str], values: dict) -> str:
+    def shown(value: object) -> str:
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    return _table(header, [[html.escape(str(k)), html.escape(shown(v))] for k, v in values.items()])
+
+
+def render_report(adata: ad.AnnData, *, title: str, compare_default: bool = False) -> str:
+    """The report page of an AnnData holding a run's results and ``obsm['X_umap']``."""
+    record = adata.uns["recall"]
+    trace = iteration_trace(record)
+    final = final_selected(record)
+    panels = {"initial": adata.obs["initial_clusters"], "recall": adata.obs["recall_clusters"]}
+    if compare_default:
+        panels["without recall"] = adata.obs["default_clusters"]
+    fdr = record["params"]["fdr"]
+    summary = (
+        f"{adata.n_obs:,} cells. The first clustering (resolution {trace[0]['resolution']:.4g}) "
+        f"found {len(adata.obs['initial_clusters'].cat.categories)} clusters; after "
+        f"{len(trace)} iteration(s) recall keeps "
+        f"{len(adata.obs['recall_clusters'].cat.categories)} (resolution "
+        f"{trace[-1]['resolution']:.4g})."
+    )
+    if compare_default:
+        summary += (
+            f" Without artificial genes the same resolution gives "
+            f"{len(adata.obs['default_clusters'].cat.categories)} clusters."
+        )
+    parts = [
+        f"<h1>recall report</h1><p>{html.escape(title)}</p><p>{html.escape(summary)}</p>",
+        "<h2>UMAP</h2>",
+        '<p class="note">UMAP of the first '
+        f"{record['params']['dims']} PCs of the augmented data (obsm['X_pca']). <b>initial</b>: "
+        "the first clustering, before calibration; <b>recall</b>: the calibrated clusters"
+        + (
+            "; <b>without recall</b>: the standard clustering of the original data, no "
+            "artificial genes, at the starting resolution"
+            if compare_default
+            else ""
+        )
+        + ".</p>",
+        _image(umap_figure(adata.obsm["X_umap"], panels), "UMAP coloured by clusters"),
+        "<h2>Calibration</h2>",
+        *_calibration_section(record, trace),
+        *_stability_section(adata, record),
+        '<div class="columns"><div><h2>Genes selected per pair</h2>',
+        f'<p class="note">Final clusters, {_selection(record, fdr)}.</p>',
+        _image(selected_heatmap(final), "genes selected per cluster pair"),
+        "</div><div><h2>Cluster sizes</h2>",
+        _image(sizes_figure(adata.obs["recall_clusters"]), "cells per recall cluster"),
+        "</div></div>",
+        "<h2>Marker candidates</h2>",
+        _markers_section(record, final),
+        '<div class="columns"><div><h2>Parameters</h2>',
+        _key_values(["parameter", "value"], record["params"]),
+        "</div><div><h2>Versions</h2>",
+        _key_values(["package", "version"], record["versions"]),
+        "</div></div>",
+    ]
+    body = "\n".join(parts)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>recall report: {html.escape(title)}</title><style>{_CSS}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )

@@ -1,0 +1,201 @@
+"""One cell matrix from counts to calibrated labels, stage by stage: :func:`run_recall`.
+
+recall (``FindClustersRecall``): counts -> variable genes -> artificial genes from their
+nulls -> augmented, log-normalized matrix (in a Zarr work store, or in worker memory).
+Count splitting (``FindClustersCountsplit``): counts -> train and test halves -> variable genes
+of the train half -> its log-normalized variable genes, and the log-normalized test half of
+all genes (both in the work store, or in worker memory). Each method prepares its inputs
+(:mod:`recall_dask.methods`); then both: scaling and exact PCA -> gathered embedding -> kNN and
+SNN graph -> calibration loop with the method's pair test -> labels, embedding and the
+``uns['recall']`` record (:class:`RecallResult`), which :mod:`recall_dask.api` writes into
+the AnnData.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import zarr
+
+from recall_dask.calibrate import Step, calibrate_draws
+from recall_dask.consensus import Consensus, consensus
+from recall_dask.errors import InputError
+from recall_dask.graph import SNNGraph, nearest_neighbors, shared_nearest_neighbors
+from recall_dask.io.storage import Location, StorageOptions
+from recall_dask.methods import METHODS
+from recall_dask.methods.draws import draw_seeds, for_each_draw
+from recall_dask.params import RecallParams
+from recall_dask.pca import cell_embeddings, principal_components
+from recall_dask.preprocess.scale import feature_scaling
+from recall_dask.progress import compute, stage
+
+_VERSIONED = (
+    "recall-dask",
+    "dask",
+    "distributed",
+    "anndata",
+    "zarr",
+    "numpy",
+    "scipy",
+    "numba",
+    "igraph",
+    "leidenalg",
+    "scikit-misc",
+)
+
+
+def embed(data: da.Array, params: RecallParams) -> np.ndarray:
+    """Exact PCA of the scaled data (augmented, or the train half's variable genes), gathered
+    as cells x PCs."""
+    scaling = feature_scaling(data, params.scale_max)
+    pca = principal_components(data, scaling, min(params.n_pcs, data.shape[0]))
+    return compute(cell_embeddings(data, scaling, pca))[0]
+
+
+def _kept_embedding(
+    embedding: np.ndarray,
+    draw: int,
+    params: RecallParams,
+    work: Path | str | None,
+    storage_options: StorageOptions,
+) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+    """The PCs the graph needs, and how to get the whole embedding back. With several draws
+    and a work directory, the whole embedding waits there: only the medoid draw's is kept
+    in the end, and ten draws' embeddings of many cells would crowd the client's memory."""
+    if params.draws == 1 or work is None:
+        return embedding[:, : params.dims], lambda: embedding
+    location = Location.of(work, storage_options).child(f"embedding-{draw}.zarr")
+    stored = zarr.create_array(
+        location.zarr_store(), shape=embedding.shape, dtype=embedding.dtype, zarr_format=2
+    )
+    stored[:] = embedding
+    return embedding[:, : params.dims], lambda: stored[:]
+
+
+def neighbor_graph(embedding: np.ndarray, params: RecallParams) -> SNNGraph:
+    """The SNN graph of a run's embedding, as Seurat's ``FindNeighbors``, in the form that
+    clustering reads (the CSR matrix is not kept: with many draws, graphs add up)."""
+    knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors, params.neighbors)
+    return SNNGraph.from_snn(shared_nearest_neighbors(knn, params.snn_prune))
+
+
+@dataclass(frozen=True)
+class RecallResult:
+    """What a run adds to the AnnData: final and first clusters, the embedding, each cell's
+    confidence (several draws only) and the ``uns['recall']`` record."""
+
+    labels: np.ndarray
+    initial_labels: np.ndarray
+    embedding: np.ndarray
+    confidence: np.ndarray | None
+    record: dict[str, Any]
+
+
+def run_recall(
+    counts: da.Array,
+    var: pd.DataFrame,
+    params: RecallParams,
+    store: Path | str | None = None,
+    storage_options: StorageOptions = None,
+) -> RecallResult:
+    """Calibrated clusters, embedding and the ``uns['recall']`` record for a count matrix, by
+    ``params.method``, over ``params.draws`` draws.
+
+    ``store`` is the path or URL of the work directory for the normalized matrices; ``None``
+    keeps them in worker memory. With several draws the answer is the consensus of the draws'
+    clusterings at the accepted resolution (:mod:`recall_dask.consensus`); the embedding, the
+    first clusters, the variable genes and the markers are the medoid draw's.
+    """
+    n_cells = counts.shape[0]
+    if n_cells < params.k_neighbors:
+        raise InputError(f"fewer cells ({n_cells}) than neighbors (k = {params.k_neighbors})")
+    timings: dict[str, float] = {}
+    draws = METHODS[params.method](counts, var, params, timings, store, storage_options)
+    with stage("scaling and PCA", timings):
+
+        def embedded(m: int) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+            return _kept_embedding(embed(draws[m].rows, params), m, params, store, storage_options)
+
+        embeddings = for_each_draw(embedded, range(len(draws)))
+    with stage("neighbour graph", timings):
+        graphs = for_each_draw(lambda kept: neighbor_graph(kept[0], params), embeddings)
+    with stage("calibration", timings):
+        steps = calibrate_draws(graphs, [draw.pair_test for draw in draws], params)
+    final = steps[-1]
+    if len(draws) == 1:
+        (last,) = final.draws
+        medoid, labels, confidence = 0, last.labels, None
+        n_selected, markers = last.n_selected, last.markers
+    else:
+        with stage("consensus", timings):
+            agreed = consensus([draw.labels for draw in final.draws])
+            medoid, labels, confidence = agreed.medoid, agreed.labels, agreed.confidence
+            n_selected, markers = draws[medoid].pair_test(labels)
+    genes = var.index[draws[medoid].genes]
+    record = {
+        "method": params.method,
+        "params": params.as_dict(),
+        "seed": params.seed,
+        "versions": _versions(),
+        "variable_genes": np.asarray(genes, dtype=str),
+        "iterations": {str(i): _step_summary(step) for i, step in enumerate(steps)},
+        "n_iterations": len(steps),
+        "resolution": final.resolution,
+        "n_clusters": int(labels.max()) + 1,
+        "n_selected": n_selected,
+        # Two parallel arrays, because stores sort dict keys and the stage order matters.
+        "stage_seconds": {
+            "stage": np.array(list(timings), dtype=str),
+            "seconds": np.array(list(timings.values())),
+        },
+    }
+    if markers is not None:  # count splitting has no knockoff W
+        record["markers"] = markers.record(genes)
+    if len(draws) > 1:
+        record["stability"] = _stability(steps, agreed, params)
+    initial = steps[0].draws[medoid].labels
+    return RecallResult(labels, initial, embeddings[medoid][1](), confidence, record)
+
+
+def _step_summary(step: Step) -> dict[str, Any]:
+    """One draw: R's trace of the iteration; several: each draw's clusters and verdict."""
+    if len(step.draws) == 1:
+        return step.draws[0].summary()
+    return {
+        "resolution": step.resolution,
+        "n_clusters": np.array([draw.n_clusters for draw in step.draws]),
+        "passed": step.passed,
+        "n_passed": int(step.passed.sum()),
+        "accepted": step.accepted,
+    }
+
+
+def _stability(steps: list[Step], agreed: Consensus, params: RecallParams) -> dict[str, Any]:
+    """``uns['recall']['stability']``: the draws and how far they agree."""
+    return {
+        "draw_seeds": np.array(draw_seeds(params.seed, params.draws), dtype=np.int64),
+        "medoid": agreed.medoid,
+        "needed": steps[-1].needed,
+        "resolutions": np.array([step.resolution for step in steps]),
+        "n_clusters": np.array([[draw.n_clusters for draw in step.draws] for step in steps]),
+        "passed": np.array([step.passed for step in steps]),
+        "cluster_stability": agreed.cluster_stability,
+        "pair_separation": agreed.pair_separation,
+    }
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in _VERSIONED:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "unknown"
+    return found
