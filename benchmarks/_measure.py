@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -10,10 +11,14 @@ from pathlib import Path
 import psutil
 
 
-def run_measured(command: list[str], interval: float = 0.05) -> tuple[float, float]:
-    """Wall seconds and peak summed RSS (GiB) of ``command`` and all its children."""
+def run_measured(
+    command: list[str], interval: float = 0.05, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """Wall seconds and peak summed RSS (GiB) of ``command`` and all its children; ``env``
+    adds environment variables."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    environment = None if env is None else {**os.environ, **env}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=environment)
     root = psutil.Process(process.pid)
     peak = 0
     while process.poll() is None:

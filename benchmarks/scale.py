@@ -38,6 +38,8 @@ from recall_dask.simulate import group_labels  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 PLOT = "benchmarks/scale.png"
 CLI = [sys.executable, "-m", "recall_dask"]
+#: Runs the command line and records each pass's graph size (benchmarks/_graphs.py).
+RECORDER = Path(__file__).resolve().parent / "_graphs.py"
 # Stages as uns['recall']['stage_seconds'] names them, with short table headings.
 STAGES = {
     "variable genes": "HVG",
@@ -64,9 +66,11 @@ def one_size(
     """``recall-dask run`` with ``options`` on the simulated .h5 of this size, measured."""
     source = simulated_h5(data_dir, n_cells, n_genes, n_groups)
     with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
-        out = Path(tmp) / "out.zarr"
-        command = [*CLI, "run", str(source), "-o", str(out), "--work-dir", tmp, "--quiet"]
-        wall, peak = run_measured([*command, *options])
+        out, graphs = Path(tmp) / "out.zarr", Path(tmp) / "graphs.json"
+        command = [sys.executable, str(RECORDER), "run", str(source), "-o", str(out)]
+        command += ["--work-dir", tmp, "--quiet"]
+        wall, peak = run_measured([*command, *options], env={"RECALL_GRAPHS": str(graphs)})
+        passes = json.loads(graphs.read_text())
         root = zarr.open_group(out, mode="r")  # obs and uns only: X may not fit in memory
         record = read_elem(root["uns/recall"])
         labels = read_elem(root["obs"])["recall_clusters"].cat.codes.to_numpy()
@@ -86,8 +90,47 @@ def one_size(
         "clusters": int(record["n_clusters"]),
         "ari": adjusted_rand_score(group_labels(n_cells, n_groups), labels),
         "labels_file": str(data_dir / f"labels_{n_cells}.npy"),
+        "graphs": graph_sizes(passes),
         "_labels": labels,
     }
+
+
+def graph_sizes(passes: list[dict[str, object]]) -> dict[str, dict[str, int]]:
+    """Per stage: the passes (dask computations) it ran, and their high-level layers and tasks
+    in all (``benchmarks/_graphs.py`` records them)."""
+    sizes: dict[str, dict[str, int]] = {}
+    for one in passes:
+        size = sizes.setdefault(one["stage"], {"passes": 0, "layers": 0, "tasks": 0})
+        size["passes"] += 1
+        size["layers"] += one["layers"]
+        size["tasks"] += one["tasks"]
+    return sizes
+
+
+def comparison(before: dict[str, dict], after: dict[str, dict]) -> str:
+    """Graph sizes and wall time of the sizes measured both before and after a change."""
+    lines = [
+        "| cells | stage | passes | layers before | layers after | tasks before | tasks after |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    walls = []
+    for cells in sorted(set(before) & set(after), key=int):
+        old, new = before[cells]["graphs"], after[cells]["graphs"]
+        for stage in old:
+            if stage in new:
+                lines.append(
+                    f"| {int(cells):,} | {stage} | {new[stage]['passes']} | "
+                    f"{old[stage]['layers']:,} | {new[stage]['layers']:,} | "
+                    f"{old[stage]['tasks']:,} | {new[stage]['tasks']:,} |"
+                )
+        walls.append(
+            f"{int(cells):,} cells: {_duration(before[cells]['wall'])} before, "
+            f"{_duration(after[cells]['wall'])} after ({before[cells]['peak']:.2f} and "
+            f"{after[cells]['peak']:.2f} GiB)"
+        )
+    return "\n".join(
+        [*lines, "", "Wall time, process start to labels: " + "; ".join(walls) + ".", ""]
+    )
 
 
 def in_memory_agreement(data_dir: Path, row: dict[str, object]) -> dict[str, object]:
@@ -185,9 +228,27 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--in-memory", type=int, default=None, metavar="N")
     parser.add_argument("--data-dir", type=Path, default=Path("benchmark-data"))
+    parser.add_argument(
+        "--results", default="results.json", help="results file in --data-dir (default %(default)s)"
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("BEFORE", "AFTER"),
+        help="only write the graph-size comparison of two results files of --data-dir",
+    )
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    results_file = args.data_dir / "results.json"
+    if args.compare:
+        before, after = (json.loads((args.data_dir / f).read_text()) for f in args.compare)
+        text = comparison(
+            {k: v for k, v in before.items() if k.isdigit()},
+            {k: v for k, v in after.items() if k.isdigit()},
+        )
+        print(text)
+        replace_readme_section(ROOT / "README.md", "graph-size-benchmark", text)
+        return
+    results_file = args.data_dir / args.results
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for n_cells in args.cells:
         row = one_size(args.data_dir, n_cells, args.genes, args.groups)
