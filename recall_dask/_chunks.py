@@ -10,7 +10,8 @@ blocks of ``RNG_BLOCK_ROWS`` absolute rows, so they do not depend on the chunkin
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import dask
 import dask.array as da
@@ -36,15 +37,9 @@ def rng_block_spans(row_start: int, n_rows: int) -> list[tuple[int, int, int]]:
     ]
 
 
-def row_offsets(array: da.Array) -> np.ndarray:
-    """First row of every row block."""
-    return np.concatenate([[0], np.cumsum(array.chunks[0])[:-1]]).astype(np.int64)
-
-
-def _row_blocks(array: da.Array) -> list:
-    if len(array.chunks[1]) != 1:
-        array = array.rechunk({1: -1})
-    return list(array.to_delayed().ravel())
+def rows_only(array: da.Array) -> da.Array:
+    """``array`` chunked by rows only: one block holds all columns of its cells."""
+    return array if len(array.chunks[1]) == 1 else array.rechunk({1: -1})
 
 
 def _shared(values: tuple) -> list:
@@ -52,6 +47,14 @@ def _shared(values: tuple) -> list:
     one copy in the graph instead of carrying its own."""
     scalar = (int, float, str, bool, np.number, type(None))
     return [v if isinstance(v, scalar) else dask.delayed(v, traverse=False) for v in values]
+
+
+def _first_row(block_info: dict) -> int:
+    return int(block_info[0]["array-location"][0][0])
+
+
+def _call_with_first_row(block, *args, row_func, block_info):
+    return row_func(block, _first_row(block_info), *args)
 
 
 def map_row_blocks(
@@ -62,16 +65,107 @@ def map_row_blocks(
     dtype: Any = np.float64,
     meta: Any = CSR_META,
 ) -> da.Array:
-    """Apply ``func(block, first_row, *args)`` to every row block; blocks keep their rows."""
-    shared = _shared(args)
-    call = dask.delayed(func, pure=True)
-    blocks = [
-        da.from_delayed(call(block, int(start), *shared), (n_rows, n_cols), dtype=dtype, meta=meta)
-        for block, start, n_rows in zip(
-            _row_blocks(array), row_offsets(array), array.chunks[0], strict=True
-        )
-    ]
-    return da.concatenate(blocks, axis=0)
+    """Apply ``func(block, first_row, *args)`` to every row block, as one Blockwise layer;
+    blocks keep their rows and get ``n_cols`` columns."""
+    array = rows_only(array)
+    return da.map_blocks(
+        _call_with_first_row,
+        array,
+        *_shared(args),
+        row_func=func,
+        chunks=(array.chunks[0], (n_cols,)),
+        dtype=dtype,
+        meta=meta,
+    )
+
+
+#: Fan-in of a reduction tree over row blocks, unless a stage groups more blocks per task.
+SPLIT_EVERY = 4
+
+
+class RowBlock(NamedTuple):
+    """A row block with the absolute index of its first row."""
+
+    block: Any
+    first_row: int
+
+
+def _tagged(block, block_info):
+    """The block with its first row, as the (1, 1) object array a reduction carries."""
+    return _object(RowBlock(block, _first_row(block_info)), keepdims=True)
+
+
+def _object(value: Any, keepdims: bool) -> np.ndarray:
+    out = np.empty(1, dtype=object)
+    out[0] = value  # one element, even when value is itself an array or a tuple
+    return out.reshape((1, 1) if keepdims else ())
+
+
+def _reduce(parts, axis, keepdims, *, part_of, add, args):
+    """One step of the tree: blocks (with their first rows) become a partial, partials add."""
+    items = list(parts.ravel())
+    blocks = [item for item in items if isinstance(item, RowBlock)]
+    partials = [item for item in items if not isinstance(item, RowBlock)]
+    if blocks:
+        partials.append(part_of(blocks, *args))
+    total = partials[0]
+    for other in partials[1:]:
+        total = add(total, other)
+    return _object(total, keepdims)
+
+
+def reduce_row_blocks(
+    array: da.Array,
+    part_of: Callable[..., Any],
+    add: Callable[[Any, Any], Any],
+    *args: Any,
+    group: int = SPLIT_EVERY,
+) -> da.Array:
+    """Reduce ``array`` over its row blocks: ``part_of(blocks, *args)`` makes one partial of
+    up to ``group`` consecutive blocks, each given as a ``(block, first_row)`` pair, and
+    ``add(a, b)`` combines partials up a tree of fan-in ``group``.
+
+    Built with ``da.reduction`` over a Blockwise layer that tags each block with its first
+    row. Partials need not be arrays of the input's shape (a Gram matrix, a histogram), so
+    they travel as 0-d object arrays; the result is a 0-d object array. A large ``group``
+    makes large partials (a Gram matrix) once per group of blocks, accumulated in place,
+    rather than once per block.
+    """
+    array = rows_only(array)
+    tagged = array.map_blocks(
+        _tagged,
+        dtype=object,
+        chunks=((1,) * array.numblocks[0], (1,)),
+        meta=np.empty((0, 0), dtype=object),
+    )
+    step = partial(_reduce, part_of=part_of, add=add, args=tuple(args))
+    return da.reduction(
+        tagged,
+        chunk=_keep,
+        combine=step,
+        aggregate=step,
+        axis=(0, 1),
+        split_every={0: max(2, group), 1: 1},
+        concatenate=True,
+        dtype=object,
+        meta=np.empty((), dtype=object),
+    )
+
+
+def _keep(block, axis, keepdims):
+    return block
+
+
+def _summed_blocks(blocks: list, *args: Any, func: Callable[..., np.ndarray]) -> np.ndarray:
+    return sum(func(block, *args) for block, _ in blocks)
+
+
+def _batched(blocks: list, *args: Any, func: Callable[..., np.ndarray], first_rows: bool):
+    return func(blocks if first_rows else [block for block, _ in blocks], *args)
+
+
+def _unwrap(reduced: np.ndarray) -> np.ndarray:
+    return np.asarray(reduced[()], dtype=np.float64)
 
 
 def sum_row_blocks(
@@ -82,19 +176,22 @@ def sum_row_blocks(
     batch: int | None = None,
     first_rows: bool = False,
 ) -> da.Array:
-    """Sum the float64 arrays ``func(block, *args)`` over row blocks with a tree reduction.
+    """Sum the float64 arrays ``func(block, *args)`` over row blocks with a tree reduction
+    (:func:`reduce_row_blocks`); a lazy array of ``shape``.
 
     With ``batch`` set, ``func`` receives lists of up to ``batch`` consecutive blocks and
     returns their summed partial, so that large partials (a Gram matrix) are accumulated in
     place instead of being allocated, shipped and added once per block. With ``first_rows``,
     each block comes as a ``(block, first_row)`` pair, for random streams keyed by row.
     """
-    shared = _shared(args)
-    call = dask.delayed(func, pure=True)
-    blocks = _row_blocks(array)
-    if first_rows:
-        blocks = [(b, int(start)) for b, start in zip(blocks, row_offsets(array), strict=True)]
-    if batch is not None:
-        blocks = [blocks[i : i + batch] for i in range(0, len(blocks), batch)]
-    parts = [da.from_delayed(call(block, *shared), shape, dtype=np.float64) for block in blocks]
-    return da.stack(parts).sum(axis=0, split_every=4)
+    if batch is None:
+        part_of, group = partial(_summed_blocks, func=func), SPLIT_EVERY
+    else:
+        part_of, group = partial(_batched, func=func, first_rows=first_rows), batch
+    reduced = reduce_row_blocks(array, part_of, np.add, *args, group=group)
+    return reduced.map_blocks(
+        _unwrap,
+        chunks=tuple((size,) for size in shape),
+        new_axis=list(range(len(shape))),
+        dtype=np.float64,
+    )

@@ -21,7 +21,6 @@ from typing import Any
 from uuid import uuid4
 
 import anndata as ad
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -267,6 +266,12 @@ def counts_from_anndata(
     if matrix is None:
         raise InputError(f"{where} is missing")
     blocks = _row_blocked(matrix, chunk_size)
-    checks = [dask.delayed(check_chunk)(b, where) for b in blocks.to_delayed().ravel()]
-    check_totals(*blocks.shape, sum(dask.compute(*checks)), where)
+    nonzeros = blocks.map_blocks(
+        lambda block: np.array([check_chunk(block, where)]),
+        chunks=((1,) * blocks.numblocks[0],),
+        drop_axis=1,
+        dtype=np.int64,
+        meta=np.empty(0, dtype=np.int64),
+    )
+    check_totals(*blocks.shape, int(nonzeros.sum().compute()), where)
     return blocks.map_blocks(canonical_counts, dtype=np.float32, meta=_CSR_META)

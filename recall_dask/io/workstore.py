@@ -31,13 +31,12 @@ from itertools import pairwise
 from pathlib import Path
 from uuid import uuid4
 
-import dask
 import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 import zarr
 
-from recall_dask._chunks import CSR_META
+from recall_dask._chunks import CSR_META, rows_only
 from recall_dask.errors import InputError
 from recall_dask.io.storage import Location, StorageOptions, open_group
 from recall_dask.progress import compute
@@ -125,8 +124,7 @@ def write_tiles(
 ) -> Tiles:
     """Compute row-chunked ``data`` into a new work store at ``path`` (a local path or URL),
     one task per row chunk; each task writes its own chunk."""
-    if len(data.chunks[1]) != 1:
-        data = data.rechunk({1: -1})
+    data = rows_only(data)
     row_chunks = data.chunks[0]
     n_features = data.shape[1]
     bounds = (*range(0, n_features, feature_block), n_features)
@@ -136,9 +134,17 @@ def write_tiles(
         _create_arrays(store.open_group("w", zarr_format=2), row_chunks, n_features, bounds)
     except OSError as error:
         raise InputError(f"cannot write the work store {store}: {error}") from error
-    write = dask.delayed(_write_row_chunk, pure=True)
-    blocks = data.to_delayed()[:, 0]
-    compute(*(write(block, r, url, bounds, options) for r, block in enumerate(blocks)))
+    written = data.map_blocks(
+        _write_row_chunk,
+        url=url,
+        bounds=bounds,
+        storage_options=options,
+        chunks=((1,) * len(row_chunks),),
+        drop_axis=1,
+        dtype=np.int64,
+        meta=np.empty(0, dtype=np.int64),
+    )
+    compute(written)
     return Tiles(url, row_chunks, bounds, options)
 
 
@@ -166,12 +172,14 @@ def _create_arrays(
 
 def _write_row_chunk(
     block: sp.csr_matrix,
-    r: int,
     url: str,
     bounds: tuple[int, ...],
     storage_options: StorageOptions,
-) -> int:
-    """Write one row chunk as its feature-block tiles; returns its number of nonzeros."""
+    block_info: dict,
+) -> np.ndarray:
+    """Write one row chunk as its feature-block tiles, into stored row ``r`` (the chunk's
+    place); returns its number of nonzeros."""
+    r = block_info[0]["chunk-location"][0]
     block = sp.csr_matrix(block)
     tiles = [block[:, a:b] for a, b in pairwise(bounds)]
     starts = np.cumsum([0, *(tile.nnz for tile in tiles)])
@@ -183,7 +191,7 @@ def _write_row_chunk(
     if nnz:
         root["data"][r, :nnz] = np.concatenate([tile.data for tile in tiles])
         root["indices"][r, :nnz] = np.concatenate([tile.indices for tile in tiles])
-    return nnz
+    return np.array([nnz])
 
 
 _OPENED: OrderedDict[str, tuple[zarr.Array, zarr.Array, zarr.Array]] = OrderedDict()

@@ -201,11 +201,9 @@ def log_normalized_half(
     return map_row_blocks(counts, _log_normalized_half, width, seed, part, target_sum, genes)
 
 
-def _marker_counts(
-    groups: ClusterGroups, pairs: np.ndarray, n_genes: int, alpha: float
-) -> np.ndarray:
-    """Per pair, the genes of this feature block that pass Seurat's filters and have
-    ``min(1, p * n_genes) < alpha``."""
+def _markers(groups: ClusterGroups, pairs: np.ndarray, n_genes: int, alpha: float) -> np.ndarray:
+    """Pairs x genes of this feature block: 1 where the gene passes Seurat's filters and has
+    ``min(1, p * n_genes) < alpha`` for the pair."""
     sizes = groups.sizes.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         pct = np.round(groups.nonzero_counts() / sizes, 3)
@@ -215,7 +213,7 @@ def _marker_counts(
         np.abs(mean_log2[:, a] - mean_log2[:, b]) >= LOGFC_THRESHOLD
     )
     significant = np.minimum(1.0, np.exp(groups.log_pvalues(pairs)) * n_genes) < alpha
-    return np.count_nonzero(tested.T & significant, axis=1)
+    return (tested.T & significant).astype(np.int64)
 
 
 def marker_gene_counts(data: da.Array, labels: np.ndarray, alpha: float = 0.05) -> np.ndarray:
@@ -229,8 +227,12 @@ def marker_gene_counts(data: da.Array, labels: np.ndarray, alpha: float = 0.05) 
     n_clusters = int(labels.max()) + 1
     if n_clusters == 1:
         return pair_matrix(np.empty(0, dtype=np.int64), 1)
-    per_block = per_feature_block(data, labels, n_clusters, _marker_counts, data.shape[1], alpha)
-    return pair_matrix(np.sum(per_block, axis=0), n_clusters)
+    n_pairs = n_clusters * (n_clusters - 1) // 2
+    markers = per_feature_block(
+        data, labels, n_clusters, _markers, data.shape[1], alpha, lead=(n_pairs,), dtype=np.int64
+    )
+    (per_pair,) = compute(markers.sum(axis=1))
+    return pair_matrix(per_pair, n_clusters)
 
 
 def countsplit_inputs(

@@ -116,7 +116,7 @@ def recall_inputs(
         (moments,) = compute(column_moments(counts))
         genes = select_variable_genes(counts, var, params.n_hvg, moments)
     with stage("null fits", timings):
-        null = fit_null(counts[:, genes], params.null_method, params.seed)
+        null = fit_null(counts[:, genes], params.null_method, params.seed, moments[:, genes])
 
     def prepare(draw: int) -> Prepared:
         seed = draw_seeds(params.seed, params.draws)[draw]

@@ -20,12 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import dask
 import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 
-from recall_dask._chunks import RNG_BLOCK_ROWS, rng_block_spans
+from recall_dask._chunks import RNG_BLOCK_ROWS, reduce_row_blocks, rng_block_spans
 from recall_dask.errors import InputError
 from recall_dask.nulls.copula import (
     MAX_COPULA_GENES,
@@ -53,7 +52,6 @@ NULL_METHODS = (
 )
 STREAM = 0x6E756C6C  # "null": keeps these draws apart from other streams of the same seed
 _COPULA = "-copula"
-_MERGE_FAN_IN = 8
 _VALUE_SPAN = 1 << 40  # histogram key = gene * _VALUE_SPAN + count value
 
 
@@ -151,24 +149,29 @@ def _merge_partials(*parts: _Partial) -> _Partial:
     )
 
 
+def _blocks_partial(blocks: list, with_histogram: bool) -> _Partial:
+    return _merge_partials(*(_block_partial(block, with_histogram) for block, _ in blocks))
+
+
 def _gene_statistics(counts: da.Array, with_histogram: bool) -> _Partial:
-    """Stream ``counts`` once: per-block statistics merged in a tree, one ``dask.compute``."""
+    """Stream ``counts`` once: per-block statistics merged up a tree, one ``dask.compute``."""
     if counts.ndim != 2 or counts.numblocks[1] != 1:
         raise InputError("counts must be a 2-D (cells x genes) dask array chunked by rows only")
-    parts = [
-        dask.delayed(_block_partial)(block, with_histogram) for block in counts.to_delayed().ravel()
-    ]
-    while len(parts) > 1:
-        parts = [
-            dask.delayed(_merge_partials)(*parts[i : i + _MERGE_FAN_IN])
-            for i in range(0, len(parts), _MERGE_FAN_IN)
-        ]
-    (stats,) = compute(parts[0])
+    tree = reduce_row_blocks(counts, _blocks_partial, _merge_partials, with_histogram, group=8)
+    stats = compute(tree)[0][()]
     if stats.invalid:
         raise InputError("counts must be non-negative integers (raw UMI counts)")
     if stats.n_cells == 0:
         raise InputError("counts has no cells")
     return stats
+
+
+def _from_moments(n_cells: int, moments: np.ndarray) -> _Partial:
+    """The statistics of the count marginals from the genes' sums, sums of squares and
+    nonzero counts that the variable-gene pass already made."""
+    total, total_sq, nonzero = np.asarray(moments, dtype=np.float64)
+    empty = np.empty(0, dtype=np.int64)
+    return _Partial(n_cells, total, total_sq, nonzero.astype(np.int64), empty, empty, False)
 
 
 def _fit_zip(stats: _Partial) -> CountMarginal:
@@ -212,11 +215,16 @@ _MARGINAL_FITTERS = {
 }
 
 
-def fit_null(counts: da.Array, method: str = "zip", seed: int = 0) -> NullModel:
+def fit_null(
+    counts: da.Array, method: str = "zip", seed: int = 0, moments: np.ndarray | None = None
+) -> NullModel:
     """Fit the null of ``method`` to ``counts`` (cells x HVGs, row-chunked CSR blocks of raw
     counts) in streaming passes; the matrix is never gathered.
 
     ``seed`` drives the uniforms of the copula fit's randomized transform (copula methods).
+    ``moments``, the genes' sums, sums of squares and nonzero counts (3 x HVGs, as
+    :func:`~recall_dask.preprocess.scale.column_moments` gives them), spare the pass over the
+    counts for every marginal but the negative binomial, which needs each gene's histogram.
     """
     if method not in NULL_METHODS:
         raise InputError(f"unknown null method {method!r}; choose one of {', '.join(NULL_METHODS)}")
@@ -228,7 +236,10 @@ def fit_null(counts: da.Array, method: str = "zip", seed: int = 0) -> NullModel:
             f"{counts.shape[1]}): their correlation is a dense p x p matrix; lower --n-hvg or "
             "choose an independent null"
         )
-    stats = _gene_statistics(counts, with_histogram=family == "nb")
+    if family == "nb" or moments is None:
+        stats = _gene_statistics(counts, with_histogram=family == "nb")
+    else:
+        stats = _from_moments(counts.shape[0], moments)
     marginal = _MARGINAL_FITTERS[family](stats)
     if not copula:
         return NullModel(method, marginal)

@@ -115,28 +115,31 @@ class ClusterGroups:
 
 
 def _pair_tests_of_block(
-    blocks: list, labels: np.ndarray, n_clusters: int, pairs: np.ndarray, func, *args
-) -> Any:
+    block, labels: np.ndarray, n_clusters: int, pairs: np.ndarray, func, *args
+) -> np.ndarray:
     """One task: a feature block's values grouped by cluster, then ``func`` over the pairs."""
-    return func(ClusterGroups.of(blocks, labels, n_clusters), pairs, *args)
+    return func(ClusterGroups.of([block], labels, n_clusters), pairs, *args)
 
 
 def per_feature_block(
     data: da.Array,
     labels: np.ndarray,
     n_clusters: int,
-    func: Callable[..., Any],
+    func: Callable[..., np.ndarray],
     *args: Any,
+    lead: tuple[int, ...],
+    dtype: Any = np.float64,
     feature_block: int | None = None,
-) -> tuple:
-    """``func(groups, pairs, *args)`` for every feature block of ``data``, all computed at once.
+) -> da.Array:
+    """Lazy ``(*lead, n_features)`` array of ``func(groups, pairs, *args)`` over every feature
+    block of ``data``, as one Blockwise layer.
 
-    ``groups`` is the block's :class:`ClusterGroups` and ``pairs`` is :func:`cluster_pairs`.
-    ``data`` is a dask array ``(n_cells, n_features)`` (expression values, mostly zeros; negative
-    values are ranked correctly too) whose blocks are scipy sparse or dense matrices; ``labels``
-    holds a cluster id in ``0..n_clusters-1`` per cell. One task per block of features
-    (``data``'s column chunks, or ``feature_block`` columns) holds that block for all cells in
-    memory; results come back in feature order.
+    ``groups`` is the block's :class:`ClusterGroups`, ``pairs`` is :func:`cluster_pairs`, and
+    ``func`` returns an array of shape ``(*lead, block width)``. ``data`` is a dask array
+    ``(n_cells, n_features)`` (expression values, mostly zeros; negative values are ranked
+    correctly too) whose blocks are scipy sparse or dense matrices; ``labels`` holds a cluster
+    id in ``0..n_clusters-1`` per cell. One task per block of features (``data``'s column
+    chunks, or ``feature_block`` columns) holds that block for all cells in memory.
     """
     labels = np.asarray(labels)
     n_cells = data.shape[0]
@@ -148,17 +151,25 @@ def per_feature_block(
         raise InputError(f"labels must lie in 0..{n_clusters - 1}")
     if feature_block is not None and feature_block < 1:
         raise InputError(f"feature_block must be positive, got {feature_block}")
-    pairs = cluster_pairs(n_clusters)
-    shared_labels = dask.delayed(labels.astype(np.int64), pure=True)
-    if feature_block is not None:
-        data = data.rechunk({1: feature_block})
-    task = dask.delayed(_pair_tests_of_block, pure=True)
-    return compute(
-        *(
-            task(list(row_blocks), shared_labels, n_clusters, pairs, func, *args)
-            for row_blocks in data.to_delayed().T
-        )
+    data = data.rechunk({0: -1, **({1: feature_block} if feature_block else {})})
+    return da.map_blocks(
+        _pair_tests_of_block,
+        data,
+        dask.delayed(labels.astype(np.int64), pure=True),
+        n_clusters,
+        dask.delayed(cluster_pairs(n_clusters), pure=True),
+        func,
+        *args,
+        chunks=(*((size,) for size in lead), data.chunks[1]),
+        new_axis=list(range(len(lead) - 1)),
+        dtype=dtype,
+        meta=np.empty((0,) * (len(lead) + 1), dtype=dtype),
     )
+
+
+def _tests_and_directions(groups: ClusterGroups, pairs: np.ndarray) -> np.ndarray:
+    log_p, direction = groups.rank_sum_tests(pairs)
+    return np.stack([log_p, direction.astype(np.float64)])
 
 
 def pairwise_rank_sum_tests(
@@ -172,14 +183,19 @@ def pairwise_rank_sum_tests(
     ``log p = 0`` where all its values tie or one of its clusters is empty (R gives NaN). The
     result does not depend on the chunking.
     """
-    results = per_feature_block(
-        data, labels, n_clusters, ClusterGroups.rank_sum_tests, feature_block=feature_block
-    )
     n_pairs = n_clusters * (n_clusters - 1) // 2
-    if not results:
+    if data.shape[1] == 0:
         return np.zeros((n_pairs, 0)), np.zeros((n_pairs, 0), dtype=np.int8)
-    log_p, direction = zip(*results, strict=True)
-    return np.concatenate(log_p, axis=1), np.concatenate(direction, axis=1)
+    lazy = per_feature_block(
+        data,
+        labels,
+        n_clusters,
+        _tests_and_directions,
+        lead=(2, n_pairs),
+        feature_block=feature_block,
+    )
+    (tests,) = compute(lazy)
+    return tests[0], tests[1].astype(np.int8)
 
 
 def pair_matrix(per_pair: np.ndarray, n_clusters: int) -> np.ndarray:
