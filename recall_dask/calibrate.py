@@ -106,21 +106,31 @@ def resolutions(params: RecallParams) -> list[float]:
 class Step:
     """One resolution of the loop: every draw's clustering and pair tests, and the verdict.
 
-    A draw passes when every pair of its clusters selects a gene; the resolution is accepted
-    when at least ``needed`` draws pass (with one draw: when it passes, R's rule).
+    A draw passes when every pair of its clusters selects a gene. It has **stopped** once it
+    passed here or at a higher resolution: R's procedure on that draw alone would have ended
+    there. The resolution is accepted when at least ``needed`` draws have stopped, so the
+    answer is where the draws' own R runs end, taken at their median (at the default
+    agreement); with one draw, R's rule.
     """
 
     resolution: float
     draws: tuple[Iteration, ...]
     needed: int
+    stopped_before: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def passed(self) -> np.ndarray:
         return np.array([draw.failing_pair is None for draw in self.draws])
 
     @property
+    def stopped(self) -> np.ndarray:
+        """Draws that passed at this resolution or at a higher one."""
+        before = self.stopped_before
+        return self.passed if before is None else self.passed | before
+
+    @property
     def accepted(self) -> bool:
-        return int(self.passed.sum()) >= self.needed
+        return int(self.stopped.sum()) >= self.needed
 
 
 def draws_needed(n_draws: int, agreement: float) -> int:
@@ -143,8 +153,8 @@ def calibrate_draws(
     pair_tests: Sequence[PairTest],
     params: RecallParams,
 ) -> list[Step]:
-    """Lower the resolution until at least a fraction ``params.agreement`` of the draws pass;
-    the last step wins.
+    """Lower the resolution until at least a fraction ``params.agreement`` of the draws have
+    passed, here or at a higher resolution; the last step wins.
 
     Draw m clusters its own SNN graph ``graphs[m]`` and tests its clusters with
     ``pair_tests[m]``, once per resolution. The draws' clusterings run on the clustering
@@ -177,7 +187,8 @@ def calibrate_draws(
                             )
                 current = [clusterings.pop((number, draw)) for draw in range(len(graphs))]
                 iterations = _test_draws(resolution, current, pair_tests, testing)
-                step = Step(resolution, iterations, needed)
+                stopped = done[-1].stopped if done else None
+                step = Step(resolution, iterations, needed, stopped)
                 done.append(step)
                 _log(len(done), step)
                 if step.accepted:
@@ -225,12 +236,12 @@ def _warn_if_first(steps: list[Step]) -> None:
 def _log(number: int, step: Step) -> None:
     if len(step.draws) > 1:
         logger.info(
-            "iteration %d: resolution %.4g, clusters per draw %s; %d of %d draws passed (%d "
-            "needed): %s",
+            "iteration %d: resolution %.4g, clusters per draw %s; %d of %d draws passed so "
+            "far (%d needed): %s",
             number,
             step.resolution,
             " ".join(str(draw.n_clusters) for draw in step.draws),
-            int(step.passed.sum()),
+            int(step.stopped.sum()),
             len(step.draws),
             step.needed,
             "done" if step.accepted else "lowering the resolution",

@@ -173,6 +173,7 @@ def _step_summary(step: Step) -> dict[str, Any]:
         "n_clusters": np.array([draw.n_clusters for draw in step.draws]),
         "passed": step.passed,
         "n_passed": int(step.passed.sum()),
+        "n_stopped": int(step.stopped.sum()),
         "accepted": step.accepted,
     }
 
@@ -186,6 +187,7 @@ def _stability(steps: list[Step], agreed: Consensus, params: RecallParams) -> di
         "resolutions": np.array([step.resolution for step in steps]),
         "n_clusters": np.array([[draw.n_clusters for draw in step.draws] for step in steps]),
         "passed": np.array([step.passed for step in steps]),
+        "stopped": np.array([step.stopped for step in steps]),
         "cluster_stability": agreed.cluster_stability,
         "pair_separation": agreed.pair_separation,
     }

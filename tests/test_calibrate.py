@@ -171,7 +171,7 @@ def test_clusters_one_resolution_ahead_per_spare_thread(monkeypatch, rng, thread
     assert asked == resolutions(params)[:clustered]
 
 
-# -- several draws: the majority rule ----------------------------------------------------
+# -- several draws: accepted where enough draws have stopped ---------------------------------
 
 
 @pytest.mark.parametrize("agreement", [1.0, 0.5, 0.25, 1e-9])
@@ -197,6 +197,46 @@ def test_agreement_counts_draws_at_its_boundary(n_draws, agreement, needed):
     for n_passing in range(n_draws + 1):
         draws = (passing,) * n_passing + (failing,) * (n_draws - n_passing)
         assert Step(0.8, draws, needed).accepted == (n_passing >= needed)
+
+
+def test_a_draw_that_passed_at_a_higher_resolution_has_stopped():
+    """A draw that passed higher up counts at every lower resolution, whatever it does there:
+    R's procedure on that draw alone would have ended where it passed."""
+    passing = Iteration(0.64, np.zeros(4, dtype=int), selected_matrix([]))
+    failing = Iteration(0.64, np.zeros(4, dtype=int), selected_matrix([(0, 1)]))
+    draws = (failing, failing, passing)
+    assert not Step(0.64, draws, 2).accepted
+    step = Step(0.64, draws, 2, np.array([True, False, False]))
+    assert step.stopped.tolist() == [True, False, True] and step.accepted
+    assert step.passed.tolist() == [False, False, True]
+
+
+def test_loop_accepts_where_enough_draws_have_passed_so_far(rng):
+    """Draw 0 passes at the first resolution only, draw 1 at the third only, draw 2 never: at
+    2/3 the loop needs two draws, and stops at the third resolution, where only one passes."""
+    snn = shared_nearest_neighbors(exact_neighbors(rng.normal(size=(300, 5)), 10))
+    passes_at = {0: 1, 1: 3, 2: None}
+
+    def test_for(draw):
+        calls = []
+
+        def pair_test(labels):
+            k = int(labels.max()) + 1
+            calls.append(k)
+            fails = k > 1 and len(calls) != passes_at[draw]
+            return selected_matrix([(0, 1)] if fails else [], k), None
+
+        return pair_test
+
+    params = RecallParams(agreement=2 / 3)
+    steps = calibrate_module.calibrate_draws([snn] * 3, [test_for(d) for d in range(3)], params)
+    assert len(steps) == 3 and steps[-1].accepted
+    assert [step.passed.tolist() for step in steps] == [
+        [True, False, False],
+        [False, False, False],
+        [False, True, False],
+    ]
+    assert steps[-1].stopped.tolist() == [True, True, False]
 
 
 def test_loop_lowers_the_resolution_until_enough_draws_pass(rng):

@@ -192,7 +192,7 @@ def test_page_of_a_run_over_draws_shows_each_draw_and_the_stability(tmp_path):
     first = record["iterations"]["0"]
     clusters = " ".join(str(k) for k in first["n_clusters"])
     assert clusters in parsed.cells
-    assert f"{first['n_passed']} ({record['stability']['needed']} needed)" in parsed.cells
+    assert f"{first['n_stopped']} ({record['stability']['needed']} needed)" in parsed.cells
     assert "accepted" in parsed.cells and "recall_confidence" in page
 
 

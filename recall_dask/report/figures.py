@@ -102,11 +102,12 @@ def trace_figure(trace: list[dict]) -> Figure:
 
 def draws_figure(stability: dict) -> Figure:
     """Clusters of every draw at every resolution: filled where the draw passed (every pair
-    selects a gene), with how many draws passed."""
+    selects a gene), with how many draws have passed so far (here or at a higher resolution)."""
     from matplotlib.ticker import MaxNLocator
 
     n_clusters = np.asarray(stability["n_clusters"])
     passed = np.asarray(stability["passed"], dtype=bool)
+    stopped = np.asarray(stability.get("stopped", passed), dtype=bool)  # older stores: passed
     steps = np.arange(1, n_clusters.shape[0] + 1)
     figure = _figure(7.5, 3.6)
     ax = figure.subplots()
@@ -114,7 +115,7 @@ def draws_figure(stability: dict) -> Figure:
     x = steps[:, None] + offsets[None, :]
     ax.scatter(x[~passed], n_clusters[~passed], facecolors="none", edgecolors="C3", s=18)
     ax.scatter(x[passed], n_clusters[passed], color="C2", s=18)
-    for step, row in zip(steps, passed, strict=True):
+    for step, row in zip(steps, stopped, strict=True):
         ax.annotate(
             f"{int(row.sum())}/{row.size}",
             (step, n_clusters.max()),

@@ -82,11 +82,26 @@ def _draws_table(trace: list[dict], needed: int) -> str:
     for number, it in enumerate(trace, start=1):
         clusters = " ".join(str(k) for k in np.asarray(it["n_clusters"]).tolist())
         passed = int(it["n_passed"])
+        stopped = int(it.get("n_stopped", passed))  # stores before the stopping rule
         verdict = "accepted" if it["accepted"] else "lowered"
         rows.append(
-            [number, f"{it['resolution']:.4g}", clusters, f"{passed} ({needed} needed)", verdict]
+            [
+                number,
+                f"{it['resolution']:.4g}",
+                clusters,
+                passed,
+                f"{stopped} ({needed} needed)",
+                verdict,
+            ]
         )
-    header = ["iteration", "resolution", "clusters per draw", "draws passed", "verdict"]
+    header = [
+        "iteration",
+        "resolution",
+        "clusters per draw",
+        "draws passed",
+        "draws passed so far",
+        "verdict",
+    ]
     return _table(header, rows, numeric={0, 1})
 
 
@@ -111,7 +126,8 @@ def _calibration_section(record: dict, trace: list[dict]) -> list[str]:
     return [
         f'<p class="note">{len(stability["draw_seeds"])} independent draws of the artificial '
         "genes, each with its own graph. A draw passes a resolution when every pair of its "
-        f"clusters selects a gene; the resolution is accepted once {needed} draws pass. The "
+        "clusters selects a gene, and R's procedure on that draw alone would stop there; the "
+        f"resolution is accepted once {needed} draws have passed, here or higher. The "
         "clusters are the draws' consensus at that resolution: the medoid draw's clusters, "
         "each cell taking the label most draws give it.</p>",
         _image(draws_figure(stability), "clusters of every draw per iteration"),
