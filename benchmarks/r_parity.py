@@ -150,10 +150,13 @@ def _decision(pair: list[int]) -> str:
 # -- summary -----------------------------------------------------------------------------
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float], digits: int = 2) -> str:
     if not values:
         return "-"
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+    low, mid, high = (
+        f"{v:.{digits}f}" for v in (min(values), statistics.median(values), max(values))
+    )
+    return f"{mid} ({low}-{high})"
 
 
 def between(runs: list[pd.Series], others: list[pd.Series] | None = None) -> list[float]:
@@ -194,7 +197,7 @@ def table(seeds, r_runs, ours, tutorial, plain, stages) -> str:
         "ARI vs R's runs, median (range)": [spread(between(r_all))],
         "ARI vs own runs of other seeds, median (range)": [spread(between(r_all))],
         "plain clustering: ARI vs R's default_cluster": ["-"],
-        "seconds per run, median (range)": [spread([r_runs[s]["seconds"] for s in seeds])],
+        "seconds per run, median (range)": [spread([r_runs[s]["seconds"] for s in seeds], 0)],
         "peak GiB of all processes, median (range)": [spread([r_runs[s]["peak"] for s in seeds])],
     }
     verdicts = []
@@ -210,7 +213,7 @@ def table(seeds, r_runs, ours, tutorial, plain, stages) -> str:
         rows["ARI vs own runs of other seeds, median (range)"].append(spread(between(runs)))
         rows["plain clustering: ARI vs R's default_cluster"].append(f"{plain[search]:.3f}")
         rows["seconds per run, median (range)"].append(
-            spread([ours[search][s]["seconds"] for s in seeds])
+            spread([ours[search][s]["seconds"] for s in seeds], 0)
         )
         rows["peak GiB of all processes, median (range)"].append(
             spread([ours[search][s]["peak"] for s in seeds])
