@@ -1,4 +1,5 @@
-"""The tuning knobs live in dask config under ``recall``, shipped in recall_dask.yaml."""
+"""The tuning knobs live in dask config under ``recall`` (shipped in recall_dask.yaml), and a
+plain import or ``--help`` loads none of the heavy modules."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import sys
 import dask
 
 from recall_dask import config
+
+HEAVY = ("dask.array", "numba", "anndata", "scipy", "zarr", "sklearn", "igraph", "distributed")
+LOADED = f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
 
 
 def _python(code: str, **env: str) -> str:
@@ -38,3 +42,22 @@ def test_dask_config_set_overrides_a_knob():
 def test_an_environment_variable_overrides_a_knob():
     code = "from recall_dask import config; print(config.get('gram-partials'))"
     assert _python(code, DASK_RECALL__GRAM_PARTIALS="3") == "3"
+
+
+def test_import_loads_no_heavy_module():
+    assert _python(f"import sys, recall_dask; {LOADED}") == "[]"
+
+
+def test_help_loads_no_heavy_module():
+    code = (
+        "import contextlib, io, sys\n"
+        "from recall_dask.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['run', '--help'])\n"
+        f"{LOADED}"
+    )
+    assert _python(code) == "[]"
+
+
+def test_the_public_api_is_there_on_first_use():
+    assert _python("import recall_dask; print(recall_dask.recall.__module__)") == "recall_dask.api"
