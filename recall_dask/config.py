@@ -34,8 +34,12 @@ def _registered() -> None:
 
 
 def get(key: str) -> Any:
-    """The value of the knob ``recall.<key>`` in dask config now."""
+    """The value of the knob ``recall.<key>`` in dask config now.
+
+    Falls back on the shipped value: leaving a ``dask.config.set({"recall.x": ...})`` block
+    that was entered before the defaults were merged removes the whole ``recall`` section.
+    """
     import dask.config
 
     _registered()
-    return dask.config.get(f"recall.{key}")
+    return dask.config.get(f"recall.{key}", default=shipped()["recall"][key])

@@ -39,6 +39,17 @@ def test_dask_config_set_overrides_a_knob():
     assert config.get("gram-partials") == shipped
 
 
+def test_knobs_outlive_a_dask_config_set_block_entered_before_their_first_use():
+    code = (
+        "import dask\n"
+        "from recall_dask import config\n"
+        "with dask.config.set({'recall.gram-partials': 3}):\n"
+        "    assert config.get('gram-partials') == 3\n"
+        "print(config.get('gram-partials'), config.get('chunk-size'))"
+    )
+    assert _python(code) == "8 2048"
+
+
 def test_an_environment_variable_overrides_a_knob():
     code = "from recall_dask import config; print(config.get('gram-partials'))"
     assert _python(code, DASK_RECALL__GRAM_PARTIALS="3") == "3"
