@@ -4,7 +4,7 @@ The sparse kernel (``accumulate_gram``) costs about the sum of the rows' squared
 counts; BLAS ``syrk`` on the densified block costs rows x features^2 at a much higher rate.
 This times both on 1,024 random rows of 4,000 features (a PBMC-sized augmented matrix) on one
 thread and prints the ratio mean(row count^2) / features^2 at each density, which is what
-``recall_dask.pca.exact.DENSE_GRAM_RATIO`` compares.
+the ``recall.dense-gram-ratio`` dask config knob compares.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/gram.py
 """

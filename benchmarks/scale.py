@@ -143,7 +143,7 @@ def in_memory_agreement(data_dir: Path, row: dict[str, object]) -> dict[str, obj
         "from recall_dask.dask_cluster import ClusterConfig, dask_client\n"
         "from recall_dask.api import recall\n"
         "with tempfile.TemporaryDirectory() as tmp:\n"
-        "    io.ingest(sys.argv[1], tmp + '/x.zarr', chunk_size=io.DEFAULT_CHUNK_SIZE)\n"
+        "    io.ingest(sys.argv[1], tmp + '/x.zarr')\n"
         "    adata = ad.read_zarr(tmp + '/x.zarr')\n"
         "with dask_client(ClusterConfig()):\n"
         "    recall(adata)\n"

@@ -18,6 +18,8 @@ import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 
+from recall_dask import config
+
 CSR_META = sp.csr_matrix((0, 0), dtype=np.float64)
 RNG_BLOCK_ROWS = 1024  # cells per RNG block, in absolute row coordinates
 
@@ -79,10 +81,6 @@ def map_row_blocks(
     )
 
 
-#: Fan-in of a reduction tree over row blocks, unless a stage groups more blocks per task.
-SPLIT_EVERY = 4
-
-
 class RowBlock(NamedTuple):
     """A row block with the absolute index of its first row."""
 
@@ -119,11 +117,12 @@ def reduce_row_blocks(
     part_of: Callable[..., Any],
     add: Callable[[Any, Any], Any],
     *args: Any,
-    group: int = SPLIT_EVERY,
+    group: int | None = None,
 ) -> da.Array:
     """Reduce ``array`` over its row blocks: ``part_of(blocks, *args)`` makes one partial of
     up to ``group`` consecutive blocks, each given as a ``(block, first_row)`` pair, and
-    ``add(a, b)`` combines partials up a tree of fan-in ``group``.
+    ``add(a, b)`` combines partials up a tree of fan-in ``group`` (default: the
+    ``recall.split-every`` knob).
 
     Built with ``da.reduction`` over a Blockwise layer that tags each block with its first
     row. Partials need not be arrays of the input's shape (a Gram matrix, a histogram), so
@@ -132,6 +131,7 @@ def reduce_row_blocks(
     rather than once per block.
     """
     array = rows_only(array)
+    group = config.get("split-every") if group is None else group
     tagged = array.map_blocks(
         _tagged,
         dtype=object,
@@ -185,7 +185,7 @@ def sum_row_blocks(
     each block comes as a ``(block, first_row)`` pair, for random streams keyed by row.
     """
     if batch is None:
-        part_of, group = partial(_summed_blocks, func=func), SPLIT_EVERY
+        part_of, group = partial(_summed_blocks, func=func), None
     else:
         part_of, group = partial(_batched, func=func, first_rows=first_rows), batch
     reduced = reduce_row_blocks(array, part_of, np.add, *args, group=group)

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from recall_dask import config
+from recall_dask.errors import CalibrationError
 from recall_dask.graph import SNNGraph, cluster_graph
 from recall_dask.params import RecallParams
 
@@ -39,20 +41,20 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Clusterings run at once in the client: the current resolution and the next ones.
-CLUSTERING_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+def clustering_threads() -> int:
+    """Clusterings run at once in the client, the current resolution and the next ones: the
+    ``recall.clustering-threads`` knob, by default (null) one per core, at most four."""
+    threads = config.get("clustering-threads")
+    return max(1, min(4, os.cpu_count() or 1)) if threads is None else threads
 
 
-def _resolutions_ahead() -> int:
+def _resolutions_ahead(threads: int) -> int:
     """Resolutions clustered beyond the current one: one per thread but the current one's, and
     at least one, which runs while the current clustering's pairs are tested. More would take
     cores from the pair tests on a local cluster, and every one is wasted when the current
     clustering is accepted."""
-    return max(1, CLUSTERING_THREADS - 1)
-
-
-class CalibrationError(RuntimeError):
-    """The loop ran out of iterations before every cluster pair was supported."""
+    return max(1, threads - 1)
 
 
 #: Labels (one cluster id per cell, ``0..K-1``) to the K x K matrix of genes selected per pair
@@ -162,18 +164,21 @@ def calibrate_draws(
     the same time, each on its own thread.
     """
     graphs = [SNNGraph.from_snn(snn) for snn in graphs]
+    threads = clustering_threads()
     needed = draws_needed(len(graphs), params.agreement)
     steps = resolutions(params)
     stop = threading.Event()
     clusterings: dict[tuple[int, int], Future] = {}
     done: list[Step] = []
     with (
-        ThreadPoolExecutor(CLUSTERING_THREADS, thread_name_prefix="clustering") as pool,
+        ThreadPoolExecutor(threads, thread_name_prefix="clustering") as pool,
         ThreadPoolExecutor(len(graphs), thread_name_prefix="pair-tests") as testing,
     ):
         try:
             for number, resolution in enumerate(steps):
-                for ahead in range(number, min(number + 1 + _resolutions_ahead(), len(steps))):
+                for ahead in range(
+                    number, min(number + 1 + _resolutions_ahead(threads), len(steps))
+                ):
                     for draw, graph in enumerate(graphs):
                         if (ahead, draw) not in clusterings:
                             # Seurat's FindClusters keeps random.seed = 0 whatever the seed.

@@ -1,4 +1,8 @@
-"""``recall-dask``: parse options, build the configuration, call one function."""
+"""``recall-dask``: parse options, build the configuration, call one function.
+
+Only what the parser needs is imported up front, so that ``recall-dask --help`` and a bad
+option answer at once; each command imports the pipeline when it runs.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +14,23 @@ from collections.abc import Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from recall_dask import __version__, io
-from recall_dask.api import ingested, recall_store
-from recall_dask.calibrate import CalibrationError
+from recall_dask import __version__
+from recall_dask.choices import LOG_MEAN
 from recall_dask.cli_options import (
     COMPARE_DEFAULT,
+    add_chunk_size,
     add_cluster_options,
     add_recall_options,
     add_report_options,
     add_storage_options,
 )
-from recall_dask.dask_cluster import ClusterConfig, dask_client
-from recall_dask.errors import InputError
-from recall_dask.io.storage import Location
+from recall_dask.errors import CalibrationError, InputError
 from recall_dask.params import RecallParams
-from recall_dask.progress import reporting
-from recall_dask.report import report_path_for, require_extra, write_report
-from recall_dask.simulate import LOG_MEAN, write_simulated
+
+if TYPE_CHECKING:
+    from recall_dask.dask_cluster import ClusterConfig
 
 logger = logging.getLogger("recall_dask")
 #: Draws of the demo: enough for one answer on PBMC 3k whatever the seed (README, "Draws").
@@ -109,12 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "-o", "--out", required=True, help="output AnnData .zarr store (path or URL)"
     )
-    ingest.add_argument(
-        "--chunk-size",
-        type=int,
-        default=io.DEFAULT_CHUNK_SIZE,
-        help="cells per row chunk (default %(default)s)",
-    )
+    add_chunk_size(ingest)
     ingest.add_argument(
         "--layer", default=None, help="counts layer of an .h5ad/.zarr input (default: X)"
     )
@@ -152,12 +150,7 @@ def _parser() -> argparse.ArgumentParser:
         "about 4,900 genes and 30,000 UMIs (10x v3 depth) (default %(default)s)",
     )
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
-    simulate.add_argument(
-        "--chunk-size",
-        type=int,
-        default=io.DEFAULT_CHUNK_SIZE,
-        help="cells per row chunk (default %(default)s)",
-    )
+    add_chunk_size(simulate)
     add_storage_options(simulate)
     for command in (run, demo, report, ingest, simulate):
         command.add_argument(
@@ -175,9 +168,17 @@ def _params(args: argparse.Namespace) -> RecallParams:
 
 
 def _run(args: argparse.Namespace, source: str | Path) -> None:
+    from recall_dask import io
+    from recall_dask.api import ingested, recall_store
+    from recall_dask.config import get
+    from recall_dask.dask_cluster import dask_client
+    from recall_dask.io.storage import Location
+    from recall_dask.report import write_report
+
     params = _params(args)
-    if args.chunk_size < 1:
-        raise InputError(f"--chunk-size must be >= 1 (got {args.chunk_size})")
+    chunk_size = get("chunk-size") if args.chunk_size is None else args.chunk_size
+    if chunk_size < 1:
+        raise InputError(f"--chunk-size must be >= 1 (got {chunk_size})")
     if args.labels_csv and not Path(args.labels_csv).resolve().parent.is_dir():
         raise InputError(f"--labels-csv: directory of {args.labels_csv} does not exist")
     options = args.storage_options
@@ -188,7 +189,7 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         output = nullcontext(source)
     else:
         output = ingested(
-            source, args.out, chunk_size=args.chunk_size, layer=args.layer, storage_options=options
+            source, args.out, chunk_size=chunk_size, layer=args.layer, storage_options=options
         )
     report = _report_path(args)
     with ExitStack() as running:
@@ -197,7 +198,7 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
             adata = recall_store(
                 store,
                 params,
-                chunk_size=args.chunk_size,
+                chunk_size=chunk_size,
                 work_dir=args.work_dir,
                 storage_options=options,
             )
@@ -220,6 +221,8 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
 
 
 def _cluster(args: argparse.Namespace) -> ClusterConfig:
+    from recall_dask.dask_cluster import ClusterConfig
+
     return ClusterConfig(**{f.name: getattr(args, f.name) for f in fields(ClusterConfig)})
 
 
@@ -229,6 +232,8 @@ def _report_path(args: argparse.Namespace) -> str | None:
     Without the report extra, ``demo`` skips its default report with a note, so that it runs
     after a plain ``pip install``; an asked-for report is an error.
     """
+    from recall_dask.report import report_path_for, require_extra
+
     if args.report is None and not args.compare_default:
         return None
     try:
@@ -248,6 +253,9 @@ def _destination(args: argparse.Namespace) -> str:
 
 def _report(args: argparse.Namespace) -> None:
     """Write the report of an existing store; a cluster only for the standard clustering."""
+    from recall_dask.dask_cluster import dask_client
+    from recall_dask.report import require_extra, write_report
+
     require_extra()
     with dask_client(_cluster(args)) if args.compare_default else nullcontext():
         write_report(
@@ -259,6 +267,9 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> None:
+    from recall_dask import io
+    from recall_dask.io.storage import Location
+
     options = args.storage_options
     io.ingest(
         args.input, args.out, chunk_size=args.chunk_size, layer=args.layer, storage_options=options
@@ -267,6 +278,9 @@ def _ingest(args: argparse.Namespace) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> None:
+    from recall_dask.io.storage import Location
+    from recall_dask.simulate import write_simulated
+
     write_simulated(
         args.out,
         args.cells,
@@ -281,9 +295,15 @@ def _simulate(args: argparse.Namespace) -> None:
     logger.info("wrote %s", Location.of(args.out, args.storage_options))
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from recall_dask.io import BUNDLED_PBMC3K
+
+    _run(args, BUNDLED_PBMC3K)
+
+
 _COMMANDS = {
     "run": lambda args: _run(args, args.input),
-    "demo": lambda args: _run(args, io.BUNDLED_PBMC3K),
+    "demo": _demo,
     "report": _report,
     "ingest": _ingest,
     "simulate": _simulate,
@@ -292,6 +312,8 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from recall_dask.progress import reporting
+
     logging.basicConfig(format="%(message)s", stream=sys.stderr)
     warnings.simplefilter("default", UserWarning)
     try:

@@ -6,132 +6,30 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 
-from recall_dask import io
-from recall_dask.dask_cluster import CLUSTER_KINDS
-from recall_dask.graph import ALGORITHMS, NEIGHBOR_SEARCHES
-from recall_dask.methods import METHODS
-from recall_dask.nulls import NULL_METHODS
-from recall_dask.params import RecallParams
-
-DEFAULTS = RecallParams()
+from recall_dask import config
+from recall_dask.choices import CLUSTER_KINDS
+from recall_dask.params import RecallParams, flag
 
 
 def add_recall_options(parser: argparse.ArgumentParser) -> None:
-    """recall's parameters (``run`` and ``demo``), with RecallParams' defaults, and how the
-    counts are read and where the work store goes."""
-    d = DEFAULTS
+    """recall's parameters (``run`` and ``demo``), generated from the metadata of
+    :class:`~recall_dask.params.RecallParams`' fields, and how the counts are read and where
+    the work store goes."""
+    for spec in fields(RecallParams):
+        meta = spec.metadata
+        if meta["help"] is None:
+            continue
+        typed = {"choices": meta["choices"]} if meta["choices"] else {"type": type(spec.default)}
+        parser.add_argument(
+            flag(spec.name),
+            default=spec.default,
+            help=f"{meta['help']} (default {meta['shown']})",
+            **typed,
+        )
+    add_chunk_size(parser)
     add = parser.add_argument
-    add(
-        "--method",
-        choices=tuple(METHODS),
-        default=d.method,
-        help="how cluster pairs are tested: recall = artificial null genes and the knockoff "
-        "filter (FindClustersRecall); countsplit = split the counts into train and test halves, "
-        "cluster the train half and test marker genes on the test half with Seurat's "
-        "FindMarkers defaults (FindClustersCountsplit) (default %(default)s)",
-    )
-    add(
-        "--seed",
-        type=int,
-        default=d.seed,
-        help="random seed of the artificial genes or of the count split (default %(default)s)",
-    )
-    add(
-        "--draws",
-        type=int,
-        default=d.draws,
-        help="independent draws of the artificial genes (countsplit: count splits); above 1, "
-        "a resolution is accepted when at least --agreement of the draws pass, and the "
-        "clusters are the draws' consensus, with each cell's confidence; 1 is the R "
-        "package's single draw (default %(default)s)",
-    )
-    add(
-        "--agreement",
-        type=float,
-        default=d.agreement,
-        help="fraction of the draws that must pass to accept a resolution, in (0, 1] "
-        "(default %(default)s)",
-    )
-    add(
-        "--resolution-start",
-        type=float,
-        default=d.resolution_start,
-        help="first clustering resolution (default %(default)s)",
-    )
-    add(
-        "--reduction-percentage",
-        type=float,
-        default=d.reduction_percentage,
-        help="fraction by which the resolution drops per iteration (default %(default)s)",
-    )
-    add("--dims", type=int, default=d.dims, help="PCs used for the kNN graph (default %(default)s)")
-    add(
-        "--n-hvg",
-        type=int,
-        default=d.n_hvg,
-        help="number of variable genes; recall gives each an artificial twin, countsplit "
-        "chooses them on the train half (default %(default)s)",
-    )
-    add(
-        "--algorithm",
-        choices=ALGORITHMS,
-        default=d.algorithm,
-        help="modularity clustering (default %(default)s)",
-    )
-    add(
-        "--null-method",
-        choices=NULL_METHODS,
-        default=d.null_method,
-        help="null distribution of the artificial genes; recall only (default %(default)s)",
-    )
-    add(
-        "--fdr",
-        type=float,
-        default=d.fdr,
-        help="knockoff+ target FDR q; with countsplit, the level of the Bonferroni-adjusted "
-        "marker p-values (default %(default)s)",
-    )
-    add(
-        "--n-pcs",
-        type=int,
-        default=d.n_pcs,
-        help="principal components computed, as Seurat's RunPCA (default %(default)s)",
-    )
-    add(
-        "--k-neighbors",
-        type=int,
-        default=d.k_neighbors,
-        help="neighbors per cell in the kNN graph, as Seurat's FindNeighbors k.param "
-        "(default %(default)s)",
-    )
-    add(
-        "--neighbors",
-        choices=tuple(NEIGHBOR_SEARCHES),
-        default=d.neighbors,
-        help="neighbor search: annoy = Seurat's FindNeighbors default (Annoy, 50 trees, the "
-        "same neighbors as Seurat for the same embedding); exact = an exact KD-tree search "
-        "(default %(default)s)",
-    )
-    add(
-        "--snn-prune",
-        type=float,
-        default=d.snn_prune,
-        help="drop shared-neighbor edges with Jaccard overlap at or below this, as Seurat's "
-        "prune.SNN (default 1/15)",
-    )
-    add(
-        "--max-iterations",
-        type=int,
-        default=d.max_iterations,
-        help="give up after this many resolutions (default %(default)s)",
-    )
-    add(
-        "--chunk-size",
-        type=int,
-        default=io.DEFAULT_CHUNK_SIZE,
-        help="cells per row chunk (default %(default)s)",
-    )
     add("--layer", default=None, help="counts layer of an .h5ad/.zarr input (default: X)")
     add(
         "--work-dir",
@@ -141,6 +39,17 @@ def add_recall_options(parser: argparse.ArgumentParser) -> None:
         "on a cluster, one every worker can reach (default: the system's temporary directory)",
     )
     add_storage_options(parser)
+
+
+def add_chunk_size(parser: argparse.ArgumentParser) -> None:
+    """``--chunk-size``; left out, the ``recall.chunk-size`` knob of dask config decides."""
+    shipped = config.shipped()["recall"]["chunk-size"]
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help=f"cells per row chunk (default {shipped}, from dask config recall.chunk-size)",
+    )
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:

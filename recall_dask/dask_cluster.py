@@ -27,11 +27,10 @@ import dask.config
 from distributed import Client, LocalCluster
 from distributed.security import Security
 
+from recall_dask.choices import CLUSTER_KINDS
 from recall_dask.errors import InputError
 
 logger = logging.getLogger(__name__)
-
-CLUSTER_KINDS = ("local", "slurm", "kubernetes")
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,47 @@
-"""The options of a recall run, resolved once and validated at the edge."""
+"""The options of a recall run, resolved once and validated at the edge.
+
+Each field of :class:`RecallParams` describes its option once, in its metadata (see
+:func:`option`): the help text, the accepted values and the rule they break. The command line
+(:func:`recall_dask.cli_options.add_recall_options`) is generated from it, and validation
+names the same flag, so a bad value reads alike from the shell and from Python.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from numbers import Integral
+from typing import Any
 
+from recall_dask.choices import ALGORITHMS, METHODS, NEIGHBOR_SEARCHES, NULL_METHODS
 from recall_dask.errors import InputError
-from recall_dask.graph import ALGORITHMS, NEIGHBOR_SEARCHES
-from recall_dask.methods import METHODS
-from recall_dask.nulls import NULL_METHODS
+
+
+def option(
+    default: Any,
+    help: str | None = None,
+    *,
+    choices: tuple[str, ...] | None = None,
+    valid: Callable[[Any], bool] | None = None,
+    rule: str = "",
+    shown: str = "%(default)s",
+) -> Any:
+    """A :class:`RecallParams` field with its option's metadata: ``help`` (``None``: not on
+    the command line), either the ``choices`` it accepts or a ``valid`` predicate and the
+    ``rule`` a failing value breaks ("must be >= 1"), and ``shown``, the default as the help
+    prints it."""
+    metadata = {"help": help, "choices": choices, "valid": valid, "rule": rule, "shown": shown}
+    return field(default=default, metadata=metadata)
+
+
+def flag(name: str) -> str:
+    """The command-line flag of the field ``name``: ``n_hvg`` -> ``--n-hvg``."""
+    return "--" + name.replace("_", "-")
+
+
+def _positive_integer(value: object) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
 
 
 @dataclass(frozen=True)
@@ -24,65 +56,115 @@ class RecallParams:
 
     ``draws`` M > 1 runs M independent draws of the artificial genes (or M count splits) and
     accepts a resolution when at least a fraction ``agreement`` of them pass; M = 1 is the R
-    package's procedure.
+    package's procedure. The fields are in the order of ``recall-dask run --help``.
     """
 
-    method: str = "recall"
-    resolution_start: float = 0.8
-    reduction_percentage: float = 0.2
-    dims: int = 10
-    n_hvg: int = 2000
-    algorithm: str = "louvain"
-    null_method: str = "zip"
-    fdr: float = 0.05
-    max_iterations: int = 50
-    seed: int = 0
-    n_pcs: int = 50
-    k_neighbors: int = 20
-    neighbors: str = "annoy"
-    draws: int = 1
-    agreement: float = 0.5
-    snn_prune: float = 1 / 15
-    target_sum: float = 1e4
-    scale_max: float = 10.0
+    method: str = option(
+        "recall",
+        "how cluster pairs are tested: recall = artificial null genes and the knockoff filter "
+        "(FindClustersRecall); countsplit = split the counts into train and test halves, "
+        "cluster the train half and test marker genes on the test half with Seurat's "
+        "FindMarkers defaults (FindClustersCountsplit)",
+        choices=METHODS,
+    )
+    seed: int = option(
+        0,
+        "random seed of the artificial genes or of the count split",
+        valid=lambda v: v >= 0,
+        rule="must be >= 0",
+    )
+    draws: int = option(
+        1,
+        "independent draws of the artificial genes (countsplit: count splits); above 1, a "
+        "resolution is accepted when at least --agreement of the draws pass, and the clusters "
+        "are the draws' consensus, with each cell's confidence; 1 is the R package's single "
+        "draw",
+        valid=_positive_integer,
+        rule="must be a positive integer",
+    )
+    agreement: float = option(
+        0.5,
+        "fraction of the draws that must pass to accept a resolution, in (0, 1]",
+        valid=lambda v: 0 < v <= 1,
+        rule="must be in (0, 1]",
+    )
+    resolution_start: float = option(
+        0.8, "first clustering resolution", valid=lambda v: v > 0, rule="must be > 0"
+    )
+    reduction_percentage: float = option(
+        0.2,
+        "fraction by which the resolution drops per iteration",
+        valid=lambda v: 0 < v < 1,
+        rule="must be in (0, 1)",
+    )
+    dims: int = option(
+        10, "PCs used for the kNN graph", valid=lambda v: v >= 1, rule="must be >= 1"
+    )
+    n_hvg: int = option(
+        2000,
+        "number of variable genes; recall gives each an artificial twin, countsplit chooses "
+        "them on the train half",
+        valid=lambda v: v >= 2,
+        rule="must be >= 2",
+    )
+    algorithm: str = option("louvain", "modularity clustering", choices=ALGORITHMS)
+    null_method: str = option(
+        "zip",
+        "null distribution of the artificial genes; recall only",
+        choices=NULL_METHODS,
+    )
+    fdr: float = option(
+        0.05,
+        "knockoff+ target FDR q; with countsplit, the level of the Bonferroni-adjusted marker "
+        "p-values",
+        valid=lambda v: 0 < v < 1,
+        rule="must be in (0, 1)",
+    )
+    n_pcs: int = option(50, "principal components computed, as Seurat's RunPCA")
+    k_neighbors: int = option(
+        20,
+        "neighbors per cell in the kNN graph, as Seurat's FindNeighbors k.param",
+        valid=lambda v: v >= 2,
+        rule="must be >= 2",
+    )
+    neighbors: str = option(
+        "annoy",
+        "neighbor search: annoy = Seurat's FindNeighbors default (Annoy, 50 trees, the same "
+        "neighbors as Seurat for the same embedding); exact = an exact KD-tree search",
+        choices=NEIGHBOR_SEARCHES,
+    )
+    snn_prune: float = option(
+        1 / 15,
+        "drop shared-neighbor edges with Jaccard overlap at or below this, as Seurat's prune.SNN",
+        valid=lambda v: 0 <= v < 1,
+        rule="must be in [0, 1)",
+        shown="1/15",
+    )
+    max_iterations: int = option(
+        50,
+        "give up after this many resolutions",
+        valid=lambda v: v >= 1,
+        rule="must be >= 1",
+    )
+    target_sum: float = option(1e4)
+    scale_max: float = option(10.0)
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.method in METHODS, f"--method must be one of {', '.join(METHODS)}"),
-            (self.resolution_start > 0, "--resolution-start must be > 0"),
-            (0 < self.reduction_percentage < 1, "--reduction-percentage must be in (0, 1)"),
-            (self.dims >= 1, "--dims must be >= 1"),
-            (self.n_pcs >= self.dims, "--dims must not exceed the number of PCs"),
-            (self.n_hvg >= 2, "--n-hvg must be >= 2"),
-            (self.algorithm in ALGORITHMS, f"--algorithm must be one of {', '.join(ALGORITHMS)}"),
-            (
-                self.null_method in NULL_METHODS,
-                f"--null-method must be one of {', '.join(NULL_METHODS)}",
-            ),
-            (0 < self.fdr < 1, "--fdr must be in (0, 1)"),
-            (self.max_iterations >= 1, "--max-iterations must be >= 1"),
-            (self.seed >= 0, "--seed must be >= 0"),
-            (
-                isinstance(self.draws, Integral)
-                and not isinstance(self.draws, bool)
-                and self.draws >= 1,
-                "--draws must be a positive integer",
-            ),
-            (0 < self.agreement <= 1, "--agreement must be in (0, 1]"),
-            (self.k_neighbors >= 2, "--k-neighbors must be >= 2"),
-            (
-                self.neighbors in NEIGHBOR_SEARCHES,
-                f"--neighbors must be one of {', '.join(NEIGHBOR_SEARCHES)}",
-            ),
-            (0 <= self.snn_prune < 1, "--snn-prune must be in [0, 1)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(f"{message} (got {self._value_for(message)})")
+        problem = next(self._problems(), None)
+        if problem is not None:
+            raise InputError(problem)
 
-    def _value_for(self, message: str) -> object:
-        option = message.split()[0].lstrip("-").replace("-", "_")
-        return getattr(self, option, "?")
+    def _problems(self) -> Iterator[str]:
+        """What is wrong with the options, each as the message that names its flag."""
+        for spec in dataclasses.fields(self):
+            value, meta = getattr(self, spec.name), spec.metadata
+            if meta["choices"] is not None and value not in meta["choices"]:
+                allowed = ", ".join(meta["choices"])
+                yield f"{flag(spec.name)} must be one of {allowed} (got {value})"
+            elif meta["valid"] is not None and not meta["valid"](value):
+                yield f"{flag(spec.name)} {meta['rule']} (got {value})"
+        if self.n_pcs < self.dims:
+            yield f"--dims must not exceed the number of PCs (got {self.dims})"
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

@@ -35,8 +35,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recall_dask.choices import LOG_MEAN
 from recall_dask.errors import InputError
-from recall_dask.io import DEFAULT_CHUNK_SIZE, write_10x_h5, write_stream
+from recall_dask.io import write_10x_h5, write_stream
 from recall_dask.io.storage import StorageOptions
 from recall_dask.nulls._kernels import count_inverse
 
@@ -50,13 +51,16 @@ _BATCH_ENTRIES = 1 << 18
 #: Threads that draw row chunks ahead of the writer (each holds one chunk and one batch).
 _THREADS = min(4, os.cpu_count() or 1)
 _T = TypeVar("_T")
-#: Mean of log base expression: with sigma 2.3, about 5% of entries are nonzero and a cell
-#: has about 2,400 UMIs over 20,000 genes, like 10x data. Higher values give denser data.
-LOG_MEAN = -5.0
 
 
 @numba.njit(nogil=True, cache=True)
-def _nb_csr_rows(means, groups, size_factors, uniforms, r):
+def _nb_csr_rows(
+    means: np.ndarray,
+    groups: np.ndarray,
+    size_factors: np.ndarray,
+    uniforms: np.ndarray,
+    r: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """NB counts of a batch of rows as CSR arrays (indptr int64, indices int32, data float32).
 
     Row ``i`` has means ``means[groups[i]] * size_factors[i]``; ``uniforms`` is rows x genes.
@@ -167,7 +171,7 @@ def write_simulated(
     de_prob: float = 0.1,
     seed: int = 0,
     log_mean: float = LOG_MEAN,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     storage_options: StorageOptions = None,
 ) -> None:
     """Write simulated counts one row chunk at a time, never holding the whole matrix.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import dask
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -71,13 +72,13 @@ def test_resolutions_drop_by_the_reduction_percentage():
 
 
 @pytest.mark.parametrize("algorithm", ["louvain", "leiden"])
-def test_clustering_ahead_changes_nothing(monkeypatch, algorithm):
+def test_clustering_ahead_changes_nothing(algorithm):
     """Resolutions clustered ahead on other threads give the one-at-a-time iterations."""
     traces = []
     for threads in (1, 3):
-        monkeypatch.setattr(calibrate_module, "CLUSTERING_THREADS", threads)
         adata = simulate_dense(600, 800, 1, seed=4)
-        recall(adata, n_hvg=300, algorithm=algorithm)
+        with dask.config.set({"recall.clustering-threads": threads}):
+            recall(adata, n_hvg=300, algorithm=algorithm)
         record = adata.uns["recall"]
         traces.append(
             [
@@ -157,7 +158,6 @@ def test_clusters_one_resolution_ahead_per_spare_thread(monkeypatch, rng, thread
             asked.append(args[1])
             return super().submit(fn, *args, **kwargs)
 
-    monkeypatch.setattr(calibrate_module, "CLUSTERING_THREADS", threads)
     monkeypatch.setattr(calibrate_module, "ThreadPoolExecutor", Recording)
     snn = shared_nearest_neighbors(exact_neighbors(rng.normal(size=(200, 5)), 10))
 
@@ -166,7 +166,10 @@ def test_clusters_one_resolution_ahead_per_spare_thread(monkeypatch, rng, thread
         return selected_matrix([], k), None
 
     params = RecallParams()
-    with pytest.warns(UserWarning, match="accepted after a single iteration"):
+    with (
+        dask.config.set({"recall.clustering-threads": threads}),
+        pytest.warns(UserWarning, match="accepted after a single iteration"),
+    ):
         calibrate_module.calibrate(snn, accept, params)
     assert asked == resolutions(params)[:clustered]
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 
+import dask
 import igraph as ig
 import numpy as np
 import pytest
@@ -96,9 +97,9 @@ def test_annoy_finds_nearly_all_exact_neighbors():
 def test_annoy_lists_do_not_depend_on_threads_or_batches(monkeypatch):
     x = np.random.default_rng(8).normal(size=(700, 6))
     whole = annoy_neighbors(x, k=15)
-    monkeypatch.setattr(neighbors, "_ANNOY_QUERY_BATCH", 7)
     monkeypatch.setattr(neighbors.os, "cpu_count", lambda: 5)
-    np.testing.assert_array_equal(annoy_neighbors(x, k=15), whole)
+    with dask.config.set({"recall.annoy-query-batch": 7}):
+        np.testing.assert_array_equal(annoy_neighbors(x, k=15), whole)
 
 
 # --- SNN -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ correlation, chunking, seeds and schedulers."""
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -21,7 +22,6 @@ from scipy.stats import nbinom, norm, poisson
 
 from recall_dask.errors import InputError
 from recall_dask.nulls import NULL_METHODS, NullModel, fit_null
-from recall_dask.nulls import model as null_model
 from recall_dask.nulls.marginals import CountMarginal, fit_nb_theta, fit_zip_moments
 
 N_CELLS = 217  # the conftest "uneven" layout covers 217 rows
@@ -86,7 +86,7 @@ def test_degenerate_genes_give_valid_nulls_and_samples(method):
     np.testing.assert_allclose(draws.mean(axis=0), model.mean(), rtol=0.1, atol=0.01)
 
 
-def test_fit_null_rejects_bad_input(rng, monkeypatch):
+def test_fit_null_rejects_bad_input(rng):
     data = as_row_chunked(sp.csr_matrix(_count_matrix(rng)), 37)
     with pytest.raises(InputError, match="zip, nb, poisson, zip-copula, .*, gaussian-copula"):
         fit_null(data, "zinb")
@@ -97,8 +97,10 @@ def test_fit_null_rejects_bad_input(rng, monkeypatch):
         fit_null(as_row_chunked(sp.csr_matrix(np.array([[-1.0, 1.0]])), 1), "zip-copula")
     with pytest.raises(InputError, match="chunked by rows only"):
         fit_null(da.from_array(_count_matrix(rng), chunks=(50, 2)))
-    monkeypatch.setattr(null_model, "MAX_COPULA_GENES", 8)
-    with pytest.raises(InputError, match="at most 8 variable genes \\(got 9\\).*--n-hvg"):
+    with (
+        dask.config.set({"recall.copula-max-genes": 8}),
+        pytest.raises(InputError, match="at most 8 variable genes \\(got 9\\).*--n-hvg"),
+    ):
         fit_null(data, "nb-copula")
     assert fit_null(data, "nb").n_genes == 9
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import ROW_CHUNKINGS, as_row_chunked
 
-from recall_dask.pca import cell_embeddings, exact, pca_from_gram, scaled_gram
+from recall_dask.pca import cell_embeddings, pca_from_gram, scaled_gram
 from recall_dask.preprocess import feature_scaling
 
 
@@ -100,11 +101,12 @@ def test_gram_pass_leaves_its_input_unchanged(rng):
 
 
 @pytest.mark.parametrize("ratio", [0.0, np.inf], ids=["BLAS", "sparse"])
-def test_dense_and_sparse_gram_paths_agree(log_data, monkeypatch, ratio):
+def test_dense_and_sparse_gram_paths_agree(log_data, ratio):
     """Blocks dense enough go to BLAS (syrk), the others to the sparse kernel; both give the
     dense oracle's Gram matrix."""
-    monkeypatch.setattr(exact, "DENSE_GRAM_RATIO", ratio)
     data = as_row_chunked(log_data, 37)
     scaling = feature_scaling(data, 2.0)
     z = dense_scaled(log_data.toarray(), 2.0)
-    np.testing.assert_allclose(scaled_gram(data, scaling), z.T @ z, rtol=1e-9, atol=1e-9)
+    with dask.config.set({"recall.dense-gram-ratio": ratio}):
+        gram = scaled_gram(data, scaling)
+    np.testing.assert_allclose(gram, z.T @ z, rtol=1e-9, atol=1e-9)

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import recall_dask
-from recall_dask import io
+from recall_dask import config, io
 from recall_dask.api import recall_store
 from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import RecallParams
@@ -200,7 +200,7 @@ def run_file(kind: str, path: Path, method: tuple[str, str]) -> ad.AnnData:
     params = RecallParams(method=method[0], null_method=method[1], **SMALL)
     with warnings.catch_warnings(), reporting(False):
         warnings.simplefilter("ignore")
-        recall_store(path, params, chunk_size=io.DEFAULT_CHUNK_SIZE)
+        recall_store(path, params, chunk_size=config.get("chunk-size"))
     return io.read_results(path)
 
 

@@ -13,12 +13,11 @@ import threading
 import numpy as np
 import scipy.sparse as sp
 
+from recall_dask.choices import ALGORITHMS
 from recall_dask.errors import InputError
 from recall_dask.graph.leiden import leiden
 from recall_dask.graph.louvain import seurat_louvain
 from recall_dask.graph.network import SNNGraph
-
-ALGORITHMS = ("louvain", "leiden")
 
 
 def cluster_graph(

@@ -29,13 +29,13 @@ def java_random(seed: int) -> np.ndarray:
 
 
 @numba.njit(nogil=True, cache=True)
-def _java_next31(state):
+def _java_next31(state: np.ndarray) -> int:
     state[0] = (state[0] * _JAVA_MULTIPLIER + np.uint64(0xB)) & _JAVA_MASK
     return np.int64(state[0] >> np.uint64(17))
 
 
 @numba.njit(nogil=True, cache=True)
-def _java_next_int(state, bound):
+def _java_next_int(state: np.ndarray, bound: int) -> int:
     """``Random.nextInt(bound)``, including Java's 32-bit overflow test for rejection."""
     if (bound & -bound) == bound:
         return (bound * _java_next31(state)) >> 31
@@ -47,7 +47,7 @@ def _java_next_int(state, bound):
 
 
 @numba.njit(nogil=True, cache=True)
-def _random_permutation(state, n):
+def _random_permutation(state: np.ndarray, n: int) -> np.ndarray:
     """Seurat's ``Arrays2.generateRandomPermutation`` on the Java stream."""
     order = np.arange(n)
     for i in range(n):
@@ -57,7 +57,13 @@ def _random_permutation(state, n):
 
 
 @numba.njit(nogil=True, cache=True)
-def _in_visit_order(indptr, indices, weights, node_weight, order):
+def _in_visit_order(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    weights: np.ndarray,
+    node_weight: np.ndarray,
+    order: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The network with node ``order[p]`` stored at position p, so that a sweep reads it
     front to back. Each node keeps its edges in their order, so every sum over them is the
     same, bit for bit."""

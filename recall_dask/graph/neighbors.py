@@ -13,12 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy.spatial import cKDTree
 
+from recall_dask import config
 from recall_dask.errors import InputError
 
 #: Seurat's FindNeighbors ``n.trees``: Annoy trees per index.
 ANNOY_TREES = 50
-#: Cells per Annoy query task; queries run on threads, each cell's answer on its own.
-_ANNOY_QUERY_BATCH = 4096
 
 
 def _checked_embedding(embedding: np.ndarray, k: int) -> np.ndarray:
@@ -51,14 +50,15 @@ def annoy_neighbors(embedding: np.ndarray, k: int = 20, n_trees: int = ANNOY_TRE
         index.add_item(cell, vector)
     index.build(n_trees, n_jobs=1)
     lists = np.empty((n, k), dtype=np.int64)
+    batch = config.get("annoy-query-batch")  # cells per query task; each answer on its own
 
     def query(start: int) -> None:
         # A search gathers n_trees * k candidates or every cell, so it always finds k.
-        for cell in range(start, min(start + _ANNOY_QUERY_BATCH, n)):
+        for cell in range(start, min(start + batch, n)):
             lists[cell] = index.get_nns_by_item(cell, k)
 
     with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="annoy") as pool:
-        list(pool.map(query, range(0, n, _ANNOY_QUERY_BATCH)))
+        list(pool.map(query, range(0, n, batch)))
     return lists
 
 
@@ -88,7 +88,7 @@ def exact_neighbors(embedding: np.ndarray, k: int = 20) -> np.ndarray:
     return np.take_along_axis(idx, order, axis=1)
 
 
-#: How neighbors are found, by ``--neighbors``.
+#: How neighbors are found, by ``--neighbors`` (:data:`recall_dask.choices.NEIGHBOR_SEARCHES`).
 NEIGHBOR_SEARCHES = {"annoy": annoy_neighbors, "exact": exact_neighbors}
 
 

@@ -11,7 +11,6 @@ store themselves; :mod:`~recall_dask.io.results` stores a run's results next to 
 """
 
 from recall_dask.io.counts import (
-    DEFAULT_CHUNK_SIZE,
     counts_from_anndata,
     ingest,
     open_counts,
@@ -24,7 +23,6 @@ from recall_dask.io.validate import MAX_COUNT, canonical_counts
 
 __all__ = [
     "BUNDLED_PBMC3K",
-    "DEFAULT_CHUNK_SIZE",
     "MAX_COUNT",
     "canonical_counts",
     "counts_from_anndata",

@@ -36,11 +36,9 @@ from recall_dask.io.validate import (
     check_chunk,
     check_chunk_size,
     check_totals,
+    chunk_rows,
     validated_rows,
 )
-
-#: Cells per row chunk: a multiple of the artificial genes' RNG block (1,024 cells).
-DEFAULT_CHUNK_SIZE = 2048
 
 # Zarr format of the stores we write; pinned so the layout does not change with anndata's default.
 _ZARR_FORMAT = 2
@@ -119,19 +117,20 @@ def ingest(
     source: str | Path,
     store: str | Path,
     *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     layer: str | None = None,
     storage_options: StorageOptions = None,
 ) -> None:
     """Convert raw counts in any supported format into an AnnData Zarr store at ``store``.
 
     X is written as canonical float32 CSR (:func:`canonical_counts`) one chunk of
-    ``chunk_size`` cells at a time, validating each chunk (see :func:`write_stream`);
+    ``chunk_size`` cells (default: the ``recall.chunk-size`` knob) at a time, validating each
+    chunk (see :func:`write_stream`);
     ``source`` is only ever opened read-only. ``store``, and a ``.zarr`` ``source``, may be any
     URL fsspec reads, opened with ``storage_options``.
     """
     source_at, target = (Location.of(p, storage_options) for p in (source, store))
-    check_chunk_size(chunk_size)
+    chunk_size = chunk_rows(chunk_size)
     _check_distinct(source_at, target)
     with reading(source_at):
         counts = reader_for(source_at)(source_at, layer)
@@ -144,7 +143,7 @@ def write_stream(
     var: pd.DataFrame,
     rows: Callable[[int], Iterator[Block]],
     *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
     storage_options: StorageOptions = None,
 ) -> None:
     """Write the counts that ``rows(chunk_size)`` yields, chunk by chunk, as an AnnData store.
@@ -154,7 +153,7 @@ def write_stream(
     partial output nor a damaged previous store; see :func:`write_atomically` for URLs.
     """
     target = Location.of(store, storage_options)
-    check_chunk_size(chunk_size)
+    chunk_size = chunk_rows(chunk_size)
     write_atomically(_write_store, Counts(obs, var, rows), target, chunk_size, target)
 
 
@@ -251,7 +250,7 @@ def _row_blocked(matrix: Any, chunk_size: int) -> da.Array:
 
 
 def counts_from_anndata(
-    adata: ad.AnnData, *, layer: str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+    adata: ad.AnnData, *, layer: str | None = None, chunk_size: int | None = None
 ) -> da.Array:
     """Validated raw counts of an in-memory AnnData as row chunks of canonical float32 CSR
     blocks (:func:`canonical_counts`).
@@ -260,7 +259,7 @@ def counts_from_anndata(
     float dtype holding integers). The checks of :func:`ingest` run eagerly, one pass over the
     blocks, so errors surface here. The matrix itself is never modified.
     """
-    check_chunk_size(chunk_size)
+    chunk_size = chunk_rows(chunk_size)
     where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
     matrix = adata.X if layer is None else adata.layers.get(layer)
     if matrix is None:

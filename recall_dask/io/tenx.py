@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from recall_dask.errors import InputError
-from recall_dask.io.counts import DEFAULT_CHUNK_SIZE, write_atomically
+from recall_dask.io.counts import write_atomically
 from recall_dask.io.readers import Block, Counts
 from recall_dask.io.storage import Location
-from recall_dask.io.validate import canonical_counts, check_chunk_size, validated_rows
+from recall_dask.io.validate import canonical_counts, chunk_rows, validated_rows
 
 # Cell Ranger .h5 output: stored chunk length (entries) of the appended datasets, the chunk
 # cache that keeps the partly filled last chunks in memory between appends, and the filters
@@ -79,7 +79,7 @@ def write_10x_h5(
     var: pd.DataFrame,
     rows: Callable[[int], Iterator[Block]],
     *,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> None:
     """Write the counts that ``rows(chunk_size)`` yields as a Cell Ranger v3 ``.h5`` file.
 
@@ -97,5 +97,5 @@ def write_10x_h5(
     target = Location.of(path)
     if not target.is_local:
         raise InputError(f"{path}: Cell Ranger .h5 files are written to a local disk only")
-    check_chunk_size(chunk_size)
+    chunk_size = chunk_rows(chunk_size)
     write_atomically(_write_10x_file, Counts(obs, var, rows), target, chunk_size, target)

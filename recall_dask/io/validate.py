@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import scipy.sparse as sp
 
+from recall_dask import config
 from recall_dask.errors import InputError
 from recall_dask.io.readers import Block, Counts, guarded
 from recall_dask.io.storage import Location
@@ -76,6 +77,13 @@ def check_chunk_size(chunk_size: int) -> None:
     """Reject a chunk size that is not a positive integer."""
     if not isinstance(chunk_size, int | np.integer) or chunk_size < 1:
         raise InputError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+
+
+def chunk_rows(chunk_size: int | None) -> int:
+    """Cells per row chunk: ``chunk_size``, or the ``recall.chunk-size`` knob if None."""
+    rows = config.get("chunk-size") if chunk_size is None else chunk_size
+    check_chunk_size(rows)
+    return rows
 
 
 def validated_rows(

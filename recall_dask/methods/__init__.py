@@ -8,7 +8,9 @@ of methods that the options are validated against.
 
 Each method turns the counts into one :class:`~recall_dask.methods.draws.Prepared` per draw:
 the variable genes, the normalized matrix to embed, and the pair test of a clustering. The
-stages after that (:mod:`recall_dask.run`) are the same for both.
+stages after that (:mod:`recall_dask.run`) are the same for both. The method names are
+declared in :mod:`recall_dask.choices`, which the options are validated against without
+importing this package.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from recall_dask.methods.countsplit import countsplit_inputs
 from recall_dask.methods.draws import Prepared
 from recall_dask.methods.recall import recall_inputs
 
-#: How cluster pairs are tested, by ``--method``: each method's inputs for the shared stages,
+#: How cluster pairs are tested, by ``--method`` (:data:`recall_dask.choices.METHODS`): each
+#: method's inputs for the shared stages,
 #: ``(counts, var, params, timings, work, storage_options) -> one Prepared per draw``.
 METHODS: dict[str, Callable[..., list[Prepared]]] = {
     "recall": recall_inputs,

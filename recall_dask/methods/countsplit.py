@@ -79,7 +79,7 @@ _WORDS_PER_ENTRY = np.uint64(1 << 20)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _splitmix64(state):
+def _splitmix64(state: np.uint64) -> np.uint64:
     """SplitMix64's output function: a bijective 64-bit mix with full avalanche."""
     z = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
@@ -87,7 +87,7 @@ def _splitmix64(state):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _popcount(x):
+def _popcount(x: np.uint64) -> int:
     """Number of set bits of a uint64 (branch-free SWAR count)."""
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
     x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))

@@ -18,16 +18,13 @@ import dask.array as da
 import distributed
 import numpy as np
 
+from recall_dask import config
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.io.workstore import write_tiles
 from recall_dask.stats.ranksums import feature_block_for
 
 if TYPE_CHECKING:
     from recall_dask.calibrate import PairTest
-
-#: Draws prepared at the same time: while one computes its PCA in the client, another's
-#: passes keep the workers busy; more would only hold more Gram partials in memory.
-DRAWS_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -70,12 +67,13 @@ def kept(
 
 
 def for_each_draw(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-    """``func`` of each draw's item, up to :data:`DRAWS_AT_ONCE` draws at a time. One draw runs
-    in this thread, with its progress bars; several run on threads, whose bars would garble
-    each other's."""
+    """``func`` of each draw's item, up to ``recall.draws-at-once`` draws at a time (while one
+    computes its PCA in the client, another's passes keep the workers busy). One draw runs in
+    this thread, with its progress bars; several run on threads, whose bars would garble each
+    other's."""
     if len(items) == 1:
         return [func(items[0])]
-    with ThreadPoolExecutor(DRAWS_AT_ONCE, thread_name_prefix="draw") as pool:
+    with ThreadPoolExecutor(config.get("draws-at-once"), thread_name_prefix="draw") as pool:
         return list(pool.map(func, items))
 
 

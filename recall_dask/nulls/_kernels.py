@@ -16,14 +16,14 @@ _LOG_TINY = -700.0
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _pmf_ratio(k, q, r, poisson):
+def _pmf_ratio(k: int, q: float, r: float, poisson: bool) -> float:
     """``P(k + 1) / P(k)``: Poisson ``mu / (k + 1)`` (q = mu), NB ``(k + r) / (k + 1) q``
     (q = mu / (r + mu))."""
     return q / (k + 1) if poisson else (k + r) / (k + 1) * q
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _pmf_start(mu, r):
+def _pmf_start(mu: float, r: float) -> tuple[int, float, float, bool]:
     """``(k, P(k), q, poisson)``: where summing the NB(mean ``mu``, size ``r``) pmf starts,
     with the ``q`` and kind of :func:`_pmf_ratio`. ``k = 0`` unless F(0) would underflow
     (Poisson means above ~700); then ``k`` is the first count whose pmf is above e^-700, found

@@ -24,14 +24,14 @@ Sampling draws ``z = N L^T`` from standard normals ``N``, per RNG block of rows.
 
 Cost, for N cells and p variable genes: the fit holds p x p float64 matrices (32 MB at
 p = 2,000, 800 MB at 10,000, 3.2 GB at 20,000): one per partial on the workers (at most
-``_PARTIALS`` of them, plus the tree sums) and a few on the client (cross product,
+``recall.copula-partials`` of them, plus the tree sums) and a few on the client (cross product,
 correlation, its Cholesky factor or eigenvectors); every worker holds ``L`` while sampling.
 Time is O(N p^2) flops twice: ``N p^2`` for the cross product and ``2 N p^2`` to sample, as
 for the PCA Gram matrix of the 2p features, but dense. At p = 2,000 one core fits about
 3,000 cells per second and samples about 2,500, where the inverse CDFs cost more than the
-matrix products. We support ``p <= MAX_COPULA_GENES`` = 10,000: beyond that the matrices no
-longer fit a typical worker several times over, and every pass over 1M cells costs more than
-1e14 flops.
+matrix products. We support ``p`` up to the ``recall.copula-max-genes`` knob (10,000):
+beyond that the matrices no longer fit a typical worker several times over, and every pass
+over 1M cells costs more than 1e14 flops.
 """
 
 from __future__ import annotations
@@ -42,17 +42,15 @@ import scipy.sparse as sp
 from scipy.linalg.blas import dsyrk
 from scipy.special import ndtri
 
+from recall_dask import config
 from recall_dask._chunks import RNG_BLOCK_ROWS, rng_block_spans, sum_row_blocks
 from recall_dask.nulls.marginals import Marginal
 from recall_dask.progress import compute
 
 SCORE_STREAM = 0x636F70  # "cop": uniforms of the randomized transform of the data
-MAX_COPULA_GENES = 10_000
 _EPSILON = 1e-6  # scDesign3's clip of u
 _MIN_EIGENVALUE = 1e-6
 _MIN_VARIANCE = 1e-12  # scores of a non-constant gene have variance ~1
-#: Cross-product partials per pass: each accumulates its share of row blocks in place.
-_PARTIALS = 8
 
 
 def normal_scores(marginal: Marginal, counts: sp.csr_matrix, v: np.ndarray) -> np.ndarray:
@@ -90,7 +88,7 @@ def fit_correlation(counts: da.Array, marginal: Marginal, seed: int) -> np.ndarr
     """Copula correlation (p x p) of the normal scores of ``counts`` (cells x genes, row
     chunked CSR blocks of raw counts), streamed once; see the module docstring."""
     n_cells, p = counts.shape
-    batch = -(-len(counts.chunks[0]) // _PARTIALS)
+    batch = -(-len(counts.chunks[0]) // config.get("copula-partials"))
     (partial,) = compute(
         sum_row_blocks(
             counts, _score_partial, (p + 1, p), marginal, seed, batch=batch, first_rows=True

@@ -24,10 +24,11 @@ import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 
+from recall_dask import config
 from recall_dask._chunks import RNG_BLOCK_ROWS, reduce_row_blocks, rng_block_spans
+from recall_dask.choices import NULL_METHODS
 from recall_dask.errors import InputError
 from recall_dask.nulls.copula import (
-    MAX_COPULA_GENES,
     cholesky_factor,
     correlated_normals,
     fit_correlation,
@@ -41,15 +42,6 @@ from recall_dask.nulls.marginals import (
 )
 from recall_dask.progress import compute
 
-NULL_METHODS = (
-    "zip",
-    "nb",
-    "poisson",
-    "zip-copula",
-    "nb-copula",
-    "poisson-copula",
-    "gaussian-copula",
-)
 STREAM = 0x6E756C6C  # "null": keeps these draws apart from other streams of the same seed
 _COPULA = "-copula"
 _VALUE_SPAN = 1 << 40  # histogram key = gene * _VALUE_SPAN + count value
@@ -230,9 +222,10 @@ def fit_null(
         raise InputError(f"unknown null method {method!r}; choose one of {', '.join(NULL_METHODS)}")
     family = method.removesuffix(_COPULA)
     copula = family != method
-    if copula and counts.shape[1] > MAX_COPULA_GENES:
+    max_genes = config.get("copula-max-genes")
+    if copula and counts.shape[1] > max_genes:
         raise InputError(
-            f"copula nulls support at most {MAX_COPULA_GENES} variable genes (got "
+            f"copula nulls support at most {max_genes} variable genes (got "
             f"{counts.shape[1]}): their correlation is a dense p x p matrix; lower --n-hvg or "
             "choose an independent null"
         )

@@ -22,6 +22,7 @@ from scipy.linalg.blas import dsymv as symv
 from scipy.linalg.blas import dsyrk as syrk
 from scipy.sparse.linalg import LinearOperator, eigsh
 
+from recall_dask import config
 from recall_dask._chunks import map_row_blocks, sum_row_blocks
 from recall_dask.pca._kernels import accumulate_gram, centre_and_scale_gram
 from recall_dask.preprocess.scale import Scaling
@@ -38,31 +39,24 @@ class PCA:
 
 #: Features per cache-resident tile of the Gram matrix while it accumulates (512 KiB).
 _GRAM_TILE = 256
-#: Gram partials per pass: each accumulates its share of row blocks in place, so few
-#: features x features partials (128 MB at 4,000 features) are shipped and added, and the
-#: tasks still spread out: one per this many cells, at most eight.
-_CELLS_PER_GRAM_PARTIAL = 1 << 16
-_GRAM_PARTIALS = 8
-#: A block goes to BLAS when its mean squared row count exceeds this fraction of features^2
-#: (about 14% dense for 4,000 features; measured by benchmarks/gram.py).
-DENSE_GRAM_RATIO = 0.02
 
 
-def _dense_is_faster(block: sp.csr_matrix) -> bool:
+def _dense_is_faster(block: sp.csr_matrix, dense_ratio: float) -> bool:
     """Whether BLAS on the densified block beats the sparse products: the sparse kernel costs
-    about the sum of squared row counts, BLAS rows x features^2 at a far higher rate."""
+    about the sum of squared row counts, BLAS rows x features^2 at a far higher rate, so BLAS
+    wins above ``dense_ratio`` (the ``recall.dense-gram-ratio`` knob) x features^2."""
     row_counts = np.diff(block.indptr).astype(np.float64)
-    return float(np.mean(row_counts**2)) > DENSE_GRAM_RATIO * block.shape[1] ** 2
+    return float(np.mean(row_counts**2)) > dense_ratio * block.shape[1] ** 2
 
 
-def _gram_partial(blocks: list[sp.csr_matrix], scaling: Scaling) -> np.ndarray:
+def _gram_partial(blocks: list[sp.csr_matrix], scaling: Scaling, dense_ratio: float) -> np.ndarray:
     """Upper triangle of C^T C (rows 0..F-1) and column sums of C (row F), C = capped blocks."""
     n = blocks[0].shape[1]
     partial = np.zeros((n + 1, n))
     upper = partial[:n]
     for block in blocks:
         capped = scaling.capped(block)
-        if _dense_is_faster(capped):
+        if _dense_is_faster(capped, dense_ratio):
             # C^T C by BLAS: upper.T is the Fortran-ordered view whose lower triangle is
             # upper's upper triangle, and dense.T the features x rows matrix syrk multiplies.
             dense = capped.toarray().astype(np.float64, copy=False)
@@ -78,11 +72,18 @@ def _gram_partial(blocks: list[sp.csr_matrix], scaling: Scaling) -> np.ndarray:
 
 def _gram_partials(data: da.Array, scaling: Scaling) -> da.Array:
     """Lazy sum over row blocks of :func:`_gram_partial`: C^T C's upper triangle and C's
-    column sums, (features + 1) x features."""
+    column sums, (features + 1) x features.
+
+    Each partial accumulates its share of row blocks in place, so few features x features
+    partials (128 MB at 4,000 features) are shipped and added, and the tasks still spread out:
+    one per ``recall.cells-per-gram-partial`` cells, at most ``recall.gram-partials``.
+    """
     n_cells, n = data.shape
-    n_partials = min(_GRAM_PARTIALS, -(-n_cells // _CELLS_PER_GRAM_PARTIAL))
+    per_partial = config.get("cells-per-gram-partial")
+    n_partials = min(config.get("gram-partials"), -(-n_cells // per_partial))
     batch = -(-len(data.chunks[0]) // n_partials)
-    return sum_row_blocks(data, _gram_partial, (n + 1, n), scaling, batch=batch)
+    ratio = config.get("dense-gram-ratio")
+    return sum_row_blocks(data, _gram_partial, (n + 1, n), scaling, ratio, batch=batch)
 
 
 def _gram_from_partials(partial: np.ndarray, scaling: Scaling, n_cells: int) -> np.ndarray:

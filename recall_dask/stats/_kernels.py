@@ -45,14 +45,16 @@ def group_nonzeros(
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _tie_term(t):
+def _tie_term(t: float) -> float:
     """``t^3 - t`` in floating point (exact up to t ~ 2e5), without a call to pow."""
     f = float(t)
     return f * f * f - f
 
 
 @numba.njit(nogil=True, cache=True)
-def _next_tie_group(values, head, end, tied, present):
+def _next_tie_group(
+    values: np.ndarray, head: np.ndarray, end: np.ndarray, tied: np.ndarray, present: np.ndarray
+) -> tuple[float, int]:
     """Take the smallest value left at the heads of the clusters' sorted lists, with all its
     copies: ``tied[c]`` gets cluster c's count and ``present`` lists the clusters that have it.
     Returns (value, number of clusters present); value is +inf once every list is used up."""
@@ -76,7 +78,16 @@ def _next_tie_group(values, head, end, tied, present):
 
 
 @numba.njit(nogil=True, cache=True)
-def _rank_one_tie_group(tied, present, n_present, seen, below, own, cross, count_ties):
+def _rank_one_tie_group(
+    tied: np.ndarray,
+    present: np.ndarray,
+    n_present: int,
+    seen: np.ndarray,
+    below: np.ndarray,
+    own: np.ndarray,
+    cross: np.ndarray,
+    count_ties: bool,
+) -> None:
     """Fold one tie group into the running cross counts and tie terms, then mark it ranked.
 
     ``below[a, b]`` sums, over members of a, the members of b ranked below them (ties with

@@ -28,22 +28,23 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import log_ndtr
 
+from recall_dask import config
 from recall_dask.errors import InputError
 from recall_dask.progress import compute
 from recall_dask.stats._kernels import group_nonzeros, pairwise_rank_sum_stats
 
 _LOG2 = np.log(2.0)
-#: Cells x features that one pairwise-test task holds (about 13 million nonzeros at 10%).
-_TASK_ENTRIES = 2**27
 
 
 def feature_block_for(n_cells: int) -> int:
     """Features per pairwise-test task (and per stored tile): a power of two in 128..1024.
 
     Each task holds its block for all cells, so wide blocks for few cells keep the number of
-    tasks and their overhead small, and narrow blocks for many cells keep task memory bounded.
+    tasks and their overhead small, and narrow blocks for many cells keep task memory bounded:
+    a task holds about ``recall.rank-sum-task-entries`` cells x features.
     """
-    width = 2 ** int(np.log2(max(1, _TASK_ENTRIES // max(1, n_cells))))
+    entries = config.get("rank-sum-task-entries")
+    width = 2 ** int(np.log2(max(1, entries // max(1, n_cells))))
     return int(np.clip(width, 128, 1024))
 
 

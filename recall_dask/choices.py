@@ -1,0 +1,31 @@
+"""The values that the choice options accept, and the defaults the command line shows, kept
+apart from the modules that implement them so that ``recall-dask --help`` and
+``import recall_dask`` import nothing heavy.
+
+Each tuple is the one list of its names: :class:`~recall_dask.params.RecallParams` validates
+against it, the command line offers it, and each implementation registry is keyed by it
+(``tests/test_params.py`` checks that they agree).
+"""
+
+#: How cluster pairs are tested (``--method``); implemented in :mod:`recall_dask.methods`.
+METHODS = ("recall", "countsplit")
+#: Nulls of the artificial genes (``--null-method``); implemented in :mod:`recall_dask.nulls`.
+NULL_METHODS = (
+    "zip",
+    "nb",
+    "poisson",
+    "zip-copula",
+    "nb-copula",
+    "poisson-copula",
+    "gaussian-copula",
+)
+#: Modularity clustering (``--algorithm``); implemented in :mod:`recall_dask.graph.cluster`.
+ALGORITHMS = ("louvain", "leiden")
+#: Neighbor searches (``--neighbors``); implemented in :mod:`recall_dask.graph.neighbors`.
+NEIGHBOR_SEARCHES = ("annoy", "exact")
+#: Kinds of new Dask cluster (``--cluster``); started by :mod:`recall_dask.dask_cluster`.
+CLUSTER_KINDS = ("local", "slurm", "kubernetes")
+#: ``simulate``'s mean of log base expression: with sigma 2.3, about 5% of entries are nonzero
+#: and a cell has about 2,400 UMIs over 20,000 genes, like 10x data. Higher values give denser
+#: data.
+LOG_MEAN = -5.0
