@@ -29,6 +29,7 @@ import zarr
 from anndata.io import read_elem, write_elem
 
 from recall_dask.errors import InputError
+from recall_dask.io.integrity import check_sparse_chunks, naming_corrupt_chunks
 from recall_dask.io.readers import Block, Counts, csr_rows, reader_for, reading
 from recall_dask.io.storage import Location, StorageOptions, open_group
 from recall_dask.io.validate import (
@@ -215,6 +216,7 @@ def open_counts(
     x = root.get("X")
     if x is None or x.attrs.get("encoding-type") != "csr_matrix":
         raise InputError(f"{store}: X is not a CSR count matrix; create the store with ingest()")
+    check_sparse_chunks(location, x)
     rows = x["indptr"].chunks[0] if chunk_size is None else chunk_size
     check_chunk_size(rows)
     obs, var = read_elem(root["obs"]), read_elem(root["var"])
@@ -239,7 +241,8 @@ def _read_csr_block(
     in canonical form: a store clustered in place may hold any valid CSR."""
     (start, stop), (_, n_cols) = block_info[None]["array-location"]
     group = open_group(url, "r", storage_options)[key]
-    return canonical_counts(csr_rows(group, start, stop, n_cols))
+    with naming_corrupt_chunks(group, start, stop):
+        return canonical_counts(csr_rows(group, start, stop, n_cols))
 
 
 def _row_blocked(matrix: Any, chunk_size: int) -> da.Array:
