@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from recall_dask import io
+from recall_dask.io.lock import output_lock
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.io.workstore import work_store
 from recall_dask.params import RecallParams
@@ -109,17 +110,21 @@ def ingested(
     """Ingest ``source`` into a new ``store`` (a path or URL) and yield ``store``; remove the
     store if the work inside fails.
 
-    A failed run never leaves a half-written output behind.
+    A failed run never leaves a half-written output behind. The store's lock is held
+    throughout, so a second run on the same output stops at once and removes nothing.
     """
-    io.ingest(source, store, chunk_size=chunk_size, layer=layer, storage_options=storage_options)
-    try:
-        yield store
-    except BaseException:
+    with output_lock(store, storage_options):
+        io.ingest(
+            source, store, chunk_size=chunk_size, layer=layer, storage_options=storage_options
+        )
         try:
-            Location.of(store, storage_options).remove()
-        except OSError as error:
-            logger.warning("could not remove the partial output %s: %s", store, error)
-        raise
+            yield store
+        except BaseException:
+            try:
+                Location.of(store, storage_options).remove()
+            except OSError as error:
+                logger.warning("could not remove the partial output %s: %s", store, error)
+            raise
 
 
 def recall_store(
@@ -135,18 +140,20 @@ def recall_store(
 
     Rows are read in chunks of ``chunk_size`` cells (default: the store's own chunking). The
     normalized matrices live in a work store under ``work_dir`` while the run lasts. Workers
-    read the counts and the work store themselves, by URL.
+    read the counts and the work store themselves, by URL. The store's lock is held
+    throughout.
     """
-    adata = io.open_counts(store, chunk_size=chunk_size, storage_options=storage_options)
-    with work_store(work_dir, storage_options) as work:
-        _annotate(adata, run_recall(adata.X, adata.var, params, work, storage_options))
-    io.write_results(
-        store,
-        obs=adata.obs,
-        obsm={"X_pca": adata.obsm["X_pca"]},
-        uns={"recall": adata.uns["recall"]},
-        storage_options=storage_options,
-    )
+    with output_lock(store, storage_options):
+        adata = io.open_counts(store, chunk_size=chunk_size, storage_options=storage_options)
+        with work_store(work_dir, storage_options) as work:
+            _annotate(adata, run_recall(adata.X, adata.var, params, work, storage_options))
+        io.write_results(
+            store,
+            obs=adata.obs,
+            obsm={"X_pca": adata.obsm["X_pca"]},
+            uns={"recall": adata.uns["recall"]},
+            storage_options=storage_options,
+        )
     return adata
 
 

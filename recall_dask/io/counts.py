@@ -30,6 +30,7 @@ from anndata.io import read_elem, write_elem
 
 from recall_dask.errors import InputError
 from recall_dask.io.integrity import check_sparse_chunks, naming_corrupt_chunks
+from recall_dask.io.lock import output_lock
 from recall_dask.io.readers import Block, Counts, csr_rows, reader_for, reading
 from recall_dask.io.storage import Location, StorageOptions, open_group
 from recall_dask.io.validate import (
@@ -171,8 +172,20 @@ def write_atomically(
     Object stores (any URL that is not on a local disk) cannot rename a directory
     atomically: there the previous ``out`` is removed, ``write`` writes at ``out`` itself,
     and what it wrote is removed if it fails. A failure leaves no partial output either way,
-    but on an object store it does not keep the previous one.
+    but on an object store it does not keep the previous one. The lock of ``out``
+    (:func:`~recall_dask.io.lock.output_lock`) is held throughout: one writer at a time.
     """
+    with output_lock(out.url, out.storage_options):
+        _write_atomically(write, counts, out, chunk_size, where)
+
+
+def _write_atomically(
+    write: Callable[[Counts, Location, int, Location], None],
+    counts: Counts,
+    out: Location,
+    chunk_size: int,
+    where: Location,
+) -> None:
     if not out.is_local:
         with _writing(out):
             out.remove()
