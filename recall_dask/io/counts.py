@@ -32,6 +32,7 @@ from recall_dask.errors import InputError
 from recall_dask.io.integrity import check_sparse_chunks, naming_corrupt_chunks
 from recall_dask.io.lock import output_lock
 from recall_dask.io.readers import Block, Counts, csr_rows, reader_for, reading
+from recall_dask.io.space import size_on_disk, space_for
 from recall_dask.io.storage import Location, StorageOptions, open_group
 from recall_dask.io.validate import (
     canonical_counts,
@@ -198,8 +199,9 @@ def _write_atomically(
             raise
         return
     partial = out.sibling(f".{out.name}.partial-{uuid4().hex}")
+    needed = partial if where == out else where  # about the input's size, or what was written
     try:
-        with _writing(out):
+        with _writing(out), space_for(out, "the output", lambda: size_on_disk(needed)):
             write(counts, partial, chunk_size, where)
             _replace(Path(partial.path), Path(out.path))
     finally:

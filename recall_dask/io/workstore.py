@@ -39,6 +39,7 @@ import zarr
 from recall_dask._chunks import CSR_META, rows_only
 from recall_dask.errors import InputError
 from recall_dask.io.lock import LOCK_NAME, holding
+from recall_dask.io.space import remove_stragglers
 from recall_dask.io.storage import Location, StorageOptions, open_group
 from recall_dask.progress import compute
 
@@ -70,6 +71,9 @@ def work_store(
     try:
         with holding(directory.child(LOCK_NAME), f"the work store {directory}"):
             yield Path(directory.path) if directory.is_local else directory.url
+    except BaseException:
+        remove_stragglers(directory)
+        raise
     finally:
         try:
             directory.remove()
