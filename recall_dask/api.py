@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 
 from recall_dask import io
+from recall_dask.io.lock import output_lock
+from recall_dask.io.space import counts_nnz, space_for, stored_nnz, work_store_bytes
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.io.workstore import work_store
 from recall_dask.params import RecallParams
@@ -82,7 +84,15 @@ def _recall(
     params = RecallParams(**options)
     if isinstance(data, ad.AnnData):
         counts = io.counts_from_anndata(data, layer=layer, chunk_size=chunk_size)
-        with nullcontext() if work_dir is None else work_store(work_dir, storage_options) as store:
+        work = nullcontext() if work_dir is None else work_store(work_dir, storage_options)
+        with (
+            work as store,
+            _work_space(
+                store,
+                storage_options,
+                lambda: work_store_bytes(counts_nnz(counts), data.n_obs, params),
+            ),
+        ):
             _annotate(data, run_recall(counts, data.var, params, store, storage_options))
         if out is not None:
             data.write_zarr(Location.of(out, storage_options).zarr_store())
@@ -109,17 +119,21 @@ def ingested(
     """Ingest ``source`` into a new ``store`` (a path or URL) and yield ``store``; remove the
     store if the work inside fails.
 
-    A failed run never leaves a half-written output behind.
+    A failed run never leaves a half-written output behind. The store's lock is held
+    throughout, so a second run on the same output stops at once and removes nothing.
     """
-    io.ingest(source, store, chunk_size=chunk_size, layer=layer, storage_options=storage_options)
-    try:
-        yield store
-    except BaseException:
+    with output_lock(store, storage_options):
+        io.ingest(
+            source, store, chunk_size=chunk_size, layer=layer, storage_options=storage_options
+        )
         try:
-            Location.of(store, storage_options).remove()
-        except OSError as error:
-            logger.warning("could not remove the partial output %s: %s", store, error)
-        raise
+            yield store
+        except BaseException:
+            try:
+                Location.of(store, storage_options).remove()
+            except OSError as error:
+                logger.warning("could not remove the partial output %s: %s", store, error)
+            raise
 
 
 def recall_store(
@@ -135,19 +149,48 @@ def recall_store(
 
     Rows are read in chunks of ``chunk_size`` cells (default: the store's own chunking). The
     normalized matrices live in a work store under ``work_dir`` while the run lasts. Workers
-    read the counts and the work store themselves, by URL.
+    read the counts and the work store themselves, by URL. The store's lock is held
+    throughout; a full disk is one line naming the store or work directory
+    (:func:`~recall_dask.io.space.space_for`).
     """
-    adata = io.open_counts(store, chunk_size=chunk_size, storage_options=storage_options)
-    with work_store(work_dir, storage_options) as work:
-        _annotate(adata, run_recall(adata.X, adata.var, params, work, storage_options))
-    io.write_results(
-        store,
-        obs=adata.obs,
-        obsm={"X_pca": adata.obsm["X_pca"]},
-        uns={"recall": adata.uns["recall"]},
-        storage_options=storage_options,
-    )
+    location = Location.of(store, storage_options)
+    with output_lock(store, storage_options):
+        adata = io.open_counts(store, chunk_size=chunk_size, storage_options=storage_options)
+        n_cells = adata.n_obs
+        with (
+            work_store(work_dir, storage_options) as work,
+            _work_space(
+                work,
+                storage_options,
+                lambda: work_store_bytes(stored_nnz(location), n_cells, params),
+            ),
+        ):
+            _annotate(adata, run_recall(adata.X, adata.var, params, work, storage_options))
+        with space_for(location, "the output", lambda: _results_bytes(adata)):
+            io.write_results(
+                store,
+                obs=adata.obs,
+                obsm={"X_pca": adata.obsm["X_pca"]},
+                uns={"recall": adata.uns["recall"]},
+                storage_options=storage_options,
+            )
     return adata
+
+
+def _work_space(
+    work: Path | str | None, storage_options: StorageOptions, needed: Callable[[], int]
+) -> AbstractContextManager[None]:
+    """A full work directory as one line, with the work store's estimated size ``needed()``;
+    nothing to watch without a work store (the matrices stay in worker memory)."""
+    if work is None:
+        return nullcontext()
+    return space_for(Location.of(work, storage_options), "the work store", needed)
+
+
+def _results_bytes(adata: ad.AnnData) -> int:
+    """About what :func:`io.write_results` adds to a store: obs and the embedding (the
+    ``uns`` record is small beside them), uncompressed."""
+    return int(adata.obs.memory_usage(deep=True).sum()) + adata.obsm["X_pca"].nbytes
 
 
 def _annotate(adata: ad.AnnData, result: RecallResult) -> None:

@@ -9,3 +9,8 @@ class InputError(ValueError):
 class CalibrationError(RuntimeError):
     """The loop ran out of iterations before every cluster pair was supported; the CLI prints it
     and exits with status 1."""
+
+
+class OutOfSpaceError(InputError):
+    """A disk filled up while writing a store: one line naming it and the bytes it needed,
+    exit status 2 like other problems the user can fix."""

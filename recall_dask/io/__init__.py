@@ -8,6 +8,9 @@ store themselves; :mod:`~recall_dask.io.results` stores a run's results next to 
 :mod:`~recall_dask.io.storage` names local paths and fsspec URLs, and
 :mod:`~recall_dask.io.workstore` keeps the normalized matrices of a run while it lasts.
 :mod:`~recall_dask.io.tenx` writes Cell Ranger ``.h5`` files (for simulated data).
+Long runs: :mod:`~recall_dask.io.lock` keeps one writer per store, :mod:`~recall_dask.io.space`
+reports a full disk in one line, and :mod:`~recall_dask.io.integrity` names a missing or
+corrupt chunk of an input store.
 """
 
 from recall_dask.io.counts import (

@@ -29,7 +29,10 @@ import zarr
 from anndata.io import read_elem, write_elem
 
 from recall_dask.errors import InputError
+from recall_dask.io.integrity import check_sparse_chunks, naming_corrupt_chunks
+from recall_dask.io.lock import output_lock
 from recall_dask.io.readers import Block, Counts, csr_rows, reader_for, reading
+from recall_dask.io.space import size_on_disk, space_for
 from recall_dask.io.storage import Location, StorageOptions, open_group
 from recall_dask.io.validate import (
     canonical_counts,
@@ -169,8 +172,20 @@ def write_atomically(
     Object stores (any URL that is not on a local disk) cannot rename a directory
     atomically: there the previous ``out`` is removed, ``write`` writes at ``out`` itself,
     and what it wrote is removed if it fails. A failure leaves no partial output either way,
-    but on an object store it does not keep the previous one.
+    but on an object store it does not keep the previous one. The lock of ``out``
+    (:func:`~recall_dask.io.lock.output_lock`) is held throughout: one writer at a time.
     """
+    with output_lock(out.url, out.storage_options):
+        _write_atomically(write, counts, out, chunk_size, where)
+
+
+def _write_atomically(
+    write: Callable[[Counts, Location, int, Location], None],
+    counts: Counts,
+    out: Location,
+    chunk_size: int,
+    where: Location,
+) -> None:
     if not out.is_local:
         with _writing(out):
             out.remove()
@@ -183,8 +198,9 @@ def write_atomically(
             raise
         return
     partial = out.sibling(f".{out.name}.partial-{uuid4().hex}")
+    needed = partial if where == out else where  # about the input's size, or what was written
     try:
-        with _writing(out):
+        with _writing(out), space_for(out, "the output", lambda: size_on_disk(needed)):
             write(counts, partial, chunk_size, where)
             _replace(Path(partial.path), Path(out.path))
     finally:
@@ -214,6 +230,7 @@ def open_counts(
     x = root.get("X")
     if x is None or x.attrs.get("encoding-type") != "csr_matrix":
         raise InputError(f"{store}: X is not a CSR count matrix; create the store with ingest()")
+    check_sparse_chunks(location, x)
     rows = x["indptr"].chunks[0] if chunk_size is None else chunk_size
     check_chunk_size(rows)
     obs, var = read_elem(root["obs"]), read_elem(root["var"])
@@ -238,7 +255,8 @@ def _read_csr_block(
     in canonical form: a store clustered in place may hold any valid CSR."""
     (start, stop), (_, n_cols) = block_info[None]["array-location"]
     group = open_group(url, "r", storage_options)[key]
-    return canonical_counts(csr_rows(group, start, stop, n_cols))
+    with naming_corrupt_chunks(group, start, stop):
+        return canonical_counts(csr_rows(group, start, stop, n_cols))
 
 
 def _row_blocked(matrix: Any, chunk_size: int) -> da.Array:

@@ -24,9 +24,11 @@ import numpy as np
 import pandas as pd
 import scipy.io
 import scipy.sparse as sp
+import zarr
 from anndata.io import read_elem
 
 from recall_dask.errors import InputError
+from recall_dask.io.integrity import check_sparse_chunks, naming_corrupt_chunks
 from recall_dask.io.storage import Location
 
 #: The bundled 10x PBMC 3k data (CC BY 4.0): a Cell Ranger matrix folder.
@@ -86,7 +88,10 @@ def _csr_group_rows(group: Any, shape: Sequence[int], chunk_size: int) -> Iterat
     """Stream a stored CSR matrix one chunk of rows at a time."""
     n_rows, n_cols = (int(n) for n in shape)
     for start in range(0, n_rows, chunk_size):
-        yield csr_rows(group, start, min(start + chunk_size, n_rows), n_cols)
+        stop = min(start + chunk_size, n_rows)
+        with naming_corrupt_chunks(group, start, stop):
+            rows = csr_rows(group, start, stop, n_cols)
+        yield rows
 
 
 def _gene_table(
@@ -202,6 +207,8 @@ def _anndata_reader(
             encoding = root[key].attrs.get("encoding-type")
             if encoding not in _ELEMENT_ROWS:
                 raise InputError(f"{path}: {key} has unsupported encoding {encoding!r}")
+            if encoding != "array" and isinstance(root[key], zarr.Group):
+                check_sparse_chunks(path, root[key])
             obs, var = read_elem(root["obs"]), read_elem(root["var"])
 
         def rows(chunk_size: int) -> Iterator[Block]:

@@ -38,6 +38,8 @@ import zarr
 
 from recall_dask._chunks import CSR_META, rows_only
 from recall_dask.errors import InputError
+from recall_dask.io.lock import LOCK_NAME, holding
+from recall_dask.io.space import remove_stragglers
 from recall_dask.io.storage import Location, StorageOptions, open_group
 from recall_dask.progress import compute
 
@@ -57,7 +59,8 @@ def work_store(
     ``None`` means the system's temporary directory. On a cluster whose workers do not share
     the client's disk, ``work_dir`` must be a directory (or a URL, such as ``s3://bucket/tmp``)
     that every worker can reach. A local directory must exist; a URL is checked only when the
-    store is written (:func:`write_tiles`), since object stores have no directories.
+    store is written (:func:`write_tiles`), since object stores have no directories. The
+    directory holds a lock file (:mod:`~recall_dask.io.lock`) while the run lasts.
     """
     root = Location.of(tempfile.gettempdir() if work_dir is None else work_dir, storage_options)
     directory = root.child(f"recall-work-{uuid4().hex}")
@@ -66,7 +69,11 @@ def work_store(
             raise InputError(f"work directory {work_dir} does not exist")
         os.mkdir(directory.path, 0o700)  # private, as tempfile.mkdtemp makes it
     try:
-        yield Path(directory.path) if directory.is_local else directory.url
+        with holding(directory.child(LOCK_NAME), f"the work store {directory}"):
+            yield Path(directory.path) if directory.is_local else directory.url
+    except BaseException:
+        remove_stragglers(directory)
+        raise
     finally:
         try:
             directory.remove()
