@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from recall_dask import io
+from recall_dask.io.checkpoints import NO_CHECKPOINTS, Checkpoints, NoCheckpoints
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.io.workstore import work_store
 from recall_dask.params import RecallParams
@@ -105,13 +106,19 @@ def ingested(
     chunk_size: int,
     layer: str | None,
     storage_options: StorageOptions = None,
+    checkpoints: NoCheckpoints = NO_CHECKPOINTS,
 ) -> Iterator[str | os.PathLike]:
     """Ingest ``source`` into a new ``store`` (a path or URL) and yield ``store``; remove the
-    store if the work inside fails.
+    store if the work inside fails. A store that ``checkpoints`` lists as ingested is reused.
 
     A failed run never leaves a half-written output behind.
     """
-    io.ingest(source, store, chunk_size=chunk_size, layer=layer, storage_options=storage_options)
+    checkpoints.counts(
+        Location.of(store, storage_options),
+        lambda: io.ingest(
+            source, store, chunk_size=chunk_size, layer=layer, storage_options=storage_options
+        ),
+    )
     try:
         yield store
     except BaseException:
@@ -129,17 +136,25 @@ def recall_store(
     chunk_size: int | None = None,
     work_dir: str | os.PathLike | None = None,
     storage_options: StorageOptions = None,
+    checkpoints: NoCheckpoints = NO_CHECKPOINTS,
 ) -> ad.AnnData:
     """Run recall on an AnnData Zarr store (a path or URL) with CSR counts in X, and write the
     results into it.
 
     Rows are read in chunks of ``chunk_size`` cells (default: the store's own chunking). The
     normalized matrices live in a work store under ``work_dir`` while the run lasts. Workers
-    read the counts and the work store themselves, by URL.
+    read the counts and the work store themselves, by URL. With ``checkpoints``
+    (:func:`recall_dask.io.checkpoints.checkpoint_store`) the work store is theirs, and
+    stages they list as finished are reused.
     """
     adata = io.open_counts(store, chunk_size=chunk_size, storage_options=storage_options)
-    with work_store(work_dir, storage_options) as work:
-        _annotate(adata, run_recall(adata.X, adata.var, params, work, storage_options))
+    if isinstance(checkpoints, Checkpoints):
+        work = checkpoints.work
+        result = run_recall(adata.X, adata.var, params, work, storage_options, checkpoints)
+    else:
+        with work_store(work_dir, storage_options) as work:
+            result = run_recall(adata.X, adata.var, params, work, storage_options)
+    _annotate(adata, result)
     io.write_results(
         store,
         obs=adata.obs,
