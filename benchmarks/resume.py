@@ -8,7 +8,7 @@ On the simulated Cell Ranger .h5 of ``benchmarks/scale.py`` (20,000 genes, 8 gro
 2. the same command killed in calibration, by the test hook ``RECALL_DASK_TEST_KILL_AT``
    (default: when the first resolution is finished, while the second is clustered);
 3. the same command with ``--resume``: wall time, the stages it reused, and whether its
-   labels and embedding are those of the run from scratch.
+   labels are those of the run from scratch, and its embedding to 1e-10.
 
 The table goes into README.md between the ``resume-benchmark`` markers.
 
@@ -76,7 +76,10 @@ def measure(source: Path, scratch: Path, point: str) -> dict[str, object]:
     until_kill = killed_seconds(run, point)
     resumed, _ = run_measured([*run, "--resume"])
     got = results(out)
-    same = all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
+    # The labels exactly; the embedding as any rerun's (threaded BLAS may sum in another order).
+    same = np.array_equal(expected[0], got[0]) and np.allclose(
+        expected[1], got[1], rtol=0, atol=1e-10
+    )
     return {
         "full": full,
         "peak": peak,
@@ -91,7 +94,7 @@ def table(n_cells: int, n_genes: int, point: str, row: dict[str, object]) -> str
     saved = row["full"] - row["resumed"]
     return (
         "| cells x genes | from scratch | killed at | resumed | saved | work store | same "
-        "labels and embedding |\n|---|---|---|---|---|---|---|\n"
+        "labels, embedding to 1e-10 |\n|---|---|---|---|---|---|---|\n"
         f"| {n_cells:,} x {n_genes:,} | {row['full']:.0f} s | {point} after "
         f"{row['killed']:.0f} s | {row['resumed']:.0f} s | {saved:.0f} s "
         f"({saved / row['full']:.0%}) | {row['store']:.2f} GiB | "
