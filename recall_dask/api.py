@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from recall_dask import io
+from recall_dask.io.checkpoints import NO_CHECKPOINTS, Checkpoints, NoCheckpoints
 from recall_dask.io.lock import output_lock
 from recall_dask.io.space import counts_nnz, space_for, stored_nnz, work_store_bytes
 from recall_dask.io.storage import Location, StorageOptions
@@ -115,16 +116,20 @@ def ingested(
     chunk_size: int | None,
     layer: str | None,
     storage_options: StorageOptions = None,
+    checkpoints: NoCheckpoints = NO_CHECKPOINTS,
 ) -> Iterator[str | os.PathLike]:
     """Ingest ``source`` into a new ``store`` (a path or URL) and yield ``store``; remove the
-    store if the work inside fails.
+    store if the work inside fails. A store that ``checkpoints`` lists as ingested is reused.
 
     A failed run never leaves a half-written output behind. The store's lock is held
     throughout, so a second run on the same output stops at once and removes nothing.
     """
     with output_lock(store, storage_options):
-        io.ingest(
-            source, store, chunk_size=chunk_size, layer=layer, storage_options=storage_options
+        checkpoints.counts(
+            Location.of(store, storage_options),
+            lambda: io.ingest(
+                source, store, chunk_size=chunk_size, layer=layer, storage_options=storage_options
+            ),
         )
         try:
             yield store
@@ -143,6 +148,7 @@ def recall_store(
     chunk_size: int | None = None,
     work_dir: str | os.PathLike | None = None,
     storage_options: StorageOptions = None,
+    checkpoints: NoCheckpoints = NO_CHECKPOINTS,
 ) -> ad.AnnData:
     """Run recall on an AnnData Zarr store (a path or URL) with CSR counts in X, and write the
     results into it.
@@ -151,21 +157,27 @@ def recall_store(
     normalized matrices live in a work store under ``work_dir`` while the run lasts. Workers
     read the counts and the work store themselves, by URL. The store's lock is held
     throughout; a full disk is one line naming the store or work directory
-    (:func:`~recall_dask.io.space.space_for`).
+    (:func:`~recall_dask.io.space.space_for`). With ``checkpoints``
+    (:func:`recall_dask.io.checkpoints.checkpoint_store`) the work store is theirs, and
+    stages they list as finished are reused.
     """
     location = Location.of(store, storage_options)
     with output_lock(store, storage_options):
         adata = io.open_counts(store, chunk_size=chunk_size, storage_options=storage_options)
         n_cells = adata.n_obs
-        with (
-            work_store(work_dir, storage_options) as work,
-            _work_space(
-                work,
-                storage_options,
-                lambda: work_store_bytes(stored_nnz(location), n_cells, params),
-            ),
+        if isinstance(checkpoints, Checkpoints):
+            work = nullcontext(checkpoints.work)
+        else:
+            work = work_store(work_dir, storage_options)
+        with work as directory, _work_space(
+            directory,
+            storage_options,
+            lambda: work_store_bytes(stored_nnz(location), n_cells, params),
         ):
-            _annotate(adata, run_recall(adata.X, adata.var, params, work, storage_options))
+            result = run_recall(
+                adata.X, adata.var, params, directory, storage_options, checkpoints
+            )
+        _annotate(adata, result)
         with space_for(location, "the output", lambda: _results_bytes(adata)):
             io.write_results(
                 store,

@@ -13,7 +13,8 @@ is clustered again. The loop stops when every pair selects a gene or one cluster
 Each clustering starts its own random stream (Seurat's ``random.seed = 0``), so the clustering
 at a resolution does not depend on the ones before it. The next resolutions are therefore
 clustered ahead, on other cores, while the current one is tested; a clustering that turns out
-not to be needed is abandoned at its next random start. Results are the same as one at a time.
+not to be needed is abandoned at its next random start. Results are the same as one at a time,
+and the same when a resumed run takes the finished resolutions from its checkpoints.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,10 +34,9 @@ import scipy.sparse as sp
 from recall_dask import config
 from recall_dask.errors import CalibrationError
 from recall_dask.graph import SNNGraph, cluster_graph
+from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
+from recall_dask.methods.recall import Markers
 from recall_dask.params import RecallParams
-
-if TYPE_CHECKING:
-    from recall_dask.methods.recall import Markers
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +83,21 @@ class Iteration:
         """The first pair in R's loop order ((1, 0), (2, 0), (2, 1), ...) that selects nothing."""
         later, earlier = np.nonzero(np.tril(self.n_selected == 0, k=-1))
         return (int(earlier[0]), int(later[0])) if later.size else None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The clustering and its tests as named arrays, exactly (a checkpoint of the loop)."""
+        arrays = {"labels": self.labels, "n_selected": self.n_selected}
+        if self.markers is not None:
+            arrays |= {f"markers.{f.name}": getattr(self.markers, f.name) for f in fields(Markers)}
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, resolution: float, arrays: dict[str, np.ndarray]) -> Iteration:
+        """The iteration at ``resolution`` that :meth:`arrays` gave."""
+        markers = None
+        if "markers.gene" in arrays:
+            markers = Markers(**{f.name: arrays[f"markers.{f.name}"] for f in fields(Markers)})
+        return cls(resolution, arrays["labels"], arrays["n_selected"], markers)
 
     def summary(self) -> dict[str, object]:
         pair = self.failing_pair
@@ -154,6 +168,7 @@ def calibrate_draws(
     graphs: Sequence[sp.csr_matrix | SNNGraph],
     pair_tests: Sequence[PairTest],
     params: RecallParams,
+    checkpoints: NoCheckpoints = NO_CHECKPOINTS,
 ) -> list[Step]:
     """Lower the resolution until at least a fraction ``params.agreement`` of the draws have
     passed, here or at a higher resolution; the last step wins.
@@ -161,7 +176,9 @@ def calibrate_draws(
     Draw m clusters its own SNN graph ``graphs[m]`` and tests its clusters with
     ``pair_tests[m]``, once per resolution. The draws' clusterings run on the clustering
     threads, the current resolution first and the next ones ahead; their pair tests run at
-    the same time, each on its own thread.
+    the same time, each on its own thread. Each draw's iteration at each resolution is a
+    checkpoint (``iteration-<number>-<draw>``): finished ones are taken from ``checkpoints``,
+    neither clustered nor tested again.
     """
     graphs = [SNNGraph.from_snn(snn) for snn in graphs]
     threads = clustering_threads()
@@ -176,11 +193,14 @@ def calibrate_draws(
     ):
         try:
             for number, resolution in enumerate(steps):
+                finished = [
+                    _finished(checkpoints, number, m, resolution) for m in range(len(graphs))
+                ]
                 for ahead in range(
                     number, min(number + 1 + _resolutions_ahead(threads), len(steps))
                 ):
                     for draw, graph in enumerate(graphs):
-                        if (ahead, draw) not in clusterings:
+                        if (ahead, draw) not in clusterings and finished[draw] is None:
                             # Seurat's FindClusters keeps random.seed = 0 whatever the seed.
                             clusterings[ahead, draw] = pool.submit(
                                 cluster_graph,
@@ -190,8 +210,13 @@ def calibrate_draws(
                                 seed=0,
                                 stop=stop,
                             )
-                current = [clusterings.pop((number, draw)) for draw in range(len(graphs))]
-                iterations = _test_draws(resolution, current, pair_tests, testing)
+                current = [
+                    clusterings.pop((number, m)) if earlier is None else earlier
+                    for m, earlier in enumerate(finished)
+                ]
+                iterations = _test_draws(
+                    number, resolution, current, pair_tests, testing, checkpoints
+                )
                 stopped = done[-1].stopped if done else None
                 step = Step(resolution, iterations, needed, stopped)
                 done.append(step)
@@ -210,19 +235,39 @@ def calibrate_draws(
     )
 
 
+def _finished(
+    checkpoints: NoCheckpoints, number: int, draw: int, resolution: float
+) -> Iteration | None:
+    """A draw's iteration at this resolution, if an earlier run finished it."""
+    arrays = checkpoints.load(_checkpoint_name(number, draw))
+    return None if arrays is None else Iteration.from_arrays(resolution, arrays)
+
+
+def _checkpoint_name(number: int, draw: int) -> str:
+    return f"iteration-{number}-{draw}"
+
+
 def _test_draws(
+    number: int,
     resolution: float,
-    clusterings: list[Future],
+    clusterings: list[Future | Iteration],
     pair_tests: Sequence[PairTest],
     pool: ThreadPoolExecutor,
+    checkpoints: NoCheckpoints,
 ) -> tuple[Iteration, ...]:
     """Every draw's pair tests, each as soon as its clustering is done, so the workers test
-    some draws while the client still clusters others. The first draw's run in this thread
-    (with its progress bar), the others on threads, whose bars would only garble it."""
+    some draws while the client still clusters others; an iteration already finished stays as
+    it is, a new one is saved in ``checkpoints``. The first draw's run in this thread (with its
+    progress bar), the others on threads, whose bars would only garble it."""
 
     def test(draw: int) -> Iteration:
-        labels = clusterings[draw].result()
-        return Iteration(resolution, labels, *pair_tests[draw](labels))
+        clustering = clusterings[draw]
+        if isinstance(clustering, Iteration):
+            return clustering
+        labels = clustering.result()
+        iteration = Iteration(resolution, labels, *pair_tests[draw](labels))
+        checkpoints.save(_checkpoint_name(number, draw), iteration.arrays())
+        return iteration
 
     others = [pool.submit(test, draw) for draw in range(1, len(clusterings))]
     return (test(0), *(future.result() for future in others))

@@ -11,7 +11,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
-from contextlib import ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +31,7 @@ from recall_dask.params import RecallParams
 
 if TYPE_CHECKING:
     from recall_dask.dask_cluster import ClusterConfig
+    from recall_dask.io.checkpoints import NoCheckpoints
 
 logger = logging.getLogger("recall_dask")
 #: Draws of the demo: enough for one answer on PBMC 3k whatever the seed (README, "Draws").
@@ -183,16 +184,24 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         raise InputError(f"--labels-csv: directory of {args.labels_csv} does not exist")
     options = args.storage_options
     destination = _destination(args)
-    if getattr(args, "in_place", False):
-        if args.layer is not None:
-            raise InputError("--in-place reads the counts in X; --layer needs --out")
-        output = nullcontext(source)
-    else:
-        output = ingested(
-            source, args.out, chunk_size=chunk_size, layer=args.layer, storage_options=options
-        )
+    in_place = getattr(args, "in_place", False)
+    if in_place and args.layer is not None:
+        raise InputError("--in-place reads the counts in X; --layer needs --out")
     report = _report_path(args)
     with ExitStack() as running:
+        checkpoints = running.enter_context(_checkpoints(args, params, source))
+        output = (
+            nullcontext(source)
+            if in_place
+            else ingested(
+                source,
+                args.out,
+                chunk_size=chunk_size,
+                layer=args.layer,
+                storage_options=options,
+                checkpoints=checkpoints,
+            )
+        )
         with output as store:
             running.enter_context(dask_client(_cluster(args)))
             adata = recall_store(
@@ -201,6 +210,7 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
                 chunk_size=chunk_size,
                 work_dir=args.work_dir,
                 storage_options=options,
+                checkpoints=checkpoints,
             )
         labels = adata.obs["recall_clusters"]
         if args.labels_csv:
@@ -218,6 +228,30 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
             write_report(
                 store, report, compare_default=args.compare_default, storage_options=options
             )
+
+
+def _checkpoints(
+    args: argparse.Namespace, params: RecallParams, source: str | Path
+) -> AbstractContextManager[NoCheckpoints]:
+    """The run's checkpoints in its work store under ``--work-dir`` (README, "Long runs"),
+    or none without ``--work-dir``."""
+    from recall_dask.io.checkpoints import NO_CHECKPOINTS, checkpoint_store
+    from recall_dask.io.fingerprint import run_fingerprint
+
+    if args.work_dir is None:
+        if args.resume or args.keep_work:
+            raise InputError("--resume and --keep-work need --work-dir")
+        return nullcontext(NO_CHECKPOINTS)
+    options = args.storage_options
+    fingerprint = run_fingerprint(source, {**params.as_dict(), "layer": args.layer}, options)
+    return checkpoint_store(
+        args.work_dir,
+        _destination(args),
+        fingerprint,
+        resume=args.resume,
+        keep=args.keep_work,
+        storage_options=options,
+    )
 
 
 def _cluster(args: argparse.Namespace) -> ClusterConfig:

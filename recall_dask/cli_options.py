@@ -36,7 +36,19 @@ def add_recall_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="directory or URL (s3://...) for the temporary work store of the normalized "
         "matrices; "
-        "on a cluster, one every worker can reach (default: the system's temporary directory)",
+        "on a cluster, one every worker can reach (default: the system's temporary directory); "
+        "given, it also keeps each finished stage there, for --resume",
+    )
+    add(
+        "--resume",
+        action="store_true",
+        help="continue the run that the same command left in --work-dir, reusing its finished "
+        "stages (same input and options, or exit 2)",
+    )
+    add(
+        "--keep-work",
+        action="store_true",
+        help="keep the work store in --work-dir after a successful run (default: removed)",
     )
     add_storage_options(parser)
 

@@ -28,6 +28,7 @@ from recall_dask.calibrate import Step, calibrate_draws
 from recall_dask.consensus import Consensus, consensus
 from recall_dask.errors import InputError
 from recall_dask.graph import SNNGraph, nearest_neighbors, shared_nearest_neighbors
+from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.methods import METHODS
 from recall_dask.methods.draws import draw_seeds, for_each_draw
@@ -73,7 +74,11 @@ def _kept_embedding(
         return embedding[:, : params.dims], lambda: embedding
     location = Location.of(work, storage_options).child(f"embedding-{draw}.zarr")
     stored = zarr.create_array(
-        location.zarr_store(), shape=embedding.shape, dtype=embedding.dtype, zarr_format=2
+        location.zarr_store(),
+        shape=embedding.shape,
+        dtype=embedding.dtype,
+        zarr_format=2,
+        overwrite=True,  # a resumed run's
     )
     stored[:] = embedding
     return embedding[:, : params.dims], lambda: stored[:]
@@ -84,6 +89,11 @@ def neighbor_graph(embedding: np.ndarray, params: RecallParams) -> SNNGraph:
     clustering reads (the CSR matrix is not kept: with many draws, graphs add up)."""
     knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors, params.neighbors)
     return SNNGraph.from_snn(shared_nearest_neighbors(knn, params.snn_prune))
+
+
+def _arrays(graph: SNNGraph) -> dict[str, np.ndarray]:
+    """The graph's arrays, named by their place in ``SNNGraph.network`` (a checkpoint)."""
+    return {str(i): part for i, part in enumerate(graph.network)}
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ def run_recall(
     params: RecallParams,
     store: Path | str | None = None,
     storage_options: StorageOptions = None,
+    checkpoints: NoCheckpoints = NO_CHECKPOINTS,
 ) -> RecallResult:
     """Calibrated clusters, embedding and the ``uns['recall']`` record for a count matrix, by
     ``params.method``, over ``params.draws`` draws.
@@ -111,23 +122,37 @@ def run_recall(
     ``store`` is the path or URL of the work directory for the normalized matrices; ``None``
     keeps them in worker memory. With several draws the answer is the consensus of the draws'
     clusterings at the accepted resolution (:mod:`recall_dask.consensus`); the embedding, the
-    first clusters, the variable genes and the markers are the medoid draw's.
+    first clusters, the variable genes and the markers are the medoid draw's. Stages that
+    ``checkpoints`` (in ``store``) lists as finished are reused, the others recorded there.
     """
     n_cells = counts.shape[0]
     if n_cells < params.k_neighbors:
         raise InputError(f"fewer cells ({n_cells}) than neighbors (k = {params.k_neighbors})")
     timings: dict[str, float] = {}
-    draws = METHODS[params.method](counts, var, params, timings, store, storage_options)
+    draws = METHODS[params.method](
+        counts, var, params, timings, store, storage_options, checkpoints
+    )
     with stage("scaling and PCA", timings):
 
         def embedded(m: int) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
-            return _kept_embedding(embed(draws[m].rows, params), m, params, store, storage_options)
+            stored = checkpoints.arrays(
+                f"embedding-{m}", lambda: {"embedding": embed(draws[m].rows, params)}
+            )
+            return _kept_embedding(stored["embedding"], m, params, store, storage_options)
 
         embeddings = for_each_draw(embedded, range(len(draws)))
     with stage("neighbour graph", timings):
-        graphs = for_each_draw(lambda kept: neighbor_graph(kept[0], params), embeddings)
+
+        def graph(m: int) -> SNNGraph:
+            network = checkpoints.arrays(
+                f"graph-{m}", lambda: _arrays(neighbor_graph(embeddings[m][0], params))
+            )
+            return SNNGraph(tuple(network[str(i)] for i in range(len(network))))
+
+        graphs = for_each_draw(graph, range(len(draws)))
     with stage("calibration", timings):
-        steps = calibrate_draws(graphs, [draw.pair_test for draw in draws], params)
+        pair_tests = [draw.pair_test for draw in draws]
+        steps = calibrate_draws(graphs, pair_tests, params, checkpoints)
     final = steps[-1]
     if len(draws) == 1:
         (last,) = final.draws

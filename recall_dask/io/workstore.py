@@ -37,6 +37,7 @@ import scipy.sparse as sp
 import zarr
 
 from recall_dask._chunks import CSR_META, rows_only
+from recall_dask._testhook import kill_point
 from recall_dask.errors import InputError
 from recall_dask.io.lock import LOCK_NAME, holding
 from recall_dask.io.space import remove_stragglers
@@ -198,6 +199,7 @@ def _write_row_chunk(
     if nnz:
         root["data"][r, :nnz] = np.concatenate([tile.data for tile in tiles])
         root["indices"][r, :nnz] = np.concatenate([tile.indices for tile in tiles])
+    kill_point("work-store-chunk")
     return np.array([nnz])
 
 

@@ -51,6 +51,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recall_dask._chunks import RNG_BLOCK_ROWS, map_row_blocks, rng_block_spans
+from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import StorageOptions
 from recall_dask.methods.draws import Prepared, draw_seeds, kept, work_name
 from recall_dask.preprocess.hvg import top_vst_genes
@@ -242,26 +243,32 @@ def countsplit_inputs(
     timings: dict[str, float],
     work: Path | str | None,
     storage_options: StorageOptions,
+    checkpoints: NoCheckpoints = NO_CHECKPOINTS,
 ) -> list[Prepared]:
     """``FindClustersCountsplit``, per split: embed the train half's variable genes, test pairs
     for marker genes on the test half of all genes (:func:`marker_gene_counts`).
 
     The variable genes are vst's top ``n_hvg`` of the train half; ``var['highly_variable']`` is
     not used, since genes chosen on all counts would let the test half shape the clusters.
+    Stages that ``checkpoints`` lists as finished are reused.
     """
     prepared = []
     for draw, seed in enumerate(draw_seeds(params.seed, params.draws)):
-        with stage("variable genes", timings):
-            train = counts_half(counts, seed, "train")
-            moments = compute(column_moments(train))[0]
-            genes = top_vst_genes(train, var.index, params.n_hvg, moments)
+
+        def variable_genes(seed: int = seed) -> dict[str, np.ndarray]:
+            with stage("variable genes", timings):
+                train = counts_half(counts, seed, "train")
+                moments = compute(column_moments(train))[0]
+                return {"genes": top_vst_genes(train, var.index, params.n_hvg, moments)}
+
+        genes = checkpoints.arrays(f"genes-{draw}", variable_genes)["genes"]
         with stage("count splitting and normalization", timings):
             train_genes = log_normalized_half(counts, seed, "train", params.target_sum, genes)
             name = work_name("train", draw, params.draws)
-            rows, _ = kept(train_genes, work, name, storage_options)
+            rows, _ = kept(train_genes, work, name, storage_options, checkpoints)
             test = log_normalized_half(counts, seed, "test", params.target_sum)
             name = work_name("test", draw, params.draws)
-            _, test_tiles = kept(test, work, name, storage_options)
+            _, test_tiles = kept(test, work, name, storage_options, checkpoints)
         pair_test = partial(_marker_test, test_tiles, alpha=params.fdr)
         prepared.append(Prepared(genes, rows, pair_test))
     return prepared

@@ -19,6 +19,7 @@ import distributed
 import numpy as np
 
 from recall_dask import config
+from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.io.workstore import write_tiles
 from recall_dask.stats.ranksums import feature_block_for
@@ -51,18 +52,22 @@ def work_name(stem: str, draw: int, n_draws: int) -> str:
 
 
 def kept(
-    data: da.Array, work: Path | str | None, name: str, storage_options: StorageOptions
+    data: da.Array,
+    work: Path | str | None,
+    name: str,
+    storage_options: StorageOptions,
+    checkpoints: NoCheckpoints = NO_CHECKPOINTS,
 ) -> tuple[da.Array, da.Array]:
     """``data`` computed once and kept: as the store ``name`` in the work directory ``work``
     (out of core) or, with ``None``, in worker memory. It comes back twice, lazily: by row
     chunks, for the passes over the cells, and by feature blocks (row-chunked in memory), for
-    the pairwise tests."""
+    the pairwise tests. A store that ``checkpoints`` lists as finished is not written again."""
     width = feature_block_for(data.shape[0])
     if work is None:
         rows = _persist(data)
         return rows, rows.rechunk({1: width})
     store = Location.of(work, storage_options).child(name).url
-    tiles = write_tiles(data, store, width, storage_options)
+    tiles = checkpoints.tiles(name, lambda: write_tiles(data, store, width, storage_options))
     return tiles.by_rows(), tiles.by_feature_blocks()
 
 

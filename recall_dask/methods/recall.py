@@ -19,9 +19,10 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
+from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import StorageOptions
 from recall_dask.methods.draws import Prepared, draw_seeds, for_each_draw, kept, work_name
-from recall_dask.nulls import fit_null
+from recall_dask.nulls import NullModel, fit_null
 from recall_dask.preprocess.hvg import select_variable_genes
 from recall_dask.preprocess.normalize import augmented_log_normalized
 from recall_dask.preprocess.scale import column_moments
@@ -107,22 +108,29 @@ def recall_inputs(
     timings: dict[str, float],
     work: Path | str | None,
     storage_options: StorageOptions,
+    checkpoints: NoCheckpoints = NO_CHECKPOINTS,
 ) -> list[Prepared]:
     """``FindClustersRecall``: the variable genes and their nulls, once; then per draw the
     log-normalized [genes | artificial genes] matrix, computed once and kept
     (:func:`~recall_dask.methods.draws.kept`), embedded by rows and tested pair by pair with
-    knockoffs by tiles."""
-    with stage("variable genes", timings):
-        (moments,) = compute(column_moments(counts))
-        genes = select_variable_genes(counts, var, params.n_hvg, moments)
-    with stage("null fits", timings):
-        null = fit_null(counts[:, genes], params.null_method, params.seed, moments[:, genes])
+    knockoffs by tiles. Stages that ``checkpoints`` lists as finished are reused."""
+
+    def fitted() -> dict[str, np.ndarray]:
+        with stage("variable genes", timings):
+            (moments,) = compute(column_moments(counts))
+            genes = select_variable_genes(counts, var, params.n_hvg, moments)
+        with stage("null fits", timings):
+            null = fit_null(counts[:, genes], params.null_method, params.seed, moments[:, genes])
+        return {"genes": genes, **null.arrays()}
+
+    fit = checkpoints.arrays("genes", fitted)
+    genes, null = fit["genes"], NullModel.from_arrays(fit)
 
     def prepare(draw: int) -> Prepared:
         seed = draw_seeds(params.seed, params.draws)[draw]
         data = augmented_log_normalized(counts, genes, null, seed, params.target_sum)
         name = work_name("augmented", draw, params.draws)
-        rows, tiles = kept(data, work, name, storage_options)
+        rows, tiles = kept(data, work, name, storage_options, checkpoints)
         test = partial(selected_gene_counts, tiles, n_genes=genes.size, fdr=params.fdr)
         return Prepared(genes, rows, test)
 

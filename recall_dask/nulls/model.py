@@ -17,7 +17,8 @@ second pass, for the correlation of the normal scores. Sampling draws fixed bloc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 import dask.array as da
@@ -68,6 +69,20 @@ class NullModel:
     def zero_probability(self) -> np.ndarray:
         """Probability that an artificial gene is zero in a cell."""
         return self.marginal.zero_probability()
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fit as named arrays, exactly (a checkpoint of the run); see :meth:`from_arrays`."""
+        arrays = {f.name: getattr(self.marginal, f.name) for f in fields(self.marginal)}
+        if self.cholesky is not None:
+            arrays["cholesky"] = self.cholesky
+        return {**arrays, "method": np.array(self.method)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> NullModel:
+        """The fit that :meth:`arrays` gave (other entries of ``arrays`` are ignored)."""
+        kind = GaussianMarginal if "mu" in arrays else CountMarginal
+        marginal = kind(**{f.name: arrays[f.name] for f in fields(kind)})
+        return cls(str(arrays["method"]), marginal, arrays.get("cholesky"))
 
     def sample(self, row_start: int, n_rows: int, seed: int) -> sp.csr_matrix:
         """Artificial genes (float32 CSR, ``n_rows x p``) of cells ``row_start ..``.
