@@ -169,14 +169,15 @@ def recall_store(
             work = nullcontext(checkpoints.work)
         else:
             work = work_store(work_dir, storage_options)
-        with work as directory, _work_space(
-            directory,
-            storage_options,
-            lambda: work_store_bytes(stored_nnz(location), n_cells, params),
+        with (
+            work as directory,
+            _work_space(
+                directory,
+                storage_options,
+                lambda: work_store_bytes(stored_nnz(location), n_cells, params),
+            ),
         ):
-            result = run_recall(
-                adata.X, adata.var, params, directory, storage_options, checkpoints
-            )
+            result = run_recall(adata.X, adata.var, params, directory, storage_options, checkpoints)
         _annotate(adata, result)
         with space_for(location, "the output", lambda: _results_bytes(adata)):
             io.write_results(

@@ -9,6 +9,9 @@ variable genes and their artificial twins; count splitting's
 ``FindClustersCountsplit`` does with the same loop. A pair that selects no gene is not
 supported by the data, so the resolution drops by ``reduction_percentage`` and the same graph
 is clustered again. The loop stops when every pair selects a gene or one cluster is left.
+With several draws (``--draws``) each draw runs this loop on its own graph, all at the same
+resolution until it stops, and the run's answer is taken from the draws' answers
+(:func:`agreed_draws`).
 
 Each clustering starts its own random stream (Seurat's ``random.seed = 0``), so the clustering
 at a resolution does not depend on the ones before it. The next resolutions are therefore
@@ -120,23 +123,21 @@ def resolutions(params: RecallParams) -> list[float]:
 
 @dataclass(frozen=True)
 class Step:
-    """One resolution of the loop: every draw's clustering and pair tests, and the verdict.
+    """One resolution of the loop: the clustering and pair tests of every draw still running.
 
-    A draw passes when every pair of its clusters selects a gene. It has **stopped** once it
-    passed here or at a higher resolution: R's procedure on that draw alone would have ended
-    there. The resolution is accepted when at least ``needed`` draws have stopped, so the
-    answer is where the draws' own R runs end, taken at their median (at the default
-    agreement); with one draw, R's rule.
+    A draw passes when every pair of its clusters selects a gene. R's procedure on that draw
+    alone ends there, so the draw has **stopped**: its answer is that clustering, and at lower
+    resolutions it is not clustered again (``None`` in ``draws``). The loop ends when every
+    draw has stopped; with one draw this is R's loop.
     """
 
     resolution: float
-    draws: tuple[Iteration, ...]
-    needed: int
+    draws: tuple[Iteration | None, ...]
     stopped_before: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def passed(self) -> np.ndarray:
-        return np.array([draw.failing_pair is None for draw in self.draws])
+        return np.array([d is not None and d.failing_pair is None for d in self.draws])
 
     @property
     def stopped(self) -> np.ndarray:
@@ -145,14 +146,36 @@ class Step:
         return self.passed if before is None else self.passed | before
 
     @property
-    def accepted(self) -> bool:
-        return int(self.stopped.sum()) >= self.needed
+    def finished(self) -> bool:
+        return bool(self.stopped.all())
 
 
 def draws_needed(n_draws: int, agreement: float) -> int:
-    """Passing draws that accept a resolution: at least ``agreement`` of ``n_draws`` (exactly
-    half of an even number is enough at 1/2)."""
+    """Draws that must reach an answer's number of clusters: at least ``agreement`` of
+    ``n_draws`` (exactly half of an even number is enough at 1/2)."""
     return max(1, math.ceil(agreement * n_draws - 1e-9))
+
+
+def draw_answers(steps: Sequence[Step]) -> list[Iteration]:
+    """Each draw's own answer: its clustering where it stopped, as R's procedure on that draw
+    alone would end."""
+    answers: list[Iteration | None] = [None] * len(steps[0].draws)
+    for step in steps:
+        for m, (iteration, passed) in enumerate(zip(step.draws, step.passed, strict=True)):
+            if passed and answers[m] is None:
+                answers[m] = iteration
+    if any(answer is None for answer in answers):
+        raise ValueError("every draw must have stopped")
+    return answers
+
+
+def agreed_draws(answers: Sequence[Iteration], agreement: float) -> list[int]:
+    """The draws whose answer has the run's number of clusters: the most clusters that at
+    least a fraction ``agreement`` of the draws' answers have (their median at 1/2). A run
+    over-splits only if that many draws' own answers do."""
+    counts = np.array([answer.n_clusters for answer in answers])
+    chosen = np.sort(counts)[::-1][draws_needed(len(answers), agreement) - 1]
+    return np.flatnonzero(counts == chosen).tolist()
 
 
 def calibrate(snn: sp.csr_matrix, pair_test: PairTest, params: RecallParams) -> list[Iteration]:
@@ -170,8 +193,8 @@ def calibrate_draws(
     params: RecallParams,
     checkpoints: NoCheckpoints = NO_CHECKPOINTS,
 ) -> list[Step]:
-    """Lower the resolution until at least a fraction ``params.agreement`` of the draws have
-    passed, here or at a higher resolution; the last step wins.
+    """Lower the resolution until every draw has stopped: each draw runs R's loop on its own,
+    and :func:`draw_answers` gives their answers.
 
     Draw m clusters its own SNN graph ``graphs[m]`` and tests its clusters with
     ``pair_tests[m]``, once per resolution. The draws' clusterings run on the clustering
@@ -182,7 +205,6 @@ def calibrate_draws(
     """
     graphs = [SNNGraph.from_snn(snn) for snn in graphs]
     threads = clustering_threads()
-    needed = draws_needed(len(graphs), params.agreement)
     steps = resolutions(params)
     stop = threading.Event()
     clusterings: dict[tuple[int, int], Future] = {}
@@ -193,41 +215,46 @@ def calibrate_draws(
     ):
         try:
             for number, resolution in enumerate(steps):
-                finished = [
-                    _finished(checkpoints, number, m, resolution) for m in range(len(graphs))
-                ]
+                stopped = done[-1].stopped if done else np.zeros(len(graphs), dtype=bool)
+                running = np.flatnonzero(~stopped)
+                finished = {m: _finished(checkpoints, number, m, resolution) for m in running}
                 for ahead in range(
                     number, min(number + 1 + _resolutions_ahead(threads), len(steps))
                 ):
-                    for draw, graph in enumerate(graphs):
+                    for draw in running:
                         if (ahead, draw) not in clusterings and finished[draw] is None:
                             # Seurat's FindClusters keeps random.seed = 0 whatever the seed.
                             clusterings[ahead, draw] = pool.submit(
                                 cluster_graph,
-                                graph,
+                                graphs[draw],
                                 steps[ahead],
                                 algorithm=params.algorithm,
                                 seed=0,
                                 stop=stop,
                             )
                 current = [
-                    clusterings.pop((number, m)) if earlier is None else earlier
-                    for m, earlier in enumerate(finished)
+                    None
+                    if stopped[m]
+                    else finished[m]
+                    if finished[m] is not None
+                    else clusterings.pop((number, m))
+                    for m in range(len(graphs))
                 ]
                 iterations = _test_draws(
                     number, resolution, current, pair_tests, testing, checkpoints
                 )
-                stopped = done[-1].stopped if done else None
-                step = Step(resolution, iterations, needed, stopped)
+                step = Step(resolution, iterations, stopped)
                 done.append(step)
                 _log(len(done), step)
-                if step.accepted:
+                if step.finished:
                     _warn_if_first(done)
                     return done
+                for key in [key for key in clusterings if step.stopped[key[1]]]:
+                    clusterings.pop(key).cancel()  # a draw that stopped is not clustered again
         finally:
             stop.set()
             pool.shutdown(cancel_futures=True)
-    clusters = " ".join(str(draw.n_clusters) for draw in done[-1].draws)
+    clusters = " ".join(str(draw.n_clusters) for draw in done[-1].draws if draw is not None)
     raise CalibrationError(
         f"no calibrated clustering after {params.max_iterations} iterations "
         f"(last resolution {done[-1].resolution:.4g}, {clusters} clusters); raise "
@@ -250,27 +277,33 @@ def _checkpoint_name(number: int, draw: int) -> str:
 def _test_draws(
     number: int,
     resolution: float,
-    clusterings: list[Future | Iteration],
+    clusterings: list[Future | Iteration | None],
     pair_tests: Sequence[PairTest],
     pool: ThreadPoolExecutor,
     checkpoints: NoCheckpoints,
-) -> tuple[Iteration, ...]:
-    """Every draw's pair tests, each as soon as its clustering is done, so the workers test
-    some draws while the client still clusters others; an iteration already finished stays as
-    it is, a new one is saved in ``checkpoints``. The first draw's run in this thread (with its
-    progress bar), the others on threads, whose bars would only garble it."""
+) -> tuple[Iteration | None, ...]:
+    """The pair tests of every running draw, each as soon as its clustering is done, so the
+    workers test some draws while the client still clusters others; an iteration already
+    finished stays as it is, a new one is saved in ``checkpoints``, a stopped draw (``None``)
+    stays out. The first running draw's run in this thread (with its progress bar), the others
+    on threads, whose bars would only garble it."""
 
-    def test(draw: int) -> Iteration:
+    def test(draw: int) -> Iteration | None:
         clustering = clusterings[draw]
-        if isinstance(clustering, Iteration):
+        if clustering is None or isinstance(clustering, Iteration):
             return clustering
         labels = clustering.result()
         iteration = Iteration(resolution, labels, *pair_tests[draw](labels))
         checkpoints.save(_checkpoint_name(number, draw), iteration.arrays())
         return iteration
 
-    others = [pool.submit(test, draw) for draw in range(1, len(clusterings))]
-    return (test(0), *(future.result() for future in others))
+    running = [draw for draw, clustering in enumerate(clusterings) if clustering is not None]
+    others = {draw: pool.submit(test, draw) for draw in running[1:]}
+    first = {running[0]: test(running[0])}
+    return tuple(
+        first[d] if d in first else others[d].result() if d in others else None
+        for d in range(len(clusterings))
+    )
 
 
 def _warn_if_first(steps: list[Step]) -> None:
@@ -286,15 +319,13 @@ def _warn_if_first(steps: list[Step]) -> None:
 def _log(number: int, step: Step) -> None:
     if len(step.draws) > 1:
         logger.info(
-            "iteration %d: resolution %.4g, clusters per draw %s; %d of %d draws passed so "
-            "far (%d needed): %s",
+            "iteration %d: resolution %.4g, clusters per draw %s; %d of %d draws stopped%s",
             number,
             step.resolution,
-            " ".join(str(draw.n_clusters) for draw in step.draws),
+            " ".join("-" if draw is None else str(draw.n_clusters) for draw in step.draws),
             int(step.stopped.sum()),
             len(step.draws),
-            step.needed,
-            "done" if step.accepted else "lowering the resolution",
+            "" if step.finished else ": lowering the resolution for the others",
         )
         return
     (iteration,) = step.draws

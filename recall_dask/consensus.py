@@ -1,13 +1,13 @@
 """One answer from many draws: a consensus of the draws' partitions, and how stable it is.
 
-With ``--draws M`` every draw of the artificial genes (or every count split) clusters the cells
-at the accepted resolution on its own graph, and two draws agree only in part. The consensus
-takes the medoid draw (the one that agrees best, by mean adjusted Rand index, with the others),
-matches every other draw's clusters to the medoid's by largest overlap, and gives each cell
-the label most draws give it, ties going to the medoid. A cell's confidence is the fraction of
-draws that give it its consensus label; a cluster's stability is the mean confidence of its
-cells; a pair of clusters is separate in a draw when the draw puts most of their cells in
-different clusters of its own.
+With ``--draws M`` every draw of the artificial genes (or every count split) ends R's loop
+with its own clusters, and two draws agree only in part. The consensus takes the medoid draw
+(the one that agrees best, by mean adjusted Rand index, with the others; the run picks it
+among the draws that found the run's number of clusters), matches every other draw's clusters
+to the medoid's by largest overlap, and gives each cell the label most draws give it, ties
+going to the medoid. A cell's confidence is the fraction of draws that give it its consensus
+label; a cluster's stability is the mean confidence of its cells; a pair of clusters is
+separate in a draw when the draw puts most of their cells in different clusters of its own.
 """
 
 from __future__ import annotations
@@ -42,16 +42,18 @@ def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
     return (index - expected) / (maximum - expected)
 
 
-def medoid(partitions: Sequence[np.ndarray]) -> int:
-    """The partition with the highest mean ARI to the others (the first on ties)."""
+def medoid(partitions: Sequence[np.ndarray], among: Sequence[int] | None = None) -> int:
+    """The partition with the highest mean ARI to the others (the first on ties), of those
+    listed in ``among`` (default: all)."""
     m = len(partitions)
-    if m == 1:
-        return 0
+    among = list(range(m)) if among is None else list(among)
+    if len(among) == 1:
+        return among[0]
     agreement = np.zeros((m, m))
     for i in range(m):
         for j in range(i + 1, m):
             agreement[i, j] = agreement[j, i] = adjusted_rand_index(partitions[i], partitions[j])
-    return int(np.argmax(agreement.sum(axis=1)))
+    return among[int(np.argmax(agreement[among].sum(axis=1)))]
 
 
 def matched(labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -77,12 +79,13 @@ class Consensus:
     pair_separation: np.ndarray
 
 
-def consensus(partitions: Sequence[np.ndarray]) -> Consensus:
-    """The medoid's clusters, each cell taking the label most draws give it (see module)."""
+def consensus(partitions: Sequence[np.ndarray], among: Sequence[int] | None = None) -> Consensus:
+    """The medoid's clusters, each cell taking the label most draws give it (see module); the
+    medoid is one of the partitions listed in ``among`` (default: any)."""
     from recall_dask.graph import order_by_size
 
     partitions = [np.asarray(p, dtype=np.int64) for p in partitions]
-    centre = medoid(partitions)
+    centre = medoid(partitions, among)
     reference = partitions[centre]
     votes = np.stack([matched(p, reference) for p in partitions])  # draws x cells
     n_labels = int(reference.max()) + 1

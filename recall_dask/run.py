@@ -24,7 +24,14 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from recall_dask.calibrate import Step, calibrate_draws
+from recall_dask.calibrate import (
+    Iteration,
+    Step,
+    agreed_draws,
+    calibrate_draws,
+    draw_answers,
+    draws_needed,
+)
 from recall_dask.consensus import Consensus, consensus
 from recall_dask.errors import InputError
 from recall_dask.graph import SNNGraph, nearest_neighbors, shared_nearest_neighbors
@@ -120,10 +127,12 @@ def run_recall(
     ``params.method``, over ``params.draws`` draws.
 
     ``store`` is the path or URL of the work directory for the normalized matrices; ``None``
-    keeps them in worker memory. With several draws the answer is the consensus of the draws'
-    clusterings at the accepted resolution (:mod:`recall_dask.consensus`); the embedding, the
-    first clusters, the variable genes and the markers are the medoid draw's. Stages that
-    ``checkpoints`` (in ``store``) lists as finished are reused, the others recorded there.
+    keeps them in worker memory. With several draws each draw runs R's loop on its own, and the
+    answer is the consensus of the draws' answers around a medoid that has the run's number of
+    clusters (:func:`recall_dask.calibrate.agreed_draws`, :mod:`recall_dask.consensus`); the
+    embedding, the first clusters, the variable genes and the markers are the medoid draw's.
+    Stages that ``checkpoints`` (in ``store``) lists as finished are reused, the others
+    recorded there.
     """
     n_cells = counts.shape[0]
     if n_cells < params.k_neighbors:
@@ -153,14 +162,15 @@ def run_recall(
     with stage("calibration", timings):
         pair_tests = [draw.pair_test for draw in draws]
         steps = calibrate_draws(graphs, pair_tests, params, checkpoints)
-    final = steps[-1]
+    answers = draw_answers(steps)
     if len(draws) == 1:
-        (last,) = final.draws
+        (last,) = answers
         medoid, labels, confidence = 0, last.labels, None
         n_selected, markers = last.n_selected, last.markers
     else:
         with stage("consensus", timings):
-            agreed = consensus([draw.labels for draw in final.draws])
+            candidates = agreed_draws(answers, params.agreement)
+            agreed = consensus([answer.labels for answer in answers], among=candidates)
             medoid, labels, confidence = agreed.medoid, agreed.labels, agreed.confidence
             n_selected, markers = draws[medoid].pair_test(labels)
     genes = var.index[draws[medoid].genes]
@@ -172,7 +182,7 @@ def run_recall(
         "variable_genes": np.asarray(genes, dtype=str),
         "iterations": {str(i): _step_summary(step) for i, step in enumerate(steps)},
         "n_iterations": len(steps),
-        "resolution": final.resolution,
+        "resolution": answers[medoid].resolution,
         "n_clusters": int(labels.max()) + 1,
         "n_selected": n_selected,
         # Two parallel arrays, because stores sort dict keys and the stage order matters.
@@ -184,35 +194,44 @@ def run_recall(
     if markers is not None:  # count splitting has no knockoff W
         record["markers"] = markers.record(genes)
     if len(draws) > 1:
-        record["stability"] = _stability(steps, agreed, params)
+        record["stability"] = _stability(steps, answers, agreed, params)
     initial = steps[0].draws[medoid].labels
     return RecallResult(labels, initial, embeddings[medoid][1](), confidence, record)
 
 
 def _step_summary(step: Step) -> dict[str, Any]:
-    """One draw: R's trace of the iteration; several: each draw's clusters and verdict."""
+    """One draw: R's trace of the iteration; several: each draw's clusters (-1 once it has
+    stopped) and verdict."""
     if len(step.draws) == 1:
         return step.draws[0].summary()
     return {
         "resolution": step.resolution,
-        "n_clusters": np.array([draw.n_clusters for draw in step.draws]),
+        "n_clusters": _clusters_per_draw(step),
         "passed": step.passed,
         "n_passed": int(step.passed.sum()),
         "n_stopped": int(step.stopped.sum()),
-        "accepted": step.accepted,
+        "accepted": step.finished,
     }
 
 
-def _stability(steps: list[Step], agreed: Consensus, params: RecallParams) -> dict[str, Any]:
-    """``uns['recall']['stability']``: the draws and how far they agree."""
+def _clusters_per_draw(step: Step) -> np.ndarray:
+    return np.array([-1 if draw is None else draw.n_clusters for draw in step.draws])
+
+
+def _stability(
+    steps: list[Step], answers: list[Iteration], agreed: Consensus, params: RecallParams
+) -> dict[str, Any]:
+    """``uns['recall']['stability']``: the draws, their own answers and how far they agree."""
     return {
         "draw_seeds": np.array(draw_seeds(params.seed, params.draws), dtype=np.int64),
         "medoid": agreed.medoid,
-        "needed": steps[-1].needed,
+        "needed": draws_needed(params.draws, params.agreement),
         "resolutions": np.array([step.resolution for step in steps]),
-        "n_clusters": np.array([[draw.n_clusters for draw in step.draws] for step in steps]),
+        "n_clusters": np.array([_clusters_per_draw(step) for step in steps]),
         "passed": np.array([step.passed for step in steps]),
         "stopped": np.array([step.stopped for step in steps]),
+        "answer_n_clusters": np.array([answer.n_clusters for answer in answers]),
+        "answer_resolutions": np.array([answer.resolution for answer in answers]),
         "cluster_stability": agreed.cluster_stability,
         "pair_separation": agreed.pair_separation,
     }

@@ -17,6 +17,8 @@ from recall_dask.calibrate import (
     CalibrationError,
     Iteration,
     Step,
+    agreed_draws,
+    draw_answers,
     draws_needed,
     resolutions,
 )
@@ -174,7 +176,13 @@ def test_clusters_one_resolution_ahead_per_spare_thread(monkeypatch, rng, thread
     assert asked == resolutions(params)[:clustered]
 
 
-# -- several draws: accepted where enough draws have stopped ---------------------------------
+# -- several draws: each runs R's loop, the answer is where enough of them end -------------
+
+
+def answer(n_clusters: int, resolution: float = 0.8) -> Iteration:
+    """A draw's answer: a clustering with ``n_clusters`` clusters whose pairs all pass."""
+    labels = np.arange(4 * n_clusters) % n_clusters
+    return Iteration(resolution, labels, selected_matrix([], n_clusters))
 
 
 @pytest.mark.parametrize("agreement", [1.0, 0.5, 0.25, 1e-9])
@@ -182,10 +190,14 @@ def test_clusters_one_resolution_ahead_per_spare_thread(monkeypatch, rng, thread
     "zero_pairs", [[], [(0, 3)], [(1, 2), (0, 3)], [(2, 3)]], ids=["none", "one", "two", "last"]
 )
 def test_one_draw_is_rs_rule_whatever_the_agreement(zero_pairs, agreement):
-    """With one draw a resolution is accepted exactly when every pair selects a gene."""
+    """With one draw the loop ends exactly when every pair selects a gene, and the answer is
+    that clustering."""
     iteration = Iteration(0.8, np.zeros(4, dtype=int), selected_matrix(zero_pairs))
-    step = Step(0.8, (iteration,), draws_needed(1, agreement))
-    assert step.accepted == (iteration.failing_pair is None) == (not zero_pairs)
+    step = Step(0.8, (iteration,))
+    assert step.finished == (iteration.failing_pair is None) == (not zero_pairs)
+    if step.finished:
+        assert draw_answers([step]) == [iteration]
+        assert agreed_draws([iteration], agreement) == [0]
 
 
 @pytest.mark.parametrize(
@@ -193,73 +205,54 @@ def test_one_draw_is_rs_rule_whatever_the_agreement(zero_pairs, agreement):
     [(10, 0.5, 5), (4, 0.5, 2), (5, 0.5, 3), (10, 0.3, 3), (3, 1.0, 3), (7, 1 / 7, 1)],
 )
 def test_agreement_counts_draws_at_its_boundary(n_draws, agreement, needed):
-    """Exactly a fraction ``agreement`` of the draws is enough (0.3 x 10 is 3, not 4)."""
+    """The answer has the most clusters that at least a fraction ``agreement`` of the draws
+    found; exactly that fraction is enough (0.3 x 10 is 3, not 4)."""
     assert draws_needed(n_draws, agreement) == needed
-    passing = Iteration(0.8, np.zeros(4, dtype=int), selected_matrix([]))
-    failing = Iteration(0.8, np.zeros(4, dtype=int), selected_matrix([(0, 1)]))
-    for n_passing in range(n_draws + 1):
-        draws = (passing,) * n_passing + (failing,) * (n_draws - n_passing)
-        assert Step(0.8, draws, needed).accepted == (n_passing >= needed)
+    for n_more in range(n_draws + 1):
+        answers = [answer(3)] * n_more + [answer(2)] * (n_draws - n_more)
+        chosen = agreed_draws(answers, agreement)
+        expected = 3 if n_more >= needed else 2
+        assert {answers[m].n_clusters for m in chosen} == {expected}
+        assert len(chosen) == sum(a.n_clusters == expected for a in answers)
+
+
+def test_answer_is_the_median_count_of_the_draws():
+    answers = [answer(k) for k in (8, 8, 10, 6, 8)]
+    assert agreed_draws(answers, 0.5) == [0, 1, 4]
+    assert agreed_draws(answers, 1 / 5) == [2], "one draw of five is enough: the most clusters"
+    assert agreed_draws(answers, 1.0) == [3], "every draw must reach it: the fewest clusters"
 
 
 def test_a_draw_that_passed_at_a_higher_resolution_has_stopped():
-    """A draw that passed higher up counts at every lower resolution, whatever it does there:
-    R's procedure on that draw alone would have ended where it passed."""
+    """A draw that passed higher up is not clustered again, and stays stopped."""
     passing = Iteration(0.64, np.zeros(4, dtype=int), selected_matrix([]))
     failing = Iteration(0.64, np.zeros(4, dtype=int), selected_matrix([(0, 1)]))
-    draws = (failing, failing, passing)
-    assert not Step(0.64, draws, 2).accepted
-    step = Step(0.64, draws, 2, np.array([True, False, False]))
-    assert step.stopped.tolist() == [True, False, True] and step.accepted
+    step = Step(0.64, (None, failing, passing), np.array([True, False, False]))
+    assert step.stopped.tolist() == [True, False, True] and not step.finished
     assert step.passed.tolist() == [False, False, True]
 
 
-def test_loop_accepts_where_enough_draws_have_passed_so_far(rng):
-    """Draw 0 passes at the first resolution only, draw 1 at the third only, draw 2 never: at
-    2/3 the loop needs two draws, and stops at the third resolution, where only one passes."""
+def test_loop_runs_each_draw_until_it_stops(rng):
+    """Draw 0 passes at the first resolution, draw 1 at the third, draw 2 at the fifth: each
+    is tested until it passes and never after, and its answer is where it passed."""
     snn = shared_nearest_neighbors(exact_neighbors(rng.normal(size=(300, 5)), 10))
-    passes_at = {0: 1, 1: 3, 2: None}
+    passes_at = {0: 1, 1: 3, 2: 5}
+    calls = {draw: [] for draw in passes_at}
 
     def test_for(draw):
-        calls = []
-
         def pair_test(labels):
             k = int(labels.max()) + 1
-            calls.append(k)
-            fails = k > 1 and len(calls) != passes_at[draw]
+            calls[draw].append(k)
+            fails = k > 1 and len(calls[draw]) != passes_at[draw]
             return selected_matrix([(0, 1)] if fails else [], k), None
 
         return pair_test
 
     params = RecallParams(agreement=2 / 3)
     steps = calibrate_module.calibrate_draws([snn] * 3, [test_for(d) for d in range(3)], params)
-    assert len(steps) == 3 and steps[-1].accepted
-    assert [step.passed.tolist() for step in steps] == [
-        [True, False, False],
-        [False, False, False],
-        [False, True, False],
-    ]
-    assert steps[-1].stopped.tolist() == [True, True, False]
-
-
-def test_loop_lowers_the_resolution_until_enough_draws_pass(rng):
-    """Three draws on one graph; a pair test that fails while more than two clusters remain
-    passes in one draw of three only once it gets two: at 2/3 the loop needs two draws."""
-    snn = shared_nearest_neighbors(exact_neighbors(rng.normal(size=(300, 5)), 10))
-    calls = []
-
-    def test_for(draw):
-        def pair_test(labels):
-            k = int(labels.max()) + 1
-            calls.append(draw)
-            fails = k > 2 or (k == 2 and draw == 0)
-            return selected_matrix([(0, 1)] if fails and k > 1 else [], k), None
-
-        return pair_test
-
-    params = RecallParams(agreement=2 / 3)
-    steps = calibrate_module.calibrate_draws([snn] * 3, [test_for(d) for d in range(3)], params)
-    last = steps[-1]
-    assert last.accepted and last.passed.sum() >= 2
-    assert all(not step.accepted for step in steps[:-1])
-    assert sorted(calls) == sorted([0, 1, 2] * len(steps)), "every draw tested at every step"
+    assert len(steps) == 5 and steps[-1].finished
+    assert not any(step.finished for step in steps[:-1])
+    assert {draw: len(asked) for draw, asked in calls.items()} == passes_at
+    assert [step.draws[0] is None for step in steps] == [False, True, True, True, True]
+    answers = draw_answers(steps)
+    assert [a.resolution for a in answers] == [steps[i].resolution for i in (0, 2, 4)]

@@ -28,6 +28,20 @@ def test_medoid_agrees_best_with_the_others():
     assert medoid([base]) == 0
 
 
+def test_medoid_among_some_partitions_still_agrees_with_all():
+    """Restricted to the draws with the run's number of clusters, the medoid is the one of them
+    that agrees best with every draw, and the consensus keeps its clusters."""
+    base = np.repeat([0, 1, 2], 4)
+    odd = np.repeat([0, 1], 6)
+    other = np.repeat([1, 0], 6)
+    other[0] = 1
+    partitions = [base, odd, base.copy(), other]
+    assert medoid(partitions, among=[1, 3]) == 1
+    assert medoid(partitions, among=[3]) == 3
+    agreed = consensus(partitions, among=[1, 3])
+    assert agreed.medoid == 1 and agreed.labels.max() + 1 <= 2
+
+
 def test_clusters_are_renamed_to_the_reference_cluster_they_overlap_most():
     reference = np.array([0, 0, 0, 1, 1, 1, 2, 2])
     labels = np.array([5, 5, 3, 3, 3, 3, 0, 0])

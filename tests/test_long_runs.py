@@ -25,7 +25,7 @@ import recall_dask.api
 from recall_dask.api import recall
 from recall_dask.cli import main
 from recall_dask.errors import InputError, OutOfSpaceError
-from recall_dask.io import ingest, open_counts, write_stream
+from recall_dask.io import ingest, open_counts, read_results, write_stream
 from recall_dask.io.lock import lock_beside, output_lock
 from recall_dask.io.space import out_of_space
 from recall_dask.io.storage import Location
@@ -187,8 +187,17 @@ def test_full_work_dir_is_one_line_naming_it_and_the_bytes_needed(
     assert "no space left" in line and f"the work store {full_disk}/recall-work-" in line
     assert " bytes" in line and "free" in line
     assert not out.exists() and not list(tmp_path.glob(".out.zarr*")), "no partial output"
-    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"], "no work store left"
+    (kept,) = (p for p in full_disk.iterdir() if p.name != "filler")
+    assert kept.name.startswith("recall-work-"), "the finished stages stay, for --resume"
     assert tree_digest(simulated) == before, "the input is untouched"
+    # Space freed: --resume finishes with the labels of a run that never ran out of it.
+    subprocess.run(["mount", "-o", "remount,size=200m", str(full_disk)], check=True)
+    run = ["run", str(simulated), "-o", str(out), "--work-dir", str(full_disk), *RUN]
+    assert main([*run, "--resume"]) == 0
+    assert main(["run", str(simulated), "-o", str(tmp_path / "whole.zarr"), *RUN]) == 0
+    labels = (read_results(o).obs["recall_clusters"] for o in (out, tmp_path / "whole.zarr"))
+    np.testing.assert_array_equal(*labels)
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"], "removed once done"
 
 
 def test_full_output_disk_is_one_line_naming_it(simulated, full_disk, capsys):

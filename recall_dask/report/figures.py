@@ -101,8 +101,8 @@ def trace_figure(trace: list[dict]) -> Figure:
 
 
 def draws_figure(stability: dict) -> Figure:
-    """Clusters of every draw at every resolution: filled where the draw passed (every pair
-    selects a gene), with how many draws have passed so far (here or at a higher resolution)."""
+    """Clusters of every draw at every resolution it ran: filled where the draw passed (every
+    pair selects a gene) and so stopped, with how many draws have stopped so far."""
     from matplotlib.ticker import MaxNLocator
 
     n_clusters = np.asarray(stability["n_clusters"])
@@ -113,7 +113,9 @@ def draws_figure(stability: dict) -> Figure:
     ax = figure.subplots()
     offsets = np.linspace(-0.25, 0.25, n_clusters.shape[1])
     x = steps[:, None] + offsets[None, :]
-    ax.scatter(x[~passed], n_clusters[~passed], facecolors="none", edgecolors="C3", s=18)
+    ran = n_clusters >= 0  # -1: the draw had stopped
+    failed = ran & ~passed
+    ax.scatter(x[failed], n_clusters[failed], facecolors="none", edgecolors="C3", s=18)
     ax.scatter(x[passed], n_clusters[passed], color="C2", s=18)
     for step, row in zip(steps, stopped, strict=True):
         ax.annotate(
@@ -127,7 +129,10 @@ def draws_figure(stability: dict) -> Figure:
     ax.set(xlabel="iteration", ylabel="clusters per draw", xticks=steps)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.margins(y=0.18)
-    ax.set_title("each draw: passed (filled) or some pair selected nothing (open)", fontsize=9)
+    ax.set_title(
+        "each draw until it stops: passed (filled) or some pair selected nothing (open)",
+        fontsize=9,
+    )
     return figure
 
 

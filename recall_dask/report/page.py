@@ -77,32 +77,15 @@ def _trace_table(trace: list[dict]) -> str:
     return _table(header, rows, numeric={0, 1, 2, 3})
 
 
-def _draws_table(trace: list[dict], needed: int) -> str:
+def _draws_table(trace: list[dict]) -> str:
     rows = []
     for number, it in enumerate(trace, start=1):
-        clusters = " ".join(str(k) for k in np.asarray(it["n_clusters"]).tolist())
+        clusters = " ".join("-" if k < 0 else str(k) for k in np.asarray(it["n_clusters"]).tolist())
         passed = int(it["n_passed"])
-        stopped = int(it.get("n_stopped", passed))  # stores before the stopping rule
-        verdict = "accepted" if it["accepted"] else "lowered"
-        rows.append(
-            [
-                number,
-                f"{it['resolution']:.4g}",
-                clusters,
-                passed,
-                f"{stopped} ({needed} needed)",
-                verdict,
-            ]
-        )
-    header = [
-        "iteration",
-        "resolution",
-        "clusters per draw",
-        "draws passed",
-        "draws passed so far",
-        "verdict",
-    ]
-    return _table(header, rows, numeric={0, 1})
+        stopped = int(it.get("n_stopped", passed))  # stores before draws ran R's loop each
+        rows.append([number, f"{it['resolution']:.4g}", clusters, passed, stopped])
+    header = ["iteration", "resolution", "clusters per draw", "draws passed", "draws stopped"]
+    return _table(header, rows, numeric={0, 1, 3, 4})
 
 
 def final_selected(record: dict) -> np.ndarray:
@@ -125,13 +108,13 @@ def _calibration_section(record: dict, trace: list[dict]) -> list[str]:
     needed = int(stability["needed"])
     return [
         f'<p class="note">{len(stability["draw_seeds"])} independent draws of the artificial '
-        "genes, each with its own graph. A draw passes a resolution when every pair of its "
-        "clusters selects a gene, and R's procedure on that draw alone would stop there; the "
-        f"resolution is accepted once {needed} draws have passed, here or higher. The "
-        "clusters are the draws' consensus at that resolution: the medoid draw's clusters, "
-        "each cell taking the label most draws give it.</p>",
+        "genes, each with its own graph, each running R's loop on its own: a draw stops at the "
+        "first resolution where every pair of its clusters selects a gene, and its clusters "
+        f"there are its answer. The run takes the most clusters that at least {needed} draws' "
+        "answers have, and the consensus of all answers around the medoid draw with that many: "
+        "each cell takes the label most draws give it.</p>",
         _image(draws_figure(stability), "clusters of every draw per iteration"),
-        _draws_table(trace, needed),
+        _draws_table(trace),
     ]
 
 
