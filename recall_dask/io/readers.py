@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 import scipy.sparse as sp
-from anndata.io import read_elem
+from anndata.io import read_elem, sparse_dataset
 
 from recall_dask.errors import InputError
 from recall_dask.io.storage import Location
@@ -73,20 +73,16 @@ def _row_slices(matrix: Any, chunk_size: int) -> Iterator[Block]:
         yield matrix[start : start + chunk_size]
 
 
-def csr_rows(group: Any, start: int, stop: int, n_cols: int) -> sp.csr_matrix:
-    """Rows ``start:stop`` of a CSR matrix stored as data/indices/indptr arrays (h5py or
-    zarr), reading only their entries."""
-    indptr = group["indptr"][start : stop + 1].astype(np.int64)
-    lo, hi = int(indptr[0]), int(indptr[-1])
-    parts = (group["data"][lo:hi], group["indices"][lo:hi], indptr - lo)
-    return sp.csr_matrix(parts, shape=(stop - start, n_cols))
-
-
 def _csr_group_rows(group: Any, shape: Sequence[int], chunk_size: int) -> Iterator[sp.csr_matrix]:
-    """Stream a stored CSR matrix one chunk of rows at a time."""
+    """Stream a CSR matrix stored as data/indices/indptr arrays (h5py or zarr) without
+    anndata's encoding, one chunk of rows at a time, reading only their entries."""
     n_rows, n_cols = (int(n) for n in shape)
     for start in range(0, n_rows, chunk_size):
-        yield csr_rows(group, start, min(start + chunk_size, n_rows), n_cols)
+        stop = min(start + chunk_size, n_rows)
+        indptr = group["indptr"][start : stop + 1].astype(np.int64)
+        lo, hi = int(indptr[0]), int(indptr[-1])
+        parts = (group["data"][lo:hi], group["indices"][lo:hi], indptr - lo)
+        yield sp.csr_matrix(parts, shape=(stop - start, n_cols))
 
 
 def _gene_table(
@@ -181,9 +177,12 @@ def _csc_element_rows(elem: Any, chunk_size: int) -> Iterator[Block]:
     return _row_slices(sp.csr_matrix(read_elem(elem)), chunk_size)
 
 
-# Row-chunk readers of anndata-encoded matrix elements, by their encoding-type.
+# Row-chunk readers of anndata-encoded matrix elements, by their encoding-type. anndata's
+# sparse_dataset reads a CSR row range (indptr uncached: each chunk reads only its part).
 _ELEMENT_ROWS: dict[str, Callable[[Any, int], Iterator[Block]]] = {
-    "csr_matrix": lambda elem, size: _csr_group_rows(elem, elem.attrs["shape"], size),
+    "csr_matrix": lambda elem, size: _row_slices(
+        sparse_dataset(elem, should_cache_indptr=False), size
+    ),
     "csc_matrix": _csc_element_rows,
     "array": _row_slices,
 }
