@@ -23,6 +23,7 @@ from recall_dask.cli_options import (
 )
 from recall_dask.dask_cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
+from recall_dask.io.results import DEFAULT_KEY, ResultKeys
 from recall_dask.io.storage import Location
 from recall_dask.params import RecallParams
 from recall_dask.progress import reporting
@@ -52,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="cluster a count matrix with calibrated resolution",
         description="Cluster cells of INPUT (Cell Ranger folder or .h5, .h5ad, AnnData .zarr) "
-        "and write an AnnData Zarr store with obs['recall_clusters'].",
+        "and write an AnnData Zarr store with the clusters in obs['recall'] (--key-added).",
     )
     run.add_argument("input", help="raw counts: Cell Ranger folder or .h5, .h5ad or .zarr")
     output = run.add_mutually_exclusive_group(required=True)
@@ -89,8 +90,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Write one self-contained HTML page (UMAP, calibration trace, selected genes "
         "per cluster pair, cluster sizes, marker candidates, parameters) from a store that "
         "`run` wrote. Needs the report extra: pip install 'recall-dask[report]'. Adds the UMAP "
-        "to the store (obsm['X_umap']), and with --compare-default the standard clustering "
-        "(obs['default_clusters']); both are reused when present.",
+        "to the store (obsm['X_recall_umap'] for --key-added recall), and with "
+        "--compare-default the standard clustering (obs['recall_default']); both are reused "
+        "when present.",
     )
     report.add_argument("store", help="AnnData .zarr store written by `run` (path or URL)")
     report.add_argument(
@@ -159,6 +161,8 @@ def _parser() -> argparse.ArgumentParser:
         help="cells per row chunk (default %(default)s)",
     )
     add_storage_options(simulate)
+    for command in (run, demo, report):
+        _add_key_option(command)
     for command in (run, demo, report, ingest, simulate):
         command.add_argument(
             "--quiet",
@@ -166,6 +170,17 @@ def _parser() -> argparse.ArgumentParser:
             help="print only warnings and errors: no stage lines, no progress bars",
         )
     return parser
+
+
+def _add_key_option(parser: argparse.ArgumentParser) -> None:
+    """``--key-added``: where a run's results go (read), as in :func:`recall_dask.api.recall`."""
+    parser.add_argument(
+        "--key-added",
+        default=DEFAULT_KEY,
+        help="name of the results in the store: obs[KEY] (clusters), obs[KEY_initial], "
+        "obsm[X_KEY_pca], uns[KEY] (default %(default)s); a store written before this option "
+        "is read under its old names",
+    )
 
 
 def _params(args: argparse.Namespace) -> RecallParams:
@@ -176,6 +191,7 @@ def _params(args: argparse.Namespace) -> RecallParams:
 
 def _run(args: argparse.Namespace, source: str | Path) -> None:
     params = _params(args)
+    keys = ResultKeys.of(args.key_added)
     if args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1 (got {args.chunk_size})")
     if args.labels_csv and not Path(args.labels_csv).resolve().parent.is_dir():
@@ -197,14 +213,15 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
             adata = recall_store(
                 store,
                 params,
+                key_added=args.key_added,
                 chunk_size=args.chunk_size,
                 work_dir=args.work_dir,
                 storage_options=options,
             )
-        labels = adata.obs["recall_clusters"]
+        labels = adata.obs[keys.labels]
         if args.labels_csv:
             io.write_labels_csv(args.labels_csv, adata.obs_names, labels.to_numpy())
-        record = adata.uns["recall"]
+        record = adata.uns[keys.record]
         logger.info(
             "%d clusters after %d iteration(s) (resolution %.4g); wrote %s%s",
             record["n_clusters"],
@@ -215,7 +232,11 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         )
         if report is not None:  # after the store is complete: a failed report leaves it
             write_report(
-                store, report, compare_default=args.compare_default, storage_options=options
+                store,
+                report,
+                key_added=args.key_added,
+                compare_default=args.compare_default,
+                storage_options=options,
             )
 
 
@@ -253,6 +274,7 @@ def _report(args: argparse.Namespace) -> None:
         write_report(
             args.store,
             args.out,
+            key_added=args.key_added,
             compare_default=args.compare_default,
             storage_options=args.storage_options,
         )
