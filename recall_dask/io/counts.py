@@ -45,7 +45,7 @@ DEFAULT_CHUNK_SIZE = 2048
 # Zarr format of the stores we write; pinned so the layout does not change with anndata's default.
 _ZARR_FORMAT = 2
 # Stored chunk length of X/data, X/indices and X/indptr (anndata chunks all three alike).
-_X_STORAGE = {"chunks": (1 << 20,), "indptr_dtype": "int64"}
+_X_STORAGE = {"chunks": (1 << 20,)}
 # uns entry that records the store's row chunking: X/indptr, whose chunks span many row chunks,
 # no longer tells it.
 _STORE_KEY = "recall_dask"
@@ -65,13 +65,15 @@ def _writing(path: Location) -> Iterator[None]:
 def _stream_x(counts: Counts, root: zarr.Group, where: Location, chunk_size: int) -> None:
     """Write X through anndata, one validated row chunk at a time.
 
-    ``write_elem`` creates the CSR element (an empty cells x genes matrix, so its encoding,
-    dtypes and chunking do not depend on the first chunk) and ``sparse_dataset(...).append``
-    adds each chunk, so only one chunk is in memory.
+    ``write_elem`` creates the CSR element from an empty matrix, so that its dtypes and
+    chunking do not depend on the first chunk, and ``sparse_dataset(...).append`` adds each
+    chunk, so only one chunk is in memory. A stream does not know its number of entries in
+    advance, so indptr is 64-bit, and indices too: anndata reads both as stored, and scipy
+    (``eliminate_zeros``, which scanpy calls) needs them in one dtype.
     """
-    write_elem(
-        root, "X", sp.csr_matrix((0, len(counts.var)), dtype=np.float32), dataset_kwargs=_X_STORAGE
-    )
+    empty = sp.csr_matrix((0, len(counts.var)), dtype=np.float32)
+    empty.indices, empty.indptr = (part.astype(np.int64) for part in (empty.indices, empty.indptr))
+    write_elem(root, "X", empty, dataset_kwargs=_X_STORAGE)
     x = sparse_dataset(root["X"])
     for _, chunk in validated_rows(counts, chunk_size, where):
         x.append(canonical_counts(chunk))
