@@ -54,8 +54,8 @@ def killed_seconds(command: list[str], point: str) -> float:
 def results(out: Path) -> tuple[np.ndarray, np.ndarray]:
     """Labels and embedding of a run, without reading X."""
     root = zarr.open_group(out, mode="r")
-    labels = read_elem(root["obs"])["recall_clusters"].cat.codes.to_numpy()
-    return labels, read_elem(root["obsm/X_pca"])
+    labels = read_elem(root["obs"])["recall"].cat.codes.to_numpy()
+    return labels, read_elem(root["obsm/X_recall_pca"])
 
 
 def size_gib(path: Path) -> float:

@@ -73,7 +73,7 @@ def one_size(
         passes = json.loads(graphs.read_text())
         root = zarr.open_group(out, mode="r")  # obs and uns only: X may not fit in memory
         record = read_elem(root["uns/recall"])
-        labels = read_elem(root["obs"])["recall_clusters"].cat.codes.to_numpy()
+        labels = read_elem(root["obs"])["recall"].cat.codes.to_numpy()
         nnz = int(root["X/data"].shape[0])
     stages = dict(
         zip(record["stage_seconds"]["stage"], record["stage_seconds"]["seconds"], strict=True)
@@ -147,7 +147,7 @@ def in_memory_agreement(data_dir: Path, row: dict[str, object]) -> dict[str, obj
         "    adata = ad.read_zarr(tmp + '/x.zarr')\n"
         "with dask_client(ClusterConfig()):\n"
         "    recall(adata)\n"
-        "np.save(sys.argv[2], adata.obs['recall_clusters'].cat.codes.to_numpy())\n"
+        "np.save(sys.argv[2], adata.obs['recall'].cat.codes.to_numpy())\n"
     )
     wall, peak = run_measured([sys.executable, "-c", script, str(source), str(labels_out)])
     in_memory = np.load(labels_out)

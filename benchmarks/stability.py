@@ -68,7 +68,7 @@ def pbmc_part(draw_counts: list[int]) -> str:
     rows, spread = [], {}
     for m in draw_counts:
         start = time.perf_counter()
-        runs = [run_quietly(adata, seed=s, draws=m).obs["recall_clusters"] for s in OUTER_SEEDS]
+        runs = [run_quietly(adata, seed=s, draws=m).obs["recall"] for s in OUTER_SEEDS]
         seconds = (time.perf_counter() - start) / len(runs)
         counts = [labels.nunique() for labels in runs]
         modal, n_modal = Counter(counts).most_common(1)[0]
@@ -105,13 +105,10 @@ def plot(spread: dict[int, tuple[list[int], list[float]]]) -> None:
 
 def null_part(n_seeds: int) -> str:
     population = simulate(2000, 1500, 1, seed=11, log_mean=-1.0)
-    single = [
-        run_quietly(population, seed=s).obs["recall_clusters"].nunique() for s in range(n_seeds)
-    ]
+    single = [run_quietly(population, seed=s).obs["recall"].nunique() for s in range(n_seeds)]
     print("single draws:", single, flush=True)
     majority = [
-        run_quietly(population, seed=s, draws=10).obs["recall_clusters"].nunique()
-        for s in range(n_seeds)
+        run_quietly(population, seed=s, draws=10).obs["recall"].nunique() for s in range(n_seeds)
     ]
     print("majority of 10:", majority, flush=True)
     groups = simulate(1500, 1500, 5, seed=1, de_prob=0.1, log_mean=-1.0)
@@ -128,8 +125,8 @@ def null_part(n_seeds: int) -> str:
             "",
             "Five simulated groups (1,500 cells), 10 draws, outer seeds 0-2: "
             + ", ".join(
-                f"{r.obs['recall_clusters'].nunique()} clusters (ARI "
-                f"{adjusted_rand_score(truth, r.obs['recall_clusters']):.3f})"
+                f"{r.obs['recall'].nunique()} clusters (ARI "
+                f"{adjusted_rand_score(truth, r.obs['recall']):.3f})"
                 for r in five
             )
             + ".",

@@ -2,8 +2,11 @@
 
 Both take counts where they are (an in-memory AnnData, a path in any input format, or an
 AnnData Zarr store), run :func:`recall_dask.run.run_recall` on them, and annotate the AnnData
-with its results: ``obs['recall_clusters']``, ``obs['initial_clusters']``, ``obsm['X_pca']``,
-``uns['recall']`` (and ``obs['recall_confidence']`` with several draws).
+with its results under ``key_added`` as scanpy's tools do (see
+:class:`~recall_dask.io.results.ResultKeys`): for the default ``"recall"``, ``obs['recall']``,
+``obs['recall_initial']``, ``obsm['X_recall_pca']``, ``uns['recall']`` (and
+``obs['recall_confidence']`` with several draws). ``obsm['X_pca']`` is never written: it
+belongs to the user's own PCA.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pandas as pd
 from recall_dask import io
 from recall_dask.io.checkpoints import NO_CHECKPOINTS, Checkpoints, NoCheckpoints
 from recall_dask.io.lock import output_lock
+from recall_dask.io.results import DEFAULT_KEY, ResultKeys
 from recall_dask.io.space import counts_nnz, space_for, stored_nnz, work_store_bytes
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.io.workstore import work_store
@@ -38,6 +42,7 @@ def recall(
     *,
     out: str | os.PathLike | None = None,
     layer: str | None = None,
+    key_added: str = DEFAULT_KEY,
     chunk_size: int | None = None,
     work_dir: str | os.PathLike | None = None,
     storage_options: StorageOptions = None,
@@ -50,8 +55,11 @@ def recall(
     ``data`` is an in-memory AnnData of raw counts (in ``X`` or ``layers[layer]``) or a path to
     a Cell Ranger folder or .h5, an .h5ad or an AnnData .zarr store. ``options`` are the fields
     of :class:`~recall_dask.params.RecallParams` (``resolution_start``, ``fdr``, ``seed`` ...).
-    Adds ``obs['recall_clusters']``, ``obs['initial_clusters']`` (the first clustering, before
-    calibration), ``obsm['X_pca']`` and ``uns['recall']``. An AnnData is annotated in place and
+    Adds ``obs[key_added]`` (the labels), ``obs[f"{key_added}_initial"]`` (the first
+    clustering, before calibration), ``obsm[f"X_{key_added}_pca"]`` and ``uns[key_added]``
+    (with several draws also ``obs[f"{key_added}_confidence"]``); other keys, ``obsm['X_pca']``
+    among them, are left alone, so runs under different keys sit side by side. An AnnData is
+    annotated in place and
     returned. A path is ingested into the Zarr store ``out``, the results are written there
     too, and the store is returned with X as a lazy dask array; without ``out`` a temporary
     store is used and the result is loaded into memory. Runs on the active Dask client, if any.
@@ -70,13 +78,15 @@ def recall(
     widget in a notebook); ``False`` keeps the run silent except for warnings.
     """
     with reporting(progress):
-        return _recall(data, out, layer, chunk_size, work_dir, storage_options, options)
+        keys = ResultKeys.of(key_added)
+        return _recall(data, out, layer, keys, chunk_size, work_dir, storage_options, options)
 
 
 def _recall(
     data: ad.AnnData | str | os.PathLike,
     out: str | os.PathLike | None,
     layer: str | None,
+    keys: ResultKeys,
     chunk_size: int | None,
     work_dir: str | os.PathLike | None,
     storage_options: StorageOptions,
@@ -94,7 +104,8 @@ def _recall(
                 lambda: work_store_bytes(counts_nnz(counts), data.n_obs, params),
             ),
         ):
-            _annotate(data, run_recall(counts, data.var, params, store, storage_options))
+            result = run_recall(counts, data.var, params, store, storage_options)
+        _annotate(data, keys, result)
         if out is not None:
             data.write_zarr(Location.of(out, storage_options).zarr_store())
         return data
@@ -102,10 +113,16 @@ def _recall(
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "recall.zarr"
             return _recall(
-                data, out, layer, chunk_size, work_dir, storage_options, options
+                data, out, layer, keys, chunk_size, work_dir, storage_options, options
             ).to_memory()
     with ingested(data, out, chunk_size=chunk_size, layer=layer, storage_options=storage_options):
-        return recall_store(out, params, work_dir=work_dir, storage_options=storage_options)
+        return recall_store(
+            out,
+            params,
+            key_added=keys.record,
+            work_dir=work_dir,
+            storage_options=storage_options,
+        )
 
 
 @contextmanager
@@ -145,13 +162,14 @@ def recall_store(
     store: str | os.PathLike,
     params: RecallParams,
     *,
+    key_added: str = DEFAULT_KEY,
     chunk_size: int | None = None,
     work_dir: str | os.PathLike | None = None,
     storage_options: StorageOptions = None,
     checkpoints: NoCheckpoints = NO_CHECKPOINTS,
 ) -> ad.AnnData:
     """Run recall on an AnnData Zarr store (a path or URL) with CSR counts in X, and write the
-    results into it.
+    results into it, under ``key_added`` as :func:`recall` does.
 
     Rows are read in chunks of ``chunk_size`` cells (default: the store's own chunking). The
     normalized matrices live in a work store under ``work_dir`` while the run lasts. Workers
@@ -161,6 +179,7 @@ def recall_store(
     (:func:`recall_dask.io.checkpoints.checkpoint_store`) the work store is theirs, and
     stages they list as finished are reused.
     """
+    keys = ResultKeys.of(key_added)
     location = Location.of(store, storage_options)
     with output_lock(store, storage_options):
         adata = io.open_counts(store, chunk_size=chunk_size, storage_options=storage_options)
@@ -178,13 +197,13 @@ def recall_store(
             ),
         ):
             result = run_recall(adata.X, adata.var, params, directory, storage_options, checkpoints)
-        _annotate(adata, result)
-        with space_for(location, "the output", lambda: _results_bytes(adata)):
+        _annotate(adata, keys, result)
+        with space_for(location, "the output", lambda: _results_bytes(adata, keys)):
             io.write_results(
                 store,
                 obs=adata.obs,
-                obsm={"X_pca": adata.obsm["X_pca"]},
-                uns={"recall": adata.uns["recall"]},
+                obsm={keys.embedding: adata.obsm[keys.embedding]},
+                uns={keys.record: adata.uns[keys.record]},
                 storage_options=storage_options,
             )
     return adata
@@ -200,21 +219,21 @@ def _work_space(
     return space_for(Location.of(work, storage_options), "the work store", needed)
 
 
-def _results_bytes(adata: ad.AnnData) -> int:
+def _results_bytes(adata: ad.AnnData, keys: ResultKeys) -> int:
     """About what :func:`io.write_results` adds to a store: obs and the embedding (the
     ``uns`` record is small beside them), uncompressed."""
-    return int(adata.obs.memory_usage(deep=True).sum()) + adata.obsm["X_pca"].nbytes
+    return int(adata.obs.memory_usage(deep=True).sum()) + adata.obsm[keys.embedding].nbytes
 
 
-def _annotate(adata: ad.AnnData, result: RecallResult) -> None:
-    """Write a run's results into ``adata``: labels in obs, the embedding in obsm, the record
-    in uns."""
-    adata.obs["recall_clusters"] = categorical_labels(result.labels, adata.obs_names)
-    adata.obs["initial_clusters"] = categorical_labels(result.initial_labels, adata.obs_names)
+def _annotate(adata: ad.AnnData, keys: ResultKeys, result: RecallResult) -> None:
+    """Write a run's results into ``adata`` under ``keys``: labels in obs, the embedding in
+    obsm, the record in uns."""
+    adata.obs[keys.labels] = categorical_labels(result.labels, adata.obs_names)
+    adata.obs[keys.initial] = categorical_labels(result.initial_labels, adata.obs_names)
     if result.confidence is not None:
-        adata.obs["recall_confidence"] = result.confidence
-    adata.obsm["X_pca"] = result.embedding
-    adata.uns["recall"] = result.record
+        adata.obs[keys.confidence] = result.confidence
+    adata.obsm[keys.embedding] = result.embedding
+    adata.uns[keys.record] = result.record
 
 
 def categorical_labels(labels: np.ndarray, index: pd.Index) -> pd.Series:

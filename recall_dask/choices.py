@@ -29,3 +29,6 @@ CLUSTER_KINDS = ("local", "slurm", "kubernetes")
 #: and a cell has about 2,400 UMIs over 20,000 genes, like 10x data. Higher values give denser
 #: data.
 LOG_MEAN = -5.0
+#: Where a run's results go by default (``key_added``): ``obs['recall']``, ``uns['recall']``,
+#: ``obsm['X_recall_pca']``...; see :class:`recall_dask.io.results.ResultKeys`.
+DEFAULT_KEY = "recall"

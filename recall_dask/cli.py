@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recall_dask import __version__
-from recall_dask.choices import LOG_MEAN
+from recall_dask.choices import DEFAULT_KEY, LOG_MEAN
 from recall_dask.cli_options import (
     COMPARE_DEFAULT,
     add_chunk_size,
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="cluster a count matrix with calibrated resolution",
         description="Cluster cells of INPUT (Cell Ranger folder or .h5, .h5ad, AnnData .zarr) "
-        "and write an AnnData Zarr store with obs['recall_clusters'].",
+        "and write an AnnData Zarr store with the clusters in obs['recall'] (--key-added).",
     )
     run.add_argument("input", help="raw counts: Cell Ranger folder or .h5, .h5ad or .zarr")
     output = run.add_mutually_exclusive_group(required=True)
@@ -93,8 +93,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Write one self-contained HTML page (UMAP, calibration trace, selected genes "
         "per cluster pair, cluster sizes, marker candidates, parameters) from a store that "
         "`run` wrote. Needs the report extra: pip install 'recall-dask[report]'. Adds the UMAP "
-        "to the store (obsm['X_umap']), and with --compare-default the standard clustering "
-        "(obs['default_clusters']); both are reused when present.",
+        "to the store (obsm['X_recall_umap'] for --key-added recall), and with "
+        "--compare-default the standard clustering (obs['recall_default']); both are reused "
+        "when present.",
     )
     report.add_argument("store", help="AnnData .zarr store written by `run` (path or URL)")
     report.add_argument(
@@ -153,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     add_chunk_size(simulate)
     add_storage_options(simulate)
+    for command in (run, demo, report):
+        _add_key_option(command)
     for command in (run, demo, report, ingest, simulate):
         command.add_argument(
             "--quiet",
@@ -160,6 +163,17 @@ def _parser() -> argparse.ArgumentParser:
             help="print only warnings and errors: no stage lines, no progress bars",
         )
     return parser
+
+
+def _add_key_option(parser: argparse.ArgumentParser) -> None:
+    """``--key-added``: where a run's results go (read), as in :func:`recall_dask.api.recall`."""
+    parser.add_argument(
+        "--key-added",
+        default=DEFAULT_KEY,
+        help="name of the results in the store: obs[KEY] (clusters), obs[KEY_initial], "
+        "obsm[X_KEY_pca], uns[KEY] (default %(default)s); a store written before this option "
+        "is read under its old names",
+    )
 
 
 def _params(args: argparse.Namespace) -> RecallParams:
@@ -173,10 +187,12 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
     from recall_dask.api import ingested, recall_store
     from recall_dask.config import get
     from recall_dask.dask_cluster import dask_client
+    from recall_dask.io.results import ResultKeys
     from recall_dask.io.storage import Location
     from recall_dask.report import write_report
 
     params = _params(args)
+    keys = ResultKeys.of(args.key_added)
     chunk_size = get("chunk-size") if args.chunk_size is None else args.chunk_size
     if chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1 (got {chunk_size})")
@@ -207,15 +223,16 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
             adata = recall_store(
                 store,
                 params,
+                key_added=args.key_added,
                 chunk_size=chunk_size,
                 work_dir=args.work_dir,
                 storage_options=options,
                 checkpoints=checkpoints,
             )
-        labels = adata.obs["recall_clusters"]
+        labels = adata.obs[keys.labels]
         if args.labels_csv:
             io.write_labels_csv(args.labels_csv, adata.obs_names, labels.to_numpy())
-        record = adata.uns["recall"]
+        record = adata.uns[keys.record]
         logger.info(
             "%d clusters after %d iteration(s) (resolution %.4g); wrote %s%s",
             record["n_clusters"],
@@ -226,7 +243,11 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
         )
         if report is not None:  # after the store is complete: a failed report leaves it
             write_report(
-                store, report, compare_default=args.compare_default, storage_options=options
+                store,
+                report,
+                key_added=args.key_added,
+                compare_default=args.compare_default,
+                storage_options=options,
             )
 
 
@@ -295,6 +316,7 @@ def _report(args: argparse.Namespace) -> None:
         write_report(
             args.store,
             args.out,
+            key_added=args.key_added,
             compare_default=args.compare_default,
             storage_options=args.storage_options,
         )

@@ -88,7 +88,7 @@ def test_clustering_ahead_changes_nothing(algorithm):
                 for it in (record["iterations"][str(i)] for i in range(record["n_iterations"]))
             ]
         )
-        traces[-1].append(adata.obs["recall_clusters"].tolist())
+        traces[-1].append(adata.obs["recall"].tolist())
     assert len(traces[0]) > 2, "the loop must take several iterations"
     assert traces[0] == traces[1]
 

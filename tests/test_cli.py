@@ -238,7 +238,7 @@ def test_graph_options_reach_the_run(tmp_path):
     options += ["--neighbors", "exact"]
     assert main(["run", str(source), "-o", str(out), "--quiet", "--n-workers", "1", *options]) == 0
     adata = ad.read_zarr(out)
-    assert adata.obsm["X_pca"].shape == (400, 12)
+    assert adata.obsm["X_recall_pca"].shape == (400, 12)
     params = adata.uns["recall"]["params"]
     assert (params["n_pcs"], params["k_neighbors"], params["snn_prune"]) == (12, 8, 0.2)
     assert params["neighbors"] == "exact"
@@ -255,9 +255,11 @@ def test_in_place_run_writes_results_into_the_input_store(tmp_path, capsys):
     assert main(["run", str(source), "--in-place", *options]) == 0
     assert tree_digest(source / "X") == counts_before
     in_place, copied = ad.read_zarr(source), ad.read_zarr(copy)
-    np.testing.assert_array_equal(in_place.obs["recall_clusters"], copied.obs["recall_clusters"])
+    np.testing.assert_array_equal(in_place.obs["recall"], copied.obs["recall"])
     # Same embedding up to float rounding (threaded BLAS may sum in another order).
-    np.testing.assert_allclose(in_place.obsm["X_pca"], copied.obsm["X_pca"], atol=1e-10)
+    np.testing.assert_allclose(
+        in_place.obsm["X_recall_pca"], copied.obsm["X_recall_pca"], atol=1e-10
+    )
     assert in_place.uns["recall"]["n_iterations"] == copied.uns["recall"]["n_iterations"]
     capsys.readouterr()
     both = ["--in-place", "-o", str(tmp_path / "x.zarr")]
@@ -282,15 +284,15 @@ def test_pbmc3k_store_holds_results(pbmc3k_run):
     out, labels_csv = pbmc3k_run
     adata = ad.read_zarr(out)
     assert adata.shape == (2700, 13714)
-    assert {"recall_clusters", "initial_clusters"} <= set(adata.obs.columns)
-    assert adata.obsm["X_pca"].shape == (2700, 50)
+    assert {"recall", "recall_initial"} <= set(adata.obs.columns)
+    assert adata.obsm["X_recall_pca"].shape == (2700, 50)
     record = adata.uns["recall"]
     assert record["params"]["resolution_start"] == 0.8 and record["params"]["n_hvg"] == 2000
     first = record["iterations"]["0"]
     assert first["resolution"] == 0.8
-    assert adata.obs["initial_clusters"].nunique() == first["n_clusters"]
+    assert adata.obs["recall_initial"].nunique() == first["n_clusters"]
     labels = pd.read_csv(labels_csv)
-    np.testing.assert_array_equal(labels["cluster"], adata.obs["recall_clusters"].astype(int))
+    np.testing.assert_array_equal(labels["cluster"], adata.obs["recall"].astype(int))
 
 
 def r_by_seed() -> pd.DataFrame:

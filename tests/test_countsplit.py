@@ -182,7 +182,7 @@ def five_groups():
 
 
 def test_five_groups_recovered(five_groups):
-    labels = five_groups.obs["recall_clusters"]
+    labels = five_groups.obs["recall"]
     assert labels.nunique() == 5
     assert adjusted_rand_score(five_groups.obs["group"], labels) >= 0.95
     record = five_groups.uns["recall"]
@@ -196,8 +196,10 @@ def test_work_store_and_chunks_change_nothing(five_groups, tmp_path):
     adata = simulate_dense(1500, 1500, 5, de_prob=0.1, seed=1)
     with pytest.warns(UserWarning, match="under-clustered"):
         recall(adata, method="countsplit", seed=1, chunk_size=37, work_dir=tmp_path, **FAST)
-    np.testing.assert_allclose(adata.obsm["X_pca"], five_groups.obsm["X_pca"], atol=1e-8)
-    np.testing.assert_array_equal(adata.obs["recall_clusters"], five_groups.obs["recall_clusters"])
+    np.testing.assert_allclose(
+        adata.obsm["X_recall_pca"], five_groups.obsm["X_recall_pca"], atol=1e-8
+    )
+    np.testing.assert_array_equal(adata.obs["recall"], five_groups.obs["recall"])
     np.testing.assert_array_equal(
         adata.uns["recall"]["iterations"]["0"]["n_selected"],
         five_groups.uns["recall"]["iterations"]["0"]["n_selected"],
@@ -214,4 +216,4 @@ def test_command_line_runs_countsplit(tmp_path):
     assert result.uns["recall"]["method"] == "countsplit"
     assert result.uns["recall"]["params"]["method"] == "countsplit"
     truth = ad.read_zarr(source).obs["group"]
-    assert adjusted_rand_score(truth, result.obs["recall_clusters"]) >= 0.95
+    assert adjusted_rand_score(truth, result.obs["recall"]) >= 0.95

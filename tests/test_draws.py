@@ -30,7 +30,7 @@ def test_homogeneous_population_is_one_cluster_for_every_outer_seed(outer_seed):
     adata = poisson_population(800, 600, seed=3)
     recall(adata, draws=10, seed=outer_seed, **FAST)
     record = adata.uns["recall"]
-    assert adata.obs["recall_clusters"].nunique() == 1
+    assert adata.obs["recall"].nunique() == 1
     stability = record["stability"]
     assert stability["n_clusters"].shape == (record["n_iterations"], 10)
     assert stability["n_clusters"][0].min() >= 2, "every draw over-clusters at the start"
@@ -42,7 +42,7 @@ def test_five_groups_are_five_clusters_with_full_confidence():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "the starting resolution", UserWarning)
         recall(adata, draws=10, seed=4, **FAST)
-    labels = adata.obs["recall_clusters"]
+    labels = adata.obs["recall"]
     assert labels.nunique() == 5
     assert adjusted_rand_score(adata.obs["group"], labels) >= 0.95
     assert adata.obs["recall_confidence"].min() >= 0.9
@@ -70,7 +70,7 @@ def test_one_draw_keeps_rs_record():
 
 def _stable_result(adata):
     return (
-        adata.obs["recall_clusters"].to_numpy(),
+        adata.obs["recall"].to_numpy(),
         adata.obs["recall_confidence"].to_numpy(),
         adata.uns["recall"]["stability"]["cluster_stability"],
         adata.uns["recall"]["stability"]["n_clusters"],
@@ -107,7 +107,7 @@ def test_draws_work_with_every_method(options):
         recall(adata, draws=3, seed=1, **FAST, **options)
     record = adata.uns["recall"]
     assert record["stability"]["passed"].shape == (record["n_iterations"], 3)
-    assert adjusted_rand_score(adata.obs["group"], adata.obs["recall_clusters"]) >= 0.9
+    assert adjusted_rand_score(adata.obs["group"], adata.obs["recall"]) >= 0.9
     assert ((adata.obs["recall_confidence"] > 0) & (adata.obs["recall_confidence"] <= 1)).all()
 
 

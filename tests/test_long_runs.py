@@ -110,7 +110,7 @@ def test_second_run_on_the_same_output_exits_2_and_the_first_finishes(
     assert str(out) in line and "in use by another run" in line
     assert f"pid {os.getpid()} on {socket.gethostname()}" in line
     assert "error" not in first, first.get("error")
-    labels = open_counts(out).obs["recall_clusters"].to_numpy()
+    labels = open_counts(out).obs["recall"].to_numpy()
     truth = group_labels(SIM["n_cells"], SIM["n_groups"])
     assert adjusted_rand_score(truth, labels) == 1.0
     assert not lock_beside(Location.of(out)).exists(), "the lock goes with the run"
@@ -195,7 +195,7 @@ def test_full_work_dir_is_one_line_naming_it_and_the_bytes_needed(
     run = ["run", str(simulated), "-o", str(out), "--work-dir", str(full_disk), *RUN]
     assert main([*run, "--resume"]) == 0
     assert main(["run", str(simulated), "-o", str(tmp_path / "whole.zarr"), *RUN]) == 0
-    labels = (read_results(o).obs["recall_clusters"] for o in (out, tmp_path / "whole.zarr"))
+    labels = (read_results(o).obs["recall"] for o in (out, tmp_path / "whole.zarr"))
     np.testing.assert_array_equal(*labels)
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"], "removed once done"
 

@@ -27,8 +27,8 @@ def test_homogeneous_population_is_one_cluster(options):
     adata = poisson_population(2000, 1500, seed=3)
     recall(adata, **FAST, **options)
     record = adata.uns["recall"]
-    assert adata.obs["initial_clusters"].nunique() >= 2, "plain clustering at 0.8 over-clusters"
-    assert adata.obs["recall_clusters"].nunique() == 1
+    assert adata.obs["recall_initial"].nunique() >= 2, "plain clustering at 0.8 over-clusters"
+    assert adata.obs["recall"].nunique() == 1
     assert record["n_clusters"] == 1 and record["n_iterations"] > 1
     assert record["method"] == options.get("method", "recall")
     assert record["params"]["null_method"] == options.get("null_method", "zip")
@@ -40,6 +40,6 @@ def test_five_groups_recovered(options):
     with warnings.catch_warnings():  # five well-separated groups: accepted at the start
         warnings.filterwarnings("ignore", "the starting resolution", UserWarning)
         recall(adata, **FAST, **options)
-    labels = adata.obs["recall_clusters"]
+    labels = adata.obs["recall"]
     assert labels.nunique() == 5
     assert adjusted_rand_score(adata.obs["group"], labels) >= 0.95

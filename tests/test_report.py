@@ -22,7 +22,8 @@ from PIL import Image
 from recall_dask import cli
 from recall_dask.api import categorical_labels, recall
 from recall_dask.cli import main
-from recall_dask.io import ingest, open_counts, read_results
+from recall_dask.io import ingest, open_counts, read_results, write_results
+from recall_dask.io.results import LEGACY_KEYS, ResultKeys
 from recall_dask.io.storage import Location
 from recall_dask.params import RecallParams
 from recall_dask.report import (
@@ -40,6 +41,7 @@ from recall_dask.simulate import write_simulated
 GROUPS = {"n_cells": 1000, "n_genes": 1000, "n_groups": 3, "de_prob": 0.05, "seed": 2}
 RUN = ["--n-hvg", "300", "--seed", "1", "--n-workers", "1", "--quiet"]
 ARTIFACTS = Path(os.environ.get("RECALL_ARTIFACTS", Path(__file__).parents[1] / "ci-artifacts"))
+KEYS = ResultKeys.of("recall")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (CI installs it: .ci/chromium-up)"
 )
@@ -92,10 +94,10 @@ def _record() -> dict:
 
 def _adata(rng, n_cells: int = 120) -> ad.AnnData:
     adata = ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]))
-    for key, k in (("initial_clusters", 4), ("recall_clusters", 3), ("default_clusters", 5)):
+    for key, k in ((KEYS.initial, 4), (KEYS.labels, 3), (KEYS.default, 5)):
         adata.obs[key] = categorical_labels(np.arange(n_cells) % k, adata.obs_names)
-    adata.obsm["X_umap"] = rng.normal(size=(n_cells, 2))
-    adata.uns["recall"] = _record()
+    adata.obsm[KEYS.umap] = rng.normal(size=(n_cells, 2))
+    adata.uns[KEYS.record] = _record()
     return adata
 
 
@@ -116,10 +118,10 @@ def test_heatmap_shows_selected_counts_with_a_blank_diagonal():
 
 def test_sizes_and_umap_figures(rng):
     adata = _adata(rng, 121)
-    bars = sizes_figure(adata.obs["recall_clusters"]).axes[0].patches
+    bars = sizes_figure(adata.obs[KEYS.labels]).axes[0].patches
     assert [b.get_height() for b in bars] == [41, 40, 40]
-    panels = {"initial": adata.obs["initial_clusters"], "recall": adata.obs["recall_clusters"]}
-    axes = umap_figure(adata.obsm["X_umap"], panels).axes
+    panels = {"initial": adata.obs[KEYS.initial], "recall": adata.obs[KEYS.labels]}
+    axes = umap_figure(adata.obsm[KEYS.umap], panels).axes
     assert [a.get_title() for a in axes] == ["initial: 4 clusters", "recall: 3 clusters"]
     assert [len(a.texts) for a in axes] == [4, 3], "every cluster is named"
 
@@ -156,7 +158,7 @@ def _parsed(page: str) -> _Page:
 
 @pytest.mark.parametrize("compare_default", [False, True])
 def test_page_is_self_contained_and_shows_the_record(rng, compare_default):
-    page = render_report(_adata(rng), title="out.zarr", compare_default=compare_default)
+    page = render_report(_adata(rng), KEYS, title="out.zarr", compare_default=compare_default)
     parsed = _parsed(page)
     images = [attrs["src"] for tag, attrs in parsed.tags if tag == "img"]
     assert len(images) == 4  # UMAP, trace, heatmap, sizes
@@ -204,8 +206,8 @@ def test_page_of_a_run_over_draws_shows_each_draw_and_the_stability(tmp_path):
 def test_run_writes_the_report_beside_the_store(run):
     assert run.with_suffix(".html").is_file()
     adata = read_results(run)
-    assert adata.obsm["X_umap"].shape == (adata.n_obs, 2)
-    assert adata.obs["default_clusters"].nunique() >= 2
+    assert adata.obsm["X_recall_umap"].shape == (adata.n_obs, 2)
+    assert adata.obs["recall_default"].nunique() >= 2
     record = adata.uns["recall"]
     assert record["n_iterations"] >= 2, "the page shows failing pairs"
 
@@ -240,7 +242,7 @@ def test_default_clusters_do_not_depend_on_chunking(run):
     params = RecallParams(**adata.uns["recall"]["params"])
     counts = open_counts(run, chunk_size=37).X
     labels = default_clusters(counts, adata.var, adata.uns["recall"]["variable_genes"], params)
-    np.testing.assert_array_equal(labels, adata.obs["default_clusters"].cat.codes)
+    np.testing.assert_array_equal(labels, adata.obs["recall_default"].cat.codes)
 
 
 def test_report_of_a_store_in_an_object_store(run):
@@ -253,9 +255,44 @@ def test_report_of_a_store_in_an_object_store(run):
         assert write_report(store).url == f"{root.url}/out.html"
         page = root.fs.cat_file(f"{root.path}/out.html").decode()
         assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 4
-        assert read_results(store).obsm["X_umap"].shape == (GROUPS["n_cells"], 2)
+        assert read_results(store).obsm["X_recall_umap"].shape == (GROUPS["n_cells"], 2)
     finally:
         root.remove()
+
+
+def test_results_store_is_plain_anndata(run):
+    """anndata reads a finished store: X is the input counts, the results sit under
+    scanpy's names, and scanpy draws the stored UMAP coloured by the clusters."""
+    adata = ad.read_zarr(run)
+    counts = ad.read_zarr(run.parent / "counts.zarr")
+    assert (adata.X != counts.X).nnz == 0 and adata.X.dtype == np.float32
+    assert adata.obsm["X_recall_pca"].shape == (adata.n_obs, 50) and "X_pca" not in adata.obsm
+    assert adata.uns["recall"]["n_clusters"] == adata.obs["recall"].nunique()
+    sc = pytest.importorskip("scanpy", reason="scanpy is not installed")
+    ax = sc.pl.embedding(adata, basis="X_recall_umap", color="recall", show=False)
+    shown = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert shown == list(adata.obs["recall"].cat.categories)
+
+
+def test_report_of_a_store_written_before_key_added(run, tmp_path):
+    """A store with the old names (obs['recall_clusters'], obsm['X_pca'], ...) still reports,
+    and its UMAP goes where its other results are."""
+    store = tmp_path / "old.zarr"
+    ingest(run.parent / "counts.zarr", store)
+    new = read_results(run)
+    obs = new.obs[[]].assign(
+        **{LEGACY_KEYS.labels: new.obs[KEYS.labels], LEGACY_KEYS.initial: new.obs[KEYS.initial]}
+    )
+    embedding = new.obsm[KEYS.embedding]
+    uns = {LEGACY_KEYS.record: new.uns[KEYS.record]}
+    write_results(store, obs=obs, obsm={LEGACY_KEYS.embedding: embedding}, uns=uns)
+    assert main(["report", str(store), "--quiet"]) == 0
+    page = (tmp_path / "old.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "obsm['X_pca']" in page
+    old = read_results(store)
+    assert old.obsm[LEGACY_KEYS.umap].shape == (old.n_obs, 2) and KEYS.umap not in old.obsm
+    np.testing.assert_array_equal(old.obsm[LEGACY_KEYS.embedding], embedding)
+    assert main(["report", str(store), "--key-added", "other", "--quiet"]) == 2
 
 
 # -- errors --------------------------------------------------------------------------------

@@ -151,9 +151,11 @@ def assert_same_record(got, want, where: str = "uns['recall']") -> None:
 
 
 def assert_same_result(got: ad.AnnData, want: ad.AnnData) -> None:
-    for key in ("recall_clusters", "initial_clusters"):
+    for key in ("recall", "recall_initial"):
         np.testing.assert_array_equal(got.obs[key].astype(int), want.obs[key].astype(int), key)
-    np.testing.assert_allclose(got.obsm["X_pca"], want.obsm["X_pca"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        got.obsm["X_recall_pca"], want.obsm["X_recall_pca"], rtol=0, atol=1e-10
+    )
     assert_same_record(_record(got.uns), _record(want.uns))
 
 
@@ -320,6 +322,8 @@ def test_pbmc3k_with_unsorted_indices_gives_the_canonical_labels(pbmc3k_run):
     assert not unsorted.has_sorted_indices and abs(unsorted - x).max() == 0
     adata = ad.AnnData(X=unsorted, obs=want.obs[[]], var=want.var)
     got = recall_dask.recall(adata, progress=False)
-    for key in ("recall_clusters", "initial_clusters"):
+    for key in ("recall", "recall_initial"):
         np.testing.assert_array_equal(got.obs[key], want.obs[key])
-    np.testing.assert_allclose(got.obsm["X_pca"], want.obsm["X_pca"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        got.obsm["X_recall_pca"], want.obsm["X_recall_pca"], rtol=0, atol=1e-10
+    )

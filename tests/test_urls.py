@@ -34,7 +34,7 @@ def simulated(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("plain")
     write_simulated(tmp / "sim.zarr", **SIM, chunk_size=CHUNK)
     adata = recall(tmp / "sim.zarr", out=tmp / "out.zarr", work_dir=tmp, **RUN)
-    labels = adata.obs["recall_clusters"].to_numpy()
+    labels = adata.obs["recall"].to_numpy()
     assert len(set(labels)) == 3
     return tmp / "sim.zarr", labels
 
@@ -45,9 +45,9 @@ def test_file_urls_for_input_output_and_work_dir(simulated, tmp_path):
     (tmp_path / "work").mkdir()
     ingest(source.as_uri(), store, chunk_size=CHUNK)
     adata = recall(store, out=(tmp_path / "out.zarr").as_uri(), work_dir=work, **RUN)
-    np.testing.assert_array_equal(adata.obs["recall_clusters"].to_numpy(), expected)
+    np.testing.assert_array_equal(adata.obs["recall"].to_numpy(), expected)
     stored = open_counts(tmp_path / "out.zarr")
-    np.testing.assert_array_equal(stored.obs["recall_clusters"].to_numpy(), expected)
+    np.testing.assert_array_equal(stored.obs["recall"].to_numpy(), expected)
     assert list((tmp_path / "work").iterdir()) == [], "the work store is removed"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "out.zarr", "work"]
 
@@ -88,7 +88,7 @@ def test_anndata_result_written_to_an_object_store(simulated, memory):
     adata = simulate(**SIM)
     recall(adata, out=f"{memory}/adata.zarr", chunk_size=CHUNK, work_dir=memory, **RUN)
     stored = ad.read_zarr(Location.of(f"{memory}/adata.zarr").zarr_store(read_only=True))
-    np.testing.assert_array_equal(stored.obs["recall_clusters"].to_numpy(), expected)
+    np.testing.assert_array_equal(stored.obs["recall"].to_numpy(), expected)
     names = [p.rsplit("/", 1)[1] for p in Location.of(memory).fs.ls(memory, detail=False)]
     assert names == ["adata.zarr"], "the work store is removed"
 
@@ -162,9 +162,9 @@ def test_s3_input_output_and_work_dir_on_a_local_cluster(simulated, s3):
     run += ["--chunk-size", str(CHUNK), "--n-workers", "2", "--threads-per-worker", "1"]
     assert main([*run, *options, "--quiet"]) == 0
     stored = open_counts("s3://recall/out.zarr", storage_options=s3)
-    np.testing.assert_array_equal(stored.obs["recall_clusters"].to_numpy(), expected)
+    np.testing.assert_array_equal(stored.obs["recall"].to_numpy(), expected)
     root = Location.of("s3://recall/out.zarr", s3).open_group("r")
-    assert root["obsm/X_pca"].shape == (SIM["n_cells"], 50) and "recall" in root["uns"]
+    assert root["obsm/X_recall_pca"].shape == (SIM["n_cells"], 50) and "recall" in root["uns"]
     assert not Location.of("s3://recall/work", s3).exists(), "the work store is removed"
     fs = Location.of("s3://recall", s3).fs
     fs.invalidate_cache()

@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import zarr
-from anndata.io import read_elem, write_elem
+from anndata.io import read_elem, sparse_dataset, write_elem
 
 from recall_dask.errors import InputError
 from recall_dask.io.integrity import check_sparse_chunks, naming_corrupt_chunks
 from recall_dask.io.lock import output_lock
-from recall_dask.io.readers import Block, Counts, csr_rows, reader_for, reading
+from recall_dask.io.readers import Block, Counts, reader_for, reading
 from recall_dask.io.space import size_on_disk, space_for
 from recall_dask.io.storage import Location, StorageOptions, open_group
 from recall_dask.io.validate import (
@@ -45,8 +45,11 @@ from recall_dask.io.validate import (
 
 # Zarr format of the stores we write; pinned so the layout does not change with anndata's default.
 _ZARR_FORMAT = 2
-# Stored chunk length (entries) of X/data and X/indices; X/indptr is chunked by cells instead.
-_NNZ_CHUNK = 1 << 20
+# Stored chunk length of X/data, X/indices and X/indptr (anndata chunks all three alike).
+_X_STORAGE = {"chunks": (1 << 20,)}
+# uns entry that records the store's row chunking: X/indptr, whose chunks span many row chunks,
+# no longer tells it.
+_STORE_KEY = "recall_dask"
 _CSR_META = sp.csr_matrix((0, 0), dtype=np.float32)
 
 
@@ -60,42 +63,30 @@ def _writing(path: Location) -> Iterator[None]:
         raise InputError(f"cannot write {path}: {exc}") from exc
 
 
-def _create_csr(root: zarr.Group, n_vars: int, chunk_size: int) -> zarr.Group:
-    """An empty anndata-encoded CSR group; indptr is chunked by ``chunk_size`` cells."""
-    group = root.create_group("X")
-    group.attrs.update(
-        {"encoding-type": "csr_matrix", "encoding-version": "0.1.0", "shape": [0, n_vars]}
-    )
-    group.create_array("indptr", shape=(1,), chunks=(chunk_size,), dtype="int64", fill_value=0)
-    group["indptr"][:] = 0
-    group.create_array("indices", shape=(0,), chunks=(_NNZ_CHUNK,), dtype="int32")
-    group.create_array("data", shape=(0,), chunks=(_NNZ_CHUNK,), dtype="float32")
-    return group
+def _stream_x(counts: Counts, root: zarr.Group, where: Location, chunk_size: int) -> None:
+    """Write X through anndata, one validated row chunk at a time.
 
-
-def _append_rows(group: zarr.Group, chunk: sp.csr_matrix) -> None:
-    offset = group["data"].shape[0]
-    group["indptr"].append(chunk.indptr[1:].astype(np.int64) + offset)
-    group["indices"].append(chunk.indices.astype(np.int32))
-    group["data"].append(chunk.data)
-
-
-def _stream_x(counts: Counts, root: zarr.Group, chunk_size: int, where: Location) -> None:
-    """Append each validated row chunk to X; then set the shape."""
-    group = _create_csr(root, len(counts.var), chunk_size)
+    ``write_elem`` creates the CSR element from an empty matrix, so that its dtypes and
+    chunking do not depend on the first chunk, and ``sparse_dataset(...).append`` adds each
+    chunk, so only one chunk is in memory. A stream does not know its number of entries in
+    advance, so indptr is 64-bit, and indices too: anndata reads both as stored, and scipy
+    (``eliminate_zeros``, which scanpy calls) needs them in one dtype.
+    """
+    empty = sp.csr_matrix((0, len(counts.var)), dtype=np.float32)
+    empty.indices, empty.indptr = (part.astype(np.int64) for part in (empty.indices, empty.indptr))
+    write_elem(root, "X", empty, dataset_kwargs=_X_STORAGE)
+    x = sparse_dataset(root["X"])
     for _, chunk in validated_rows(counts, chunk_size, where):
-        _append_rows(group, canonical_counts(chunk))
-    group.attrs["shape"] = [len(counts.obs), len(counts.var)]
+        x.append(canonical_counts(chunk))
 
 
 def _write_store(counts: Counts, target: Location, chunk_size: int, where: Location) -> None:
+    """An AnnData store as anndata writes it: obs, var and empty mappings, then X streamed in;
+    ``uns['recall_dask']['chunk_size']`` records the row chunking for :func:`open_counts`."""
     root = target.open_group("w", zarr_format=_ZARR_FORMAT)
-    root.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
-    write_elem(root, "obs", counts.obs)
-    write_elem(root, "var", counts.var)
-    write_elem(root, "obsm", {})
-    write_elem(root, "uns", {})
-    _stream_x(counts, root, chunk_size, where)
+    store = ad.AnnData(obs=counts.obs, var=counts.var, uns={_STORE_KEY: {"chunk_size": chunk_size}})
+    write_elem(root, "/", store)
+    _stream_x(counts, root, where, chunk_size)
     zarr.consolidate_metadata(root.store)
 
 
@@ -222,19 +213,24 @@ def open_counts(
     """Open a store written by :func:`ingest` (a path or URL): obs and var in memory, X lazy.
 
     X is a dask array of float32 ``csr_matrix`` blocks of ``chunk_size`` cells (default: the
-    chunking stored by ingest). Its tasks hold the store's URL, key and storage options, not
-    data or open handles, so each worker reads its own rows.
+    chunking recorded by ingest, else that of X's indptr in a store written elsewhere). Its
+    tasks hold the store's URL, key and storage options, not data or open handles, so each
+    worker reads its own rows. anndata's ``read_elem_lazy`` would do the reading, but its
+    tasks hold an open Zarr group, and each block must be put in canonical form anyway.
     """
     location = Location.of(store, storage_options)
     root = open_store(location, "r")
-    x = root.get("X")
-    if x is None or x.attrs.get("encoding-type") != "csr_matrix":
+    try:
+        x = sparse_dataset(root["X"])
+    except (KeyError, ValueError):
+        x = None
+    if x is None or x.format != "csr":
         raise InputError(f"{store}: X is not a CSR count matrix; create the store with ingest()")
-    check_sparse_chunks(location, x)
-    rows = x["indptr"].chunks[0] if chunk_size is None else chunk_size
+    check_sparse_chunks(location, root["X"])
+    rows = _stored_chunk_size(root) if chunk_size is None else chunk_size
     check_chunk_size(rows)
     obs, var = read_elem(root["obs"]), read_elem(root["var"])
-    n_obs, n_vars = (int(n) for n in x.attrs["shape"])
+    n_obs, n_vars = x.shape
     starts = [*range(0, n_obs, rows), n_obs]
     lazy = da.map_blocks(
         _read_csr_block,
@@ -248,15 +244,25 @@ def open_counts(
     return ad.AnnData(X=lazy, obs=obs, var=var)
 
 
+def _stored_chunk_size(root: zarr.Group) -> int:
+    """The row chunking :func:`ingest` recorded, else that of X's indptr."""
+    recorded = root.get(f"uns/{_STORE_KEY}")
+    if recorded is None:
+        return root["X/indptr"].chunks[0]
+    return int(read_elem(recorded)["chunk_size"])
+
+
 def _read_csr_block(
     url: str, key: str, storage_options: StorageOptions, block_info: dict
 ) -> sp.csr_matrix:
-    """The rows of this block, read by the task itself from the CSR group ``key`` at ``url``,
-    in canonical form: a store clustered in place may hold any valid CSR."""
-    (start, stop), (_, n_cols) = block_info[None]["array-location"]
+    """The rows of this block, read by the task itself from the CSR element ``key`` at
+    ``url`` (only their entries: the indptr is not cached), in canonical form: a store
+    clustered in place may hold any valid CSR. A damaged chunk is named."""
+    start, stop = block_info[None]["array-location"][0]
     group = open_group(url, "r", storage_options)[key]
     with naming_corrupt_chunks(group, start, stop):
-        return canonical_counts(csr_rows(group, start, stop, n_cols))
+        rows = sparse_dataset(group, should_cache_indptr=False)[start:stop]
+    return canonical_counts(rows)
 
 
 def _row_blocked(matrix: Any, chunk_size: int) -> da.Array:

@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.io
 import scipy.sparse as sp
 import zarr
-from anndata.io import read_elem
+from anndata.io import read_elem, sparse_dataset
 
 from recall_dask.errors import InputError
 from recall_dask.io.integrity import check_sparse_chunks, naming_corrupt_chunks
@@ -77,7 +77,7 @@ def _row_slices(matrix: Any, chunk_size: int) -> Iterator[Block]:
 
 def csr_rows(group: Any, start: int, stop: int, n_cols: int) -> sp.csr_matrix:
     """Rows ``start:stop`` of a CSR matrix stored as data/indices/indptr arrays (h5py or
-    zarr), reading only their entries."""
+    zarr) without anndata's encoding, reading only their entries."""
     indptr = group["indptr"][start : stop + 1].astype(np.int64)
     lo, hi = int(indptr[0]), int(indptr[-1])
     parts = (group["data"][lo:hi], group["indices"][lo:hi], indptr - lo)
@@ -85,7 +85,8 @@ def csr_rows(group: Any, start: int, stop: int, n_cols: int) -> sp.csr_matrix:
 
 
 def _csr_group_rows(group: Any, shape: Sequence[int], chunk_size: int) -> Iterator[sp.csr_matrix]:
-    """Stream a stored CSR matrix one chunk of rows at a time."""
+    """Stream a CSR matrix stored as data/indices/indptr arrays without anndata's encoding,
+    one chunk of rows at a time; a damaged chunk is named."""
     n_rows, n_cols = (int(n) for n in shape)
     for start in range(0, n_rows, chunk_size):
         stop = min(start + chunk_size, n_rows)
@@ -186,9 +187,20 @@ def _csc_element_rows(elem: Any, chunk_size: int) -> Iterator[Block]:
     return _row_slices(sp.csr_matrix(read_elem(elem)), chunk_size)
 
 
+def _csr_element_rows(elem: Any, chunk_size: int) -> Iterator[Block]:
+    """Row chunks of an anndata CSR element, read by anndata's sparse_dataset (indptr
+    uncached: each chunk reads only its part); a damaged chunk is named."""
+    matrix = sparse_dataset(elem, should_cache_indptr=False)
+    for start in range(0, matrix.shape[0], chunk_size):
+        stop = min(start + chunk_size, matrix.shape[0])
+        with naming_corrupt_chunks(elem, start, stop):
+            rows = matrix[start:stop]
+        yield rows
+
+
 # Row-chunk readers of anndata-encoded matrix elements, by their encoding-type.
 _ELEMENT_ROWS: dict[str, Callable[[Any, int], Iterator[Block]]] = {
-    "csr_matrix": lambda elem, size: _csr_group_rows(elem, elem.attrs["shape"], size),
+    "csr_matrix": _csr_element_rows,
     "csc_matrix": _csc_element_rows,
     "array": _row_slices,
 }

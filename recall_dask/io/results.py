@@ -1,5 +1,7 @@
 """Results of a run, stored next to the counts: obs, obsm and uns entries, and a labels CSV.
 
+:class:`ResultKeys` names where a run's results go, scanpy-style under one ``key_added``;
+:func:`stored_keys` finds them again, also in stores written before ``key_added`` existed.
 :func:`write_results` adds to a store that :mod:`recall_dask.io.counts` wrote (or any
 AnnData Zarr store clustered in place) without touching X; :func:`read_results` reads back
 everything but X.
@@ -8,6 +10,7 @@ everything but X.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +20,74 @@ import pandas as pd
 import zarr
 from anndata.io import read_elem, write_elem
 
+from recall_dask.choices import DEFAULT_KEY
 from recall_dask.errors import InputError
 from recall_dask.io.counts import open_store
 from recall_dask.io.readers import reading
 from recall_dask.io.storage import Location, StorageOptions
+
+
+@dataclass(frozen=True)
+class ResultKeys:
+    """Where one run's results sit in an AnnData.
+
+    :meth:`of` names them after ``key_added`` as scanpy's tools do, so that runs under
+    different keys sit side by side and none overwrites ``obsm['X_pca']`` or
+    ``obsm['X_umap']``: for ``"recall"``, ``obs['recall']`` (labels), ``obs['recall_initial']``
+    (the first clustering), ``obs['recall_confidence']`` (several draws),
+    ``obsm['X_recall_pca']`` and ``uns['recall']``; the report adds ``obsm['X_recall_umap']``
+    and ``obs['recall_default']``. :data:`LEGACY_KEYS` are the names stores had before.
+    """
+
+    labels: str
+    initial: str
+    confidence: str
+    embedding: str
+    record: str
+    umap: str
+    default: str
+
+    @classmethod
+    def of(cls, key_added: str) -> ResultKeys:
+        """The keys of the results written under ``key_added``."""
+        if not isinstance(key_added, str) or not key_added or "/" in key_added:
+            raise InputError(f"key_added must be a non-empty name without '/', got {key_added!r}")
+        return cls(
+            labels=key_added,
+            initial=f"{key_added}_initial",
+            confidence=f"{key_added}_confidence",
+            embedding=f"X_{key_added}_pca",
+            record=key_added,
+            umap=f"X_{key_added}_umap",
+            default=f"{key_added}_default",
+        )
+
+
+#: The keys of stores written before ``key_added``: what :func:`stored_keys` falls back to.
+LEGACY_KEYS = ResultKeys(
+    labels="recall_clusters",
+    initial="initial_clusters",
+    confidence="recall_confidence",
+    embedding="X_pca",
+    record="recall",
+    umap="X_umap",
+    default="default_clusters",
+)
+
+
+def stored_keys(adata: ad.AnnData, where: object, key_added: str = DEFAULT_KEY) -> ResultKeys:
+    """The keys of the results under ``key_added`` in ``adata``, read from ``where``; for the
+    default key, those of a store written before ``key_added`` existed when it holds no newer
+    results. Raises InputError when there are none."""
+    candidates = [ResultKeys.of(key_added)]
+    if key_added == DEFAULT_KEY:
+        candidates.append(LEGACY_KEYS)
+    for keys in candidates:
+        if keys.record in adata.uns and keys.labels in adata.obs:
+            return keys
+    raise InputError(
+        f"{where}: no recall results under key {key_added!r}; write them with `recall-dask run`"
+    )
 
 
 def _writable(value: Any) -> Any:

@@ -13,6 +13,14 @@ chunk's nonzeros is never written, so it costs no disk. A feature block's tiles 
 the same place in every row chunk, so one task reads the block for all cells in a few Zarr
 reads that each span many row chunks, decompressing little more than the tiles themselves.
 
+The work store is not an AnnData element, on purpose. anndata's CSR encoding is one
+data/indices/indptr triple filled in row order, and ``sparse_dataset(...).append`` resizes
+those arrays, so only one writer at a time could add rows, after the previous chunk: the
+parallel tasks above would have to queue behind one another, or send their chunks to the
+client. Nor could a feature block then be read without reading every entry of the matrix.
+The counts store, written in one sequential stream, is anndata's own CSR instead
+(:mod:`recall_dask.io.counts`). The work store is private to a run and removed with it.
+
 The work store may live under any URL that fsspec reads (``s3://...``); tasks hold its URL and
 storage options and open it themselves, so every worker reads and writes its own chunks.
 """

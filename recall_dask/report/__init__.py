@@ -7,9 +7,10 @@ the iteration trace with each iteration's failing pair, the selected-gene counts
 cluster pairs, the cluster sizes, each pair's strongest knockoff-selected genes as marker
 candidates, and the parameters and versions.
 
-The UMAP (``obsm['X_umap']``) and the standard clustering (``obs['default_clusters']``) are
-computed once and stored in the store, so that a second report reuses them. Plotting needs
-the ``report`` extra (umap-learn, matplotlib).
+The UMAP (``obsm['X_recall_umap']``) and the standard clustering (``obs['recall_default']``;
+named after ``key_added``, see :class:`~recall_dask.io.results.ResultKeys`) are computed once
+and stored in the store, so that a second report reuses them. Plotting needs the ``report``
+extra (umap-learn, matplotlib).
 
 :mod:`~recall_dask.report.build` writes the report of a store (:func:`write_report`),
 :mod:`~recall_dask.report.page` renders the page and :mod:`~recall_dask.report.figures` draws

@@ -15,6 +15,7 @@ from recall_dask.api import categorical_labels
 from recall_dask.errors import InputError
 from recall_dask.graph import cluster_graph
 from recall_dask.io import open_counts, read_results, write_results
+from recall_dask.io.results import DEFAULT_KEY, stored_keys
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.params import RecallParams
 from recall_dask.preprocess.normalize import log_normalized
@@ -45,11 +46,14 @@ def write_report(
     store: str | os.PathLike,
     out: str | os.PathLike | None = None,
     *,
+    key_added: str = DEFAULT_KEY,
     compare_default: bool = False,
     storage_options: StorageOptions = None,
 ) -> Location:
-    """Write the HTML report of the recall results in ``store`` to ``out`` (a path or URL;
-    default :func:`report_path_for`) and return where it went.
+    """Write the HTML report of the recall results under ``key_added`` in ``store`` to ``out``
+    (a path or URL; default :func:`report_path_for`) and return where it went. Stores written
+    before ``key_added`` existed are read under their old keys
+    (:func:`~recall_dask.io.results.stored_keys`).
 
     ``compare_default`` adds the standard clustering of the original data, without artificial
     genes, at the starting resolution: what a user would have got without recall. The UMAP
@@ -58,29 +62,32 @@ def write_report(
     """
     require_extra()
     adata = read_results(store, storage_options=storage_options)
-    if "recall" not in adata.uns or "recall_clusters" not in adata.obs:
-        raise InputError(f"{store}: no recall results; write them with `recall-dask run`")
+    keys = stored_keys(adata, store, key_added)
+    record = adata.uns[keys.record]
     # Runs made before --neighbors existed searched exactly.
-    params = RecallParams(**{"neighbors": "exact", **adata.uns["recall"]["params"]})
-    missing_umap = "X_umap" not in adata.obsm
+    params = RecallParams(**{"neighbors": "exact", **record["params"]})
+    missing_umap = keys.umap not in adata.obsm
     if missing_umap:
-        adata.obsm["X_umap"] = umap_embedding(adata.obsm["X_pca"], params.dims)
-    missing_default = compare_default and "default_clusters" not in adata.obs
+        adata.obsm[keys.umap] = umap_embedding(adata.obsm[keys.embedding], params.dims)
+    missing_default = compare_default and keys.default not in adata.obs
     if missing_default:
         counts = open_counts(store, storage_options=storage_options).X
-        labels = default_clusters(counts, adata.var, adata.uns["recall"]["variable_genes"], params)
-        adata.obs["default_clusters"] = categorical_labels(labels, adata.obs_names)
+        labels = default_clusters(counts, adata.var, record["variable_genes"], params)
+        adata.obs[keys.default] = categorical_labels(labels, adata.obs_names)
     if missing_umap or missing_default:
         write_results(
             store,
             obs=adata.obs,
-            obsm={"X_umap": adata.obsm["X_umap"]},
+            obsm={keys.umap: adata.obsm[keys.umap]},
             uns={},
             storage_options=storage_options,
         )
     target = Location.of(report_path_for(store) if out is None else out, storage_options)
     page = render_report(
-        adata, title=str(Location.of(store, storage_options)), compare_default=compare_default
+        adata,
+        keys,
+        title=str(Location.of(store, storage_options)),
+        compare_default=compare_default,
     )
     try:
         target.fs.pipe_file(target.path, page.encode("utf-8"))

@@ -11,6 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from recall_dask.io.results import ResultKeys
 from recall_dask.report.figures import (
     confidence_figure,
     draws_figure,
@@ -118,19 +119,19 @@ def _calibration_section(record: dict, trace: list[dict]) -> list[str]:
     ]
 
 
-def _stability_section(adata: ad.AnnData, record: dict) -> list[str]:
+def _stability_section(adata: ad.AnnData, keys: ResultKeys, record: dict) -> list[str]:
     if "stability" not in record:
         return []
     stability = np.asarray(record["stability"]["cluster_stability"])
     return [
         '<div class="columns"><div><h2>Stability</h2>',
         '<p class="note">A cell\'s confidence is the fraction of draws that give it its '
-        "cluster (obs['recall_confidence']); a cluster's stability is the mean confidence of "
-        "its cells.</p>",
+        f"cluster (obs['{html.escape(keys.confidence)}']); a cluster's stability is the mean "
+        "confidence of its cells.</p>",
         _image(stability_figure(stability), "stability of each cluster"),
         "</div><div>",
         _image(
-            confidence_figure(adata.obsm["X_umap"], adata.obs["recall_confidence"].to_numpy()),
+            confidence_figure(adata.obsm[keys.umap], adata.obs[keys.confidence].to_numpy()),
             "UMAP coloured by confidence",
         ),
         "</div></div>",
@@ -180,33 +181,37 @@ def _key_values(header: list[str], values: dict) -> str:
     return _table(header, [[html.escape(str(k)), html.escape(shown(v))] for k, v in values.items()])
 
 
-def render_report(adata: ad.AnnData, *, title: str, compare_default: bool = False) -> str:
-    """The report page of an AnnData holding a run's results and ``obsm['X_umap']``."""
-    record = adata.uns["recall"]
+def render_report(
+    adata: ad.AnnData, keys: ResultKeys, *, title: str, compare_default: bool = False
+) -> str:
+    """The report page of an AnnData holding a run's results and their UMAP under ``keys``."""
+    record = adata.uns[keys.record]
     trace = iteration_trace(record)
     final = final_selected(record)
-    panels = {"initial": adata.obs["initial_clusters"], "recall": adata.obs["recall_clusters"]}
+    labels, initial = adata.obs[keys.labels], adata.obs[keys.initial]
+    panels = {"initial": initial, "recall": labels}
     if compare_default:
-        panels["without recall"] = adata.obs["default_clusters"]
+        panels["without recall"] = adata.obs[keys.default]
     fdr = record["params"]["fdr"]
     summary = (
         f"{adata.n_obs:,} cells. The first clustering (resolution {trace[0]['resolution']:.4g}) "
-        f"found {len(adata.obs['initial_clusters'].cat.categories)} clusters; after "
+        f"found {len(initial.cat.categories)} clusters; after "
         f"{len(trace)} iteration(s) recall keeps "
-        f"{len(adata.obs['recall_clusters'].cat.categories)} (resolution "
+        f"{len(labels.cat.categories)} (resolution "
         f"{trace[-1]['resolution']:.4g})."
     )
     if compare_default:
         summary += (
             f" Without artificial genes the same resolution gives "
-            f"{len(adata.obs['default_clusters'].cat.categories)} clusters."
+            f"{len(adata.obs[keys.default].cat.categories)} clusters."
         )
     parts = [
         f"<h1>recall report</h1><p>{html.escape(title)}</p><p>{html.escape(summary)}</p>",
         "<h2>UMAP</h2>",
         '<p class="note">UMAP of the first '
-        f"{record['params']['dims']} PCs of the augmented data (obsm['X_pca']). <b>initial</b>: "
-        "the first clustering, before calibration; <b>recall</b>: the calibrated clusters"
+        f"{record['params']['dims']} PCs of the augmented data "
+        f"(obsm['{html.escape(keys.embedding)}']). <b>initial</b>: the first clustering, "
+        "before calibration; <b>recall</b>: the calibrated clusters"
         + (
             "; <b>without recall</b>: the standard clustering of the original data, no "
             "artificial genes, at the starting resolution"
@@ -214,15 +219,15 @@ def render_report(adata: ad.AnnData, *, title: str, compare_default: bool = Fals
             else ""
         )
         + ".</p>",
-        _image(umap_figure(adata.obsm["X_umap"], panels), "UMAP coloured by clusters"),
+        _image(umap_figure(adata.obsm[keys.umap], panels), "UMAP coloured by clusters"),
         "<h2>Calibration</h2>",
         *_calibration_section(record, trace),
-        *_stability_section(adata, record),
+        *_stability_section(adata, keys, record),
         '<div class="columns"><div><h2>Genes selected per pair</h2>',
         f'<p class="note">Final clusters, {_selection(record, fdr)}.</p>',
         _image(selected_heatmap(final), "genes selected per cluster pair"),
         "</div><div><h2>Cluster sizes</h2>",
-        _image(sizes_figure(adata.obs["recall_clusters"]), "cells per recall cluster"),
+        _image(sizes_figure(labels), "cells per recall cluster"),
         "</div></div>",
         "<h2>Marker candidates</h2>",
         _markers_section(record, final),

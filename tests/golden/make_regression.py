@@ -78,16 +78,21 @@ STORED_PCS = 10
 
 
 def answers(name: str, adata: ad.AnnData) -> dict[str, np.ndarray]:
-    """What a case's run must keep answering (the embedding: PBMC 3k's first PCs)."""
+    """What a case's run must keep answering (the embedding: PBMC 3k's first PCs), named as
+    the results were before ``key_added`` (obs/recall_clusters, obsm/X_pca, ...), so that
+    the stored file still applies."""
+    from recall_dask.io.results import ResultKeys
+
+    keys = ResultKeys.of("recall")
     out = {
-        f"{name}/obs/recall_clusters": adata.obs["recall_clusters"].cat.codes.to_numpy(),
-        f"{name}/obs/initial_clusters": adata.obs["initial_clusters"].cat.codes.to_numpy(),
+        f"{name}/obs/recall_clusters": adata.obs[keys.labels].cat.codes.to_numpy(),
+        f"{name}/obs/initial_clusters": adata.obs[keys.initial].cat.codes.to_numpy(),
     }
     if name.startswith("pbmc3k"):
-        out[f"{name}/obsm/X_pca"] = adata.obsm["X_pca"][:, :STORED_PCS]
-    if "recall_confidence" in adata.obs:
-        out[f"{name}/obs/recall_confidence"] = adata.obs["recall_confidence"].to_numpy()
-    record = {k: v for k, v in adata.uns["recall"].items() if k not in UNSTABLE}
+        out[f"{name}/obsm/X_pca"] = adata.obsm[keys.embedding][:, :STORED_PCS]
+    if keys.confidence in adata.obs:
+        out[f"{name}/obs/recall_confidence"] = adata.obs[keys.confidence].to_numpy()
+    record = {k: v for k, v in adata.uns[keys.record].items() if k not in UNSTABLE}
     out.update(flattened(f"{name}/uns", record))
     return out
 
