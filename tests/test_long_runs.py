@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import zarr
 from sklearn.metrics import adjusted_rand_score
 from test_cli import tree_digest
 
@@ -245,7 +246,7 @@ def damaged(request, simulated, tmp_path) -> tuple[Path, str]:
     """A copy of the simulated store with one chunk of X deleted or overwritten, and its key."""
     copy = tmp_path / "damaged.zarr"
     shutil.copytree(simulated, copy)
-    key = "X/data/0" if request.param == "missing" else "X/indptr/2"
+    key = "X/data/0" if request.param == "missing" else "X/indices/0"
     if request.param == "missing":
         (copy / key).unlink()
     else:
@@ -270,11 +271,17 @@ def test_a_damaged_chunk_is_named_when_read_in_place(damaged):
 
 
 def test_leading_empty_rows_may_leave_indptr_chunks_unwritten(tmp_path):
-    """Zarr skips chunks that are all fill value: here the first chunk of indptr."""
+    """Zarr skips chunks that are all fill value: here the first chunk of an indptr chunked
+    by 10 cells, as other writers store it."""
     counts = sp.csr_matrix(np.vstack([np.zeros((30, 4)), np.ones((10, 4))]))
     obs = pd.DataFrame(index=[f"c{i}" for i in range(40)])
     var = pd.DataFrame(index=[f"g{j}" for j in range(4)])
     store = tmp_path / "s.zarr"
     write_stream(store, obs, var, lambda size: iter([counts]), chunk_size=10)
+    x = zarr.open_group(store, mode="r+")["X"]
+    indptr = x["indptr"][:]
+    del x["indptr"]
+    x.create_array("indptr", data=indptr, chunks=(10,))
+    zarr.consolidate_metadata(store)
     assert not (store / "X/indptr/0").exists()
     assert open_counts(store).X.compute().nnz == 40

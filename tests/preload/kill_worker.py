@@ -1,6 +1,7 @@
 """Scheduler preload for the worker-loss test: kills a worker for good mid-computation.
 
-When the first task whose key starts with ``$RECALL_KILL_PREFIX`` is assigned to a worker,
+When the first task whose key names ``$RECALL_KILL_PREFIX`` is assigned to a worker (a key
+may be fused with others, as ``pair_tests_of_block-finalize-...``),
 that worker's whole process group (nanny included) gets SIGKILL, exactly as if its machine
 had gone away. What was killed is written as JSON to ``$RECALL_KILL_RECORD``.
 """
@@ -19,7 +20,7 @@ class KillWorkerRunningPrefix(SchedulerPlugin):
 
     def transition(self, key, start, finish, *args, **kwargs):
         name = key if isinstance(key, str) else key[0]
-        if self.done or finish != "processing" or not str(name).startswith(self.prefix):
+        if self.done or finish != "processing" or self.prefix not in str(name):
             return
         worker = self.scheduler.tasks[key].processing_on
         self.done = True
