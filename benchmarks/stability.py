@@ -75,17 +75,20 @@ def pbmc_part(draw_counts: list[int]) -> str:
         ari = [adjusted_rand_score(a, b) for a, b in combinations(runs, 2)]
         spread[m] = (counts, ari)
         rows.append(
-            f"| {m} | {' '.join(map(str, counts))} | {n_modal} of {len(counts)} at {modal} | "
-            f"{statistics.median(ari):.2f} | {min(ari):.2f} | {seconds:.0f} |"
+            (
+                m,
+                f"| {m} | {' '.join(map(str, counts))} | {n_modal} of {len(counts)} at {modal} | "
+                f"{statistics.median(ari):.2f} | {min(ari):.2f} | {seconds:.0f} |",
+            )
         )
-        print(rows[-1], flush=True)
+        print(rows[-1][1], flush=True)
     plot(spread)
     return "\n".join(
         [
             "| draws M | clusters, outer seeds 0-9 | same count | median ARI between seeds "
             "| min ARI | s per run (in process) |",
             "|---:|---|---|---:|---:|---:|",
-            *rows,
+            *(row for _, row in sorted(rows)),
             "",
             f"![cluster counts and agreement against draws]({PLOT})",
             "",
@@ -95,7 +98,7 @@ def pbmc_part(draw_counts: list[int]) -> str:
 
 def plot(spread: dict[int, tuple[list[int], list[float]]]) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
-    draws = list(spread)
+    draws = sorted(spread)
     left.boxplot([spread[m][0] for m in draws], tick_labels=[str(m) for m in draws])
     left.set(xlabel="draws M", ylabel="clusters over outer seeds 0-9", title="PBMC 3k")
     right.boxplot([spread[m][1] for m in draws], tick_labels=[str(m) for m in draws])
