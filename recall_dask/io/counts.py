@@ -167,35 +167,25 @@ def write_atomically(
     (:func:`~recall_dask.io.lock.output_lock`) is held throughout: one writer at a time.
     """
     with output_lock(out.url, out.storage_options):
-        _write_atomically(write, counts, out, chunk_size, where)
-
-
-def _write_atomically(
-    write: Callable[[Counts, Location, int, Location], None],
-    counts: Counts,
-    out: Location,
-    chunk_size: int,
-    where: Location,
-) -> None:
-    if not out.is_local:
-        with _writing(out):
-            out.remove()
-        try:
+        if not out.is_local:
             with _writing(out):
-                write(counts, out, chunk_size, where)
-        except BaseException:
-            with suppress(OSError):
                 out.remove()
-            raise
-        return
-    partial = out.sibling(f".{out.name}.partial-{uuid4().hex}")
-    needed = partial if where == out else where  # about the input's size, or what was written
-    try:
-        with _writing(out), space_for(out, "the output", lambda: size_on_disk(needed)):
-            write(counts, partial, chunk_size, where)
-            _replace(Path(partial.path), Path(out.path))
-    finally:
-        partial.remove()
+            try:
+                with _writing(out):
+                    write(counts, out, chunk_size, where)
+            except BaseException:
+                with suppress(OSError):
+                    out.remove()
+                raise
+            return
+        partial = out.sibling(f".{out.name}.partial-{uuid4().hex}")
+        needed = partial if where == out else where  # about the input's size, or what was written
+        try:
+            with _writing(out), space_for(out, "the output", lambda: size_on_disk(needed)):
+                write(counts, partial, chunk_size, where)
+                _replace(Path(partial.path), Path(out.path))
+        finally:
+            partial.remove()
 
 
 def open_store(store: Location, mode: str) -> zarr.Group:
