@@ -61,7 +61,7 @@ def _resolutions_ahead(threads: int) -> int:
 
 #: Labels (one cluster id per cell, ``0..K-1``) to the K x K matrix of genes selected per pair
 #: (-1 on the diagonal) and, for tests that have them, each pair's marker candidates.
-PairTest = Callable[[np.ndarray], tuple[np.ndarray, "Markers | None"]]
+PairTest = Callable[[np.ndarray], tuple[np.ndarray, Markers | None]]
 
 
 @dataclass(frozen=True)
