@@ -46,7 +46,7 @@ STAGES = {
     "null fits": "nulls",
     "artificial genes and normalization": "augment",
     "scaling and PCA": "PCA",
-    "neighbour graph": "graph",
+    "neighbor graph": "graph",
     "calibration": "calibration",
 }
 
@@ -115,7 +115,7 @@ def comparison(before: dict[str, dict], after: dict[str, dict]) -> str:
     ]
     walls = []
     for cells in sorted(set(before) & set(after), key=int):
-        old, new = before[cells]["graphs"], after[cells]["graphs"]
+        old, new = (_one_spelling(runs[cells]["graphs"]) for runs in (before, after))
         for stage in old:
             if stage in new:
                 lines.append(
@@ -131,6 +131,11 @@ def comparison(before: dict[str, dict], after: dict[str, dict]) -> str:
     return "\n".join(
         [*lines, "", "Wall time, process start to labels: " + "; ".join(walls) + ".", ""]
     )
+
+
+def _one_spelling(graphs: dict[str, dict]) -> dict[str, dict]:
+    """Stage names as now spelled: runs before the change say "neighbour graph"."""
+    return {stage.replace("neighbour", "neighbor"): size for stage, size in graphs.items()}
 
 
 def in_memory_agreement(data_dir: Path, row: dict[str, object]) -> dict[str, object]:
@@ -237,6 +242,11 @@ def main() -> None:
         metavar=("BEFORE", "AFTER"),
         help="only write the graph-size comparison of two results files of --data-dir",
     )
+    parser.add_argument(
+        "--no-table",
+        action="store_true",
+        help="record the runs in --results but leave the README table as it is",
+    )
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     if args.compare:
@@ -263,6 +273,8 @@ def main() -> None:
     rows = sorted((v for k, v in results.items() if k.isdigit()), key=lambda r: r["cells"])
     text = table(rows, results.get("in_memory"))
     print(text)
+    if args.no_table:
+        return
     plot(rows)
     replace_readme_section(ROOT / "README.md", "scale-benchmark", text)
 

@@ -4,7 +4,8 @@ Parts (``--parts``, all by default):
 
 * ``pbmc``: PBMC 3k for outer seeds 0-9 at each M of ``--draws``: the cluster count of every
   seed, how many seeds give the most common count, and the ARI between the labels of every
-  two seeds (median and minimum); a plot of the spread against M.
+  two seeds (median and minimum); a plot of the spread against M. Results accumulate in
+  ``DATA_DIR/stability_pbmc.json``, so each M can be measured in a run of its own.
 * ``null``: one homogeneous simulated population (2,000 cells x 1,500 genes, no groups):
   how often a single draw splits it over 50 seeds, against how often the majority of 10
   draws does; and five simulated groups with 10 draws (clusters, ARI).
@@ -22,6 +23,7 @@ Each part writes its table between its own markers in README.md.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -63,32 +65,37 @@ def run_quietly(adata, **options):
         return recall(adata.copy(), progress=False, **options)
 
 
-def pbmc_part(draw_counts: list[int]) -> str:
+def pbmc_part(draw_counts: list[int], results_file: Path) -> str:
+    """Outer seeds 0-9 at each M of ``draw_counts``; M measured earlier are kept in
+    ``results_file``, so the table and the plot cover every M measured so far."""
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
     adata = pbmc_counts()
-    rows, spread = [], {}
     for m in draw_counts:
         start = time.perf_counter()
         runs = [run_quietly(adata, seed=s, draws=m).obs["recall"] for s in OUTER_SEEDS]
-        seconds = (time.perf_counter() - start) / len(runs)
-        counts = [labels.nunique() for labels in runs]
-        modal, n_modal = Counter(counts).most_common(1)[0]
-        ari = [adjusted_rand_score(a, b) for a, b in combinations(runs, 2)]
-        spread[m] = (counts, ari)
-        rows.append(
-            (
-                m,
-                f"| {m} | {' '.join(map(str, counts))} | {n_modal} of {len(counts)} at {modal} | "
-                f"{statistics.median(ari):.2f} | {min(ari):.2f} | {seconds:.0f} |",
-            )
-        )
-        print(rows[-1][1], flush=True)
+        results[str(m)] = {
+            "counts": [labels.nunique() for labels in runs],
+            "ari": [adjusted_rand_score(a, b) for a, b in combinations(runs, 2)],
+            "seconds": (time.perf_counter() - start) / len(runs),
+        }
+        results_file.write_text(json.dumps(results, indent=1))
+        print(m, results[str(m)]["counts"], flush=True)
+    spread = {int(m): (r["counts"], r["ari"]) for m, r in results.items()}
     plot(spread)
+    rows = []
+    for m in sorted(spread):
+        counts, ari = spread[m]
+        modal, n_modal = Counter(counts).most_common(1)[0]
+        rows.append(
+            f"| {m} | {' '.join(map(str, counts))} | {n_modal} of {len(counts)} at {modal} | "
+            f"{statistics.median(ari):.2f} | {min(ari):.2f} | {results[str(m)]['seconds']:.0f} |"
+        )
     return "\n".join(
         [
             "| draws M | clusters, outer seeds 0-9 | same count | median ARI between seeds "
             "| min ARI | s per run (in process) |",
             "|---:|---|---|---:|---:|---:|",
-            *(row for _, row in sorted(rows)),
+            *rows,
             "",
             f"![cluster counts and agreement against draws]({PLOT})",
             "",
@@ -184,7 +191,7 @@ def main() -> None:
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     parts = {
-        "pbmc": lambda: pbmc_part(args.draws),
+        "pbmc": lambda: pbmc_part(args.draws, args.data_dir / "stability_pbmc.json"),
         "null": lambda: null_part(args.null_seeds),
         "cost": lambda: cost_part(args.data_dir),
         "scale": lambda: scale_part(args.data_dir),

@@ -150,7 +150,7 @@ def run_recall(
             return _kept_embedding(stored["embedding"], m, params, store, storage_options)
 
         embeddings = for_each_draw(embedded, range(len(draws)))
-    with stage("neighbour graph", timings):
+    with stage("neighbor graph", timings):
 
         def graph(m: int) -> SNNGraph:
             network = checkpoints.arrays(

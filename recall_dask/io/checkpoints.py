@@ -5,7 +5,7 @@ With ``--work-dir DIR`` a run works in ``DIR/recall-work-<output>-<hash>``, name
 output so that rerunning the same command finds it. Its ``manifest.json`` holds the run's
 fingerprint (:mod:`recall_dask.io.fingerprint`) and one entry per finished stage: the ingested
 counts, the variable genes and null fit, each augmented (or train and test) matrix, each
-embedding and neighbour graph, and each resolution of the calibration loop, per draw. A
+embedding and neighbor graph, and each resolution of the calibration loop, per draw. A
 stage's data is written first (an ``.npz`` of exact arrays, or a tiled matrix), then its
 entry, and both atomically: a stage without an entry is recomputed, never trusted.
 
