@@ -7,8 +7,8 @@ On the simulated Cell Ranger .h5 of ``benchmarks/scale.py`` (20,000 genes, 8 gro
    size of the work store it leaves (every checkpoint of the run);
 2. the same command killed in calibration, by the test hook ``RECALL_DASK_TEST_KILL_AT``
    (default: when the first resolution is finished, while the second is clustered);
-3. the same command with ``--resume``: wall time, the stages it reused, and whether its
-   labels are those of the run from scratch, and its embedding to 1e-10.
+3. the same command with ``--resume``: wall time, and whether its labels are those of the
+   run from scratch, and its embedding to 1e-10.
 
 The table goes into README.md between the ``resume-benchmark`` markers.
 
