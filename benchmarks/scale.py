@@ -108,21 +108,23 @@ def graph_sizes(passes: list[dict[str, object]]) -> dict[str, dict[str, int]]:
 
 
 def comparison(before: dict[str, dict], after: dict[str, dict]) -> str:
-    """Graph sizes and wall time of the sizes measured both before and after a change."""
+    """Graph sizes and wall time of the sizes measured both before and after a change; a stage
+    that ran no pass on one side shows 0."""
     lines = [
-        "| cells | stage | passes | layers before | layers after | tasks before | tasks after |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| cells | stage | passes before | passes after | layers before | layers after "
+        "| tasks before | tasks after |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
+    none = {"passes": 0, "layers": 0, "tasks": 0}
     walls = []
     for cells in sorted(set(before) & set(after), key=int):
         old, new = (_one_spelling(runs[cells]["graphs"]) for runs in (before, after))
-        for stage in old:
-            if stage in new:
-                lines.append(
-                    f"| {int(cells):,} | {stage} | {new[stage]['passes']} | "
-                    f"{old[stage]['layers']:,} | {new[stage]['layers']:,} | "
-                    f"{old[stage]['tasks']:,} | {new[stage]['tasks']:,} |"
-                )
+        for stage in [*old, *(s for s in new if s not in old)]:
+            a, b = old.get(stage, none), new.get(stage, none)
+            lines.append(
+                f"| {int(cells):,} | {stage} | {a['passes']} | {b['passes']} | "
+                f"{a['layers']:,} | {b['layers']:,} | {a['tasks']:,} | {b['tasks']:,} |"
+            )
         walls.append(
             f"{int(cells):,} cells: {_duration(before[cells]['wall'])} before, "
             f"{_duration(after[cells]['wall'])} after ({before[cells]['peak']:.2f} and "
