@@ -165,20 +165,24 @@ def cost_part(work: Path) -> str:
 
 
 def scale_part(data_dir: Path) -> str:
+    """The runs one by one, each written to README.md as soon as it is measured."""
     lines = ["| data | draws | wall | peak GiB | clusters | iter. |"]
     lines.append("|---|---:|---:|---:|---:|---:|")
     sparse = simulated_h5(data_dir, 200_000, 20_000, 8)
-    for draws in (1, 10):
-        result = measured_run(sparse, draws, data_dir)
-        lines.append(f"| 200k cells, ~1,000 genes per cell | {draws} | {result} |")
-        print(lines[-1], flush=True)
     deep = data_dir / "sim_200000x20000_8groups_deep.h5"
     if not deep.exists():
         sizes = ["--cells", "200000", "--genes", "20000", "--groups", "8"]
         depth = ["--log-mean", str(DEEP_LOG_MEAN)]
         run_measured([*CLI, "simulate", "-o", str(deep), *sizes, *depth, "--quiet"])
-    lines.append(f"| 200k cells, ~4,900 genes per cell | 1 | {measured_run(deep, 1, data_dir)} |")
-    print(lines[-1], flush=True)
+    runs = [
+        ("200k cells, ~1,000 genes per cell", sparse, 1),
+        ("200k cells, ~1,000 genes per cell", sparse, 10),
+        ("200k cells, ~4,900 genes per cell", deep, 1),
+    ]
+    for data, source, draws in runs:
+        lines.append(f"| {data} | {draws} | {measured_run(source, draws, data_dir)} |")
+        print(lines[-1], flush=True)
+        replace_readme_section(ROOT / "README.md", "stability-scale", "\n".join([*lines, ""]))
     return "\n".join([*lines, ""])
 
 
