@@ -16,8 +16,10 @@ resolution until it stops, and the run's answer is taken from the draws' answers
 Each clustering starts its own random stream (Seurat's ``random.seed = 0``), so the clustering
 at a resolution does not depend on the ones before it. The next resolutions are therefore
 clustered ahead, on other cores, while the current one is tested; a clustering that turns out
-not to be needed is abandoned at its next random start. Results are the same as one at a time,
-and the same when a resumed run takes the finished resolutions from its checkpoints.
+not to be needed is abandoned at its next random start. With several draws, the draws' own
+clusterings keep the cores busy instead, and fewer resolutions (or none) are clustered ahead.
+Results are the same as one at a time, and the same when a resumed run takes the finished
+resolutions from its checkpoints.
 """
 
 from __future__ import annotations
@@ -51,12 +53,14 @@ def clustering_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1)) if threads is None else threads
 
 
-def _resolutions_ahead(threads: int) -> int:
-    """Resolutions clustered beyond the current one: one per thread but the current one's, and
-    at least one, which runs while the current clustering's pairs are tested. More would take
-    cores from the pair tests on a local cluster, and every one is wasted when the current
-    clustering is accepted."""
-    return max(1, threads - 1)
+def _resolutions_ahead(threads: int, running: int) -> int:
+    """Resolutions clustered beyond the current one, for each of ``running`` draws: the spare
+    threads (all but the current clustering's, and at least one, which runs while the current
+    clustering's pairs are tested), shared among the draws. Several draws' clusterings at the
+    current resolution already keep the threads busy, so with as many draws as spare threads
+    none is clustered ahead: a draw that stops wastes every clustering made ahead for it, and
+    on a local cluster they would take cores from the pair tests."""
+    return max(1, threads - 1) // running
 
 
 #: Labels (one cluster id per cell, ``0..K-1``) to the K x K matrix of genes selected per pair
@@ -206,7 +210,7 @@ def calibrate_draws(
     graphs = [SNNGraph.from_snn(snn) for snn in graphs]
     threads = clustering_threads()
     steps = resolutions(params)
-    stop = threading.Event()
+    stops = [threading.Event() for _ in graphs]  # a stopped draw's clusterings end early
     clusterings: dict[tuple[int, int], Future] = {}
     done: list[Step] = []
     with (
@@ -218,9 +222,8 @@ def calibrate_draws(
                 stopped = done[-1].stopped if done else np.zeros(len(graphs), dtype=bool)
                 running = np.flatnonzero(~stopped)
                 finished = {m: _finished(checkpoints, number, m, resolution) for m in running}
-                for ahead in range(
-                    number, min(number + 1 + _resolutions_ahead(threads), len(steps))
-                ):
+                last = number + 1 + _resolutions_ahead(threads, running.size)
+                for ahead in range(number, min(last, len(steps))):
                     for draw in running:
                         if (ahead, draw) not in clusterings and finished[draw] is None:
                             # Seurat's FindClusters keeps random.seed = 0 whatever the seed.
@@ -230,7 +233,7 @@ def calibrate_draws(
                                 steps[ahead],
                                 algorithm=params.algorithm,
                                 seed=0,
-                                stop=stop,
+                                stop=stops[draw],
                             )
                 current = [
                     None
@@ -249,10 +252,13 @@ def calibrate_draws(
                 if step.finished:
                     _warn_if_first(done)
                     return done
+                for draw in np.flatnonzero(step.stopped & ~stopped):
+                    stops[draw].set()  # a draw that stopped is not clustered again
                 for key in [key for key in clusterings if step.stopped[key[1]]]:
-                    clusterings.pop(key).cancel()  # a draw that stopped is not clustered again
+                    clusterings.pop(key).cancel()
         finally:
-            stop.set()
+            for stop in stops:
+                stop.set()
             pool.shutdown(cancel_futures=True)
     clusters = " ".join(str(draw.n_clusters) for draw in done[-1].draws if draw is not None)
     raise CalibrationError(

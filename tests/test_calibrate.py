@@ -149,15 +149,22 @@ def test_one_cluster_has_no_markers(rng):
     assert markers.gene.size == markers.W.size == markers.cluster_a.size == 0
 
 
-@pytest.mark.parametrize(("threads", "clustered"), [(1, 2), (2, 2), (4, 4)])
-def test_clusters_one_resolution_ahead_per_spare_thread(monkeypatch, rng, threads, clustered):
-    """Accepted at once, the loop has asked for the current resolution and one more per spare
-    clustering thread (at least one): no more clusterings to compete with the pair tests."""
+@pytest.mark.parametrize(
+    ("threads", "n_draws", "clustered"),
+    [(1, 1, 2), (2, 1, 2), (4, 1, 4), (2, 2, 1), (2, 10, 1), (4, 3, 2), (4, 2, 2)],
+)
+def test_clusters_one_resolution_ahead_per_spare_thread(
+    monkeypatch, rng, threads, n_draws, clustered
+):
+    """Accepted at once, the loop has asked each draw for the current resolution and the spare
+    clustering threads (at least one) shared among the draws: none ahead when the draws' own
+    clusterings fill the threads, so no clustering is wasted on a draw that stops."""
     asked: list[float] = []
 
     class Recording(calibrate_module.ThreadPoolExecutor):
         def submit(self, fn, /, *args, **kwargs):
-            asked.append(args[1])
+            if fn is calibrate_module.cluster_graph:  # not the draws' pair tests
+                asked.append(args[1])
             return super().submit(fn, *args, **kwargs)
 
     monkeypatch.setattr(calibrate_module, "ThreadPoolExecutor", Recording)
@@ -167,13 +174,15 @@ def test_clusters_one_resolution_ahead_per_spare_thread(monkeypatch, rng, thread
         k = int(labels.max()) + 1
         return selected_matrix([], k), None
 
-    params = RecallParams()
+    params = RecallParams(draws=n_draws)
     with (
         dask.config.set({"recall.clustering-threads": threads}),
         pytest.warns(UserWarning, match="accepted after a single iteration"),
     ):
-        calibrate_module.calibrate(snn, accept, params)
-    assert asked == resolutions(params)[:clustered]
+        calibrate_module.calibrate_draws([snn] * n_draws, [accept] * n_draws, params)
+    assert (
+        sorted(asked, reverse=True) == np.repeat(resolutions(params)[:clustered], n_draws).tolist()
+    )
 
 
 # -- several draws: each runs R's loop, the answer is where enough of them end -------------
