@@ -34,7 +34,12 @@ from recall_dask.calibrate import (
 )
 from recall_dask.consensus import Consensus, consensus
 from recall_dask.errors import InputError
-from recall_dask.graph import SNNGraph, nearest_neighbors, shared_nearest_neighbors
+from recall_dask.graph import (
+    SNNGraph,
+    StoredSNNGraph,
+    nearest_neighbors,
+    shared_nearest_neighbors,
+)
 from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.methods import METHODS
@@ -79,16 +84,40 @@ def _kept_embedding(
     in the end, and ten draws' embeddings of many cells would crowd the client's memory."""
     if params.draws == 1 or work is None:
         return embedding[:, : params.dims], lambda: embedding
-    location = Location.of(work, storage_options).child(f"embedding-{draw}.zarr")
-    stored = zarr.create_array(
-        location.zarr_store(),
-        shape=embedding.shape,
-        dtype=embedding.dtype,
-        zarr_format=2,
-        overwrite=True,  # a resumed run's
-    )
-    stored[:] = embedding
-    return embedding[:, : params.dims], lambda: stored[:]
+    read = _stored((embedding,), Location.of(work, storage_options).child(f"embedding-{draw}"))
+    return embedding[:, : params.dims], lambda: read()[0]
+
+
+def _kept_graph(
+    graph: SNNGraph,
+    draw: int,
+    params: RecallParams,
+    work: Path | str | None,
+    storage_options: StorageOptions,
+) -> SNNGraph | StoredSNNGraph:
+    """The draw's SNN graph, in the work directory when there are several draws and one:
+    each clustering then reads its graph back, and only the graphs being clustered are in
+    the client's memory, not every draw's for the whole loop."""
+    if params.draws == 1 or work is None:
+        return graph
+    location = Location.of(work, storage_options).child(f"graph-{draw}")
+    return StoredSNNGraph(_stored(graph.network, location), graph.n_cells)
+
+
+def _stored(
+    parts: tuple[np.ndarray, ...], location: Location
+) -> Callable[[], tuple[np.ndarray, ...]]:
+    """``parts`` written under ``location`` in the work directory (overwriting a resumed run's),
+    and how to read them back."""
+    arrays = []
+    for i, part in enumerate(parts):
+        store = location.child(f"{i}.zarr").zarr_store()
+        array = zarr.create_array(
+            store, shape=part.shape, dtype=part.dtype, zarr_format=2, overwrite=True
+        )
+        array[...] = part
+        arrays.append(array)
+    return lambda: tuple(array[...] for array in arrays)
 
 
 def neighbor_graph(embedding: np.ndarray, params: RecallParams) -> SNNGraph:
@@ -152,11 +181,12 @@ def run_recall(
         embeddings = for_each_draw(embedded, range(len(draws)))
     with stage("neighbor graph", timings):
 
-        def graph(m: int) -> SNNGraph:
+        def graph(m: int) -> SNNGraph | StoredSNNGraph:
             network = checkpoints.arrays(
                 f"graph-{m}", lambda: _arrays(neighbor_graph(embeddings[m][0], params))
             )
-            return SNNGraph(tuple(network[str(i)] for i in range(len(network))))
+            graph = SNNGraph(tuple(network[str(i)] for i in range(len(network))))
+            return _kept_graph(graph, m, params, store, storage_options)
 
         graphs = for_each_draw(graph, range(len(draws)))
     with stage("calibration", timings):

@@ -9,9 +9,12 @@ import pytest
 from conftest import poisson_population, simulate_dense
 from sklearn.metrics import adjusted_rand_score
 
+from recall_dask import calibrate as calibrate_module
+from recall_dask import run as run_module
 from recall_dask.api import recall
 from recall_dask.dask_cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
+from recall_dask.graph import StoredSNNGraph
 from recall_dask.methods.draws import draw_seeds
 from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import RecallParams
@@ -78,8 +81,9 @@ def _stable_result(adata):
 
 
 def test_same_answer_on_one_and_two_workers_any_chunking_and_out_of_core(tmp_path):
-    """In worker memory on one worker, and out of core (each draw's matrices and embedding in
-    the work store) on two at another chunking: the same labels, confidence and stability."""
+    """In worker memory on one worker, and out of core (each draw's matrices, embedding and
+    graph in the work store) on two at another chunking: the same labels, confidence and
+    stability."""
     results = []
     for n_workers, chunk_size, work_dir in ((1, 150, None), (2, 41, tmp_path)):
         adata = simulate_dense(600, 800, 3, de_prob=0.05, seed=5)
@@ -90,6 +94,36 @@ def test_same_answer_on_one_and_two_workers_any_chunking_and_out_of_core(tmp_pat
         for got, want in zip(other, results[0], strict=True):
             np.testing.assert_array_equal(got, want)
     assert list(tmp_path.iterdir()) == [], "the work store is removed after the run"
+
+
+def test_out_of_core_draws_keep_their_graphs_in_the_work_store(tmp_path, monkeypatch):
+    """With a work directory, the loop gets each draw's graph as a stored one, read back once
+    by every clustering, so the client does not hold every draw's graph for the whole loop."""
+    reads: list[int] = []
+    clusterings: list[float] = []
+    real_calibrate, real_cluster = run_module.calibrate_draws, calibrate_module.cluster_graph
+
+    def counted(graph: StoredSNNGraph) -> StoredSNNGraph:
+        def read():
+            reads.append(graph.n_cells)
+            return graph.read()
+
+        return StoredSNNGraph(read, graph.n_cells)
+
+    def spying(graphs, *args, **kwargs):
+        assert all(isinstance(graph, StoredSNNGraph) for graph in graphs)
+        return real_calibrate([counted(graph) for graph in graphs], *args, **kwargs)
+
+    def clustering(graph, resolution, **kwargs):
+        clusterings.append(resolution)
+        return real_cluster(graph, resolution, **kwargs)
+
+    monkeypatch.setattr(run_module, "calibrate_draws", spying)
+    monkeypatch.setattr(calibrate_module, "cluster_graph", clustering)
+    adata = simulate_dense(300, 500, 2, seed=2)
+    recall(adata, seed=1, draws=3, work_dir=tmp_path, **FAST)
+    tested = int((adata.uns["recall"]["stability"]["n_clusters"] > 0).sum())
+    assert len(reads) == len(clusterings) >= tested, "one read per clustering"
 
 
 METHODS = {

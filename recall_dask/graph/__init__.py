@@ -24,7 +24,7 @@ from recall_dask.graph.neighbors import (
     exact_neighbors,
     nearest_neighbors,
 )
-from recall_dask.graph.network import ClusteringStopped, SNNGraph
+from recall_dask.graph.network import ClusteringStopped, SNNGraph, StoredSNNGraph
 from recall_dask.graph.snn import shared_nearest_neighbors
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "NEIGHBOR_SEARCHES",
     "ClusteringStopped",
     "SNNGraph",
+    "StoredSNNGraph",
     "annoy_neighbors",
     "cluster_graph",
     "exact_neighbors",

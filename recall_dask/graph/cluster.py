@@ -17,11 +17,11 @@ from recall_dask.choices import ALGORITHMS
 from recall_dask.errors import InputError
 from recall_dask.graph.leiden import leiden
 from recall_dask.graph.louvain import seurat_louvain
-from recall_dask.graph.network import SNNGraph
+from recall_dask.graph.network import SNNGraph, StoredSNNGraph
 
 
 def cluster_graph(
-    snn: sp.csr_matrix | SNNGraph,
+    snn: sp.csr_matrix | SNNGraph | StoredSNNGraph,
     resolution: float,
     *,
     algorithm: str = "louvain",
@@ -40,8 +40,9 @@ def cluster_graph(
     ``seed`` is Seurat's ``random.seed``. ``initial`` warm-starts every start from that
     partition instead of singletons. Singletons are then merged (``GroupSingletons``) and
     labels renumbered 0..K-1 by decreasing size, ties by smallest cell index. Pass an
-    :class:`SNNGraph` to share one prepared graph between clusterings. Setting ``stop``
-    abandons the clustering at its next random start with :class:`ClusteringStopped`.
+    :class:`SNNGraph` (or :class:`StoredSNNGraph`) to share one prepared graph between
+    clusterings. Setting ``stop`` abandons the clustering at its next random start with
+    :class:`ClusteringStopped`.
     """
     if algorithm not in ALGORITHMS:
         raise InputError(f"unknown clustering algorithm {algorithm!r}; use one of {ALGORITHMS}")
@@ -55,8 +56,9 @@ def cluster_graph(
         initial = order_by_size(initial).tolist()
     optimise = seurat_louvain if algorithm == "louvain" else leiden
     stop = stop or threading.Event()
-    best = optimise(graph.network, resolution, seed, n_starts, n_iterations, initial, stop)
-    labels = _group_singletons(order_by_size(best), graph.network)
+    network = graph.network  # read once: a stored graph reads it from its store
+    best = optimise(network, resolution, seed, n_starts, n_iterations, initial, stop)
+    labels = _group_singletons(order_by_size(best), network)
     return order_by_size(labels)
 
 

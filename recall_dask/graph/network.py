@@ -7,6 +7,7 @@ every clustering of it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +30,8 @@ class SNNGraph:
     network: tuple[np.ndarray, ...]
 
     @classmethod
-    def from_snn(cls, snn: sp.csr_matrix | SNNGraph) -> SNNGraph:
-        if isinstance(snn, SNNGraph):
+    def from_snn(cls, snn: sp.csr_matrix | SNNGraph | StoredSNNGraph) -> SNNGraph | StoredSNNGraph:
+        if isinstance(snn, SNNGraph | StoredSNNGraph):
             return snn
         snn = sp.csr_matrix(snn)
         if not snn.has_canonical_format:
@@ -41,6 +42,24 @@ class SNNGraph:
     @property
     def n_cells(self) -> int:
         return self.network[3].size
+
+
+@dataclass(frozen=True)
+class StoredSNNGraph:
+    """An SNN graph kept out of memory, read back whole by each clustering of it.
+
+    With several draws every draw's graph is clustered again at each resolution, and the
+    graphs of ten draws of 200,000 cells would hold over a gigabyte in the client for the
+    whole loop; stored, only the graphs being clustered are in memory. ``read`` returns
+    :attr:`SNNGraph.network`.
+    """
+
+    read: Callable[[], tuple[np.ndarray, ...]]
+    n_cells: int
+
+    @property
+    def network(self) -> tuple[np.ndarray, ...]:
+        return self.read()
 
 
 def _network(snn: sp.csr_matrix) -> tuple[np.ndarray, ...]:

@@ -107,10 +107,13 @@ def work_store_bytes(nnz: int, n_cells: int, params: RecallParams) -> int:
 
     Each draw stores at most twice the input's nonzeros, uncompressed: recall the variable
     genes and as many artificial genes, drawn to look like them; countsplit the train half's
-    variable genes and the test half of all genes. Several draws also keep their embeddings.
+    variable genes and the test half of all genes. Several draws also keep their embeddings and
+    SNN graphs; a graph has about 2 k edges per cell (46 at k = 20 on 200,000 simulated cells),
+    counted here as 3 k, each an int32 index and a float64 weight.
     """
-    embeddings = n_cells * params.n_pcs * 8 if params.draws > 1 else 0
-    return params.draws * (2 * nnz * WORK_BYTES_PER_NONZERO + embeddings)
+    graph = 3 * params.k_neighbors * (4 + 8)
+    per_cell = params.n_pcs * 8 + graph if params.draws > 1 else 0
+    return params.draws * (2 * nnz * WORK_BYTES_PER_NONZERO + n_cells * per_cell)
 
 
 def stored_nnz(store: Location) -> int:
