@@ -46,6 +46,13 @@ from recall_dask.simulate import group_labels, simulate  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 PLOT = "benchmarks/stability.png"
 OUTER_SEEDS = range(10)
+#: The stages that every draw runs again, as ``uns['recall']['stage_seconds']`` names them.
+DRAW_STAGES = (
+    "artificial genes and normalization",
+    "scaling and PCA",
+    "neighbor graph",
+    "calibration",
+)
 #: Mean log expression of the deep simulation: about 4,900 of 20,000 genes per cell.
 DEEP_LOG_MEAN = -2.3
 
@@ -145,13 +152,20 @@ def null_part(n_seeds: int) -> str:
     )
 
 
-def measured_run(source: Path, draws: int, work: Path, extra: tuple[str, ...] = ()) -> str:
+def measured_run(source: Path, draws: int, work: Path, stages: bool = False) -> str:
+    """``recall-dask run`` in a fresh process: wall, peak GiB, clusters, iterations and, with
+    ``stages``, the seconds of the stages that each draw repeats."""
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         out = Path(tmp) / "out.zarr"
         command = [*CLI, "run", str(source), "-o", str(out), "--work-dir", tmp, "--quiet"]
-        wall, peak = run_measured([*command, "--draws", str(draws), *extra])
+        wall, peak = run_measured([*command, "--draws", str(draws)])
         record = io.read_results(out).uns["recall"]
-    return f"{wall:.0f} s | {peak:.2f} | {record['n_clusters']} | {record['n_iterations']}"
+    cells = f"{wall:.0f} s | {peak:.2f} | {record['n_clusters']} | {record['n_iterations']}"
+    if stages:
+        timed = record["stage_seconds"]
+        seconds = dict(zip(timed["stage"], timed["seconds"], strict=True))
+        cells += " | " + " / ".join(f"{seconds[name]:.0f}" for name in DRAW_STAGES)
+    return cells
 
 
 def cost_part(work: Path) -> str:
@@ -166,8 +180,11 @@ def cost_part(work: Path) -> str:
 
 def scale_part(data_dir: Path) -> str:
     """The runs one by one, each written to README.md as soon as it is measured."""
-    lines = ["| data | draws | wall | peak GiB | clusters | iter. |"]
-    lines.append("|---|---:|---:|---:|---:|---:|")
+    lines = [
+        "| data | draws | wall | peak GiB | clusters | iter. "
+        "| augment / PCA / graph / calibration, s |"
+    ]
+    lines.append("|---|---:|---:|---:|---:|---:|---|")
     sparse = simulated_h5(data_dir, 200_000, 20_000, 8)
     deep = data_dir / "sim_200000x20000_8groups_deep.h5"
     if not deep.exists():
@@ -180,7 +197,8 @@ def scale_part(data_dir: Path) -> str:
         ("200k cells, ~4,900 genes per cell", deep, 1),
     ]
     for data, source, draws in runs:
-        lines.append(f"| {data} | {draws} | {measured_run(source, draws, data_dir)} |")
+        result = measured_run(source, draws, data_dir, stages=True)
+        lines.append(f"| {data} | {draws} | {result} |")
         print(lines[-1], flush=True)
         replace_readme_section(ROOT / "README.md", "stability-scale", "\n".join([*lines, ""]))
     return "\n".join([*lines, ""])
