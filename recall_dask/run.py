@@ -82,7 +82,7 @@ def _kept_embedding(
     """The PCs the graph needs, and how to get the whole embedding back. With several draws
     and a work directory, the whole embedding waits there: only the medoid draw's is kept
     in the end, and ten draws' embeddings of many cells would crowd the client's memory."""
-    if params.draws == 1 or work is None:
+    if not _draws_kept_in_store(params, work):
         return embedding[:, : params.dims], lambda: embedding
     read = _stored((embedding,), Location.of(work, storage_options).child(f"embedding-{draw}"))
     return embedding[:, : params.dims], lambda: read()[0]
@@ -98,10 +98,16 @@ def _kept_graph(
     """The draw's SNN graph, in the work directory when there are several draws and one:
     each clustering then reads its graph back, and only the graphs being clustered are in
     the client's memory, not every draw's for the whole loop."""
-    if params.draws == 1 or work is None:
+    if not _draws_kept_in_store(params, work):
         return graph
     location = Location.of(work, storage_options).child(f"graph-{draw}")
     return StoredSNNGraph(_stored(graph.network, location), graph.n_cells)
+
+
+def _draws_kept_in_store(params: RecallParams, work: Path | str | None) -> bool:
+    """Whether each draw's embedding and graph wait in the work directory: with several
+    draws, and a work directory to hold them."""
+    return params.draws > 1 and work is not None
 
 
 def _stored(
