@@ -43,7 +43,7 @@ from recall_dask.graph import (
 from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.methods import METHODS
-from recall_dask.methods.draws import draw_seeds, for_each_draw
+from recall_dask.methods.draws import draw_seeds, draws_at_once, for_each_draw
 from recall_dask.params import RecallParams
 from recall_dask.pca import cell_embeddings, principal_components
 from recall_dask.preprocess.scale import feature_scaling
@@ -68,7 +68,8 @@ def embed(data: da.Array, params: RecallParams) -> np.ndarray:
     """Exact PCA of the scaled data (augmented, or the train half's variable genes), gathered
     as cells x PCs."""
     scaling = feature_scaling(data, params.scale_max)
-    pca = principal_components(data, scaling, min(params.n_pcs, data.shape[0]))
+    n_pcs = min(params.n_pcs, data.shape[0])
+    pca = principal_components(data, scaling, n_pcs, draws_at_once(params.draws))
     return compute(cell_embeddings(data, scaling, pca))[0]
 
 
@@ -81,11 +82,12 @@ def _kept_embedding(
 ) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
     """The PCs the graph needs, and how to get the whole embedding back. With several draws
     and a work directory, the whole embedding waits there: only the medoid draw's is kept
-    in the end, and ten draws' embeddings of many cells would crowd the client's memory."""
+    in the end, and ten draws' embeddings of many cells would crowd the client's memory.
+    The PCs are then a copy, since a view would keep the whole embedding alive."""
     if not _draws_kept_in_store(params, work):
         return embedding[:, : params.dims], lambda: embedding
     read = _stored((embedding,), Location.of(work, storage_options).child(f"embedding-{draw}"))
-    return embedding[:, : params.dims], lambda: read()[0]
+    return embedding[:, : params.dims].copy(), lambda: read()[0]
 
 
 def _kept_graph(
@@ -184,17 +186,19 @@ def run_recall(
             )
             return _kept_embedding(stored["embedding"], m, params, store, storage_options)
 
-        embeddings = for_each_draw(embedded, range(len(draws)))
+        embeddings = zip(*for_each_draw(embedded, range(len(draws))), strict=True)
+        graph_pcs, whole_embeddings = (list(parts) for parts in embeddings)
     with stage("neighbor graph", timings):
 
         def graph(m: int) -> SNNGraph | StoredSNNGraph:
             network = checkpoints.arrays(
-                f"graph-{m}", lambda: _arrays(neighbor_graph(embeddings[m][0], params))
+                f"graph-{m}", lambda: _arrays(neighbor_graph(graph_pcs[m], params))
             )
             graph = SNNGraph(tuple(network[str(i)] for i in range(len(network))))
             return _kept_graph(graph, m, params, store, storage_options)
 
         graphs = for_each_draw(graph, range(len(draws)))
+        graph_pcs.clear()  # the loop needs no PCs
     with stage("calibration", timings):
         pair_tests = [draw.pair_test for draw in draws]
         steps = calibrate_draws(graphs, pair_tests, params, checkpoints)
@@ -232,7 +236,7 @@ def run_recall(
     if len(draws) > 1:
         record["stability"] = _stability(steps, answers, agreed, params)
     initial = steps[0].draws[medoid].labels
-    return RecallResult(labels, initial, embeddings[medoid][1](), confidence, record)
+    return RecallResult(labels, initial, whole_embeddings[medoid](), confidence, record)
 
 
 def _step_summary(step: Step) -> dict[str, Any]:

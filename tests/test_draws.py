@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import warnings
+import weakref
 
+import dask
 import numpy as np
 import pytest
 from conftest import poisson_population, simulate_dense
@@ -124,6 +127,42 @@ def test_out_of_core_draws_keep_their_graphs_in_the_work_store(tmp_path, monkeyp
     recall(adata, seed=1, draws=3, work_dir=tmp_path, **FAST)
     tested = int((adata.uns["recall"]["stability"]["n_clusters"] > 0).sum())
     assert len(reads) == len(clusterings) >= tested, "one read per clustering"
+
+
+def test_out_of_core_draws_hold_no_whole_embedding_after_it_is_stored(tmp_path, monkeypatch):
+    """With a work directory, each draw's whole embedding waits in the work store: while the
+    draws' graphs are built and while they are clustered and tested, the client holds none
+    of them (nor a view of its first PCs pinning one)."""
+    made: list[weakref.ref] = []
+    held: list[int] = []
+    real_embed = run_module.embed
+    real_graph, real_calibrate = run_module.neighbor_graph, run_module.calibrate_draws
+
+    def alive() -> int:
+        gc.collect()
+        return sum(ref() is not None for ref in made)
+
+    def embedding(*args, **kwargs):
+        whole = real_embed(*args, **kwargs)
+        made.append(weakref.ref(whole))
+        return whole
+
+    def graph(*args, **kwargs):
+        held.append(alive())
+        return real_graph(*args, **kwargs)
+
+    def calibrating(*args, **kwargs):
+        held.append(alive())
+        return real_calibrate(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "embed", embedding)
+    monkeypatch.setattr(run_module, "neighbor_graph", graph)
+    monkeypatch.setattr(run_module, "calibrate_draws", calibrating)
+    adata = simulate_dense(300, 500, 2, seed=2)
+    with dask.config.set({"recall.draws-at-once": 1}):  # one graph at a time, in order
+        recall(adata, seed=1, draws=3, work_dir=tmp_path, **FAST)
+    assert len(made) == 3 and held == [0, 0, 0, 0]
+    assert adata.obsm["X_recall_pca"].shape == (300, RecallParams().n_pcs)
 
 
 METHODS = {

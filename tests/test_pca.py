@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import ROW_CHUNKINGS, as_row_chunked
 
-from recall_dask.pca import cell_embeddings, pca_from_gram, scaled_gram
+from recall_dask.pca import cell_embeddings, exact, pca_from_gram, scaled_gram
 from recall_dask.preprocess import feature_scaling
 
 
@@ -109,4 +109,28 @@ def test_dense_and_sparse_gram_paths_agree(log_data, ratio):
     z = dense_scaled(log_data.toarray(), 2.0)
     with dask.config.set({"recall.dense-gram-ratio": ratio}):
         gram = scaled_gram(data, scaling)
+    np.testing.assert_allclose(gram, z.T @ z, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(("passes_at_once", "n_partials"), [(1, 6), (2, 3), (3, 2), (8, 1)])
+def test_draws_side_by_side_share_the_gram_partials(
+    log_data, monkeypatch, passes_at_once, n_partials
+):
+    """Draws prepared at once split the ``recall.gram-partials`` budget, so the partials held
+    at once do not grow with the draws; the Gram matrix stays the dense oracle's."""
+    data = as_row_chunked(log_data, 20)  # 11 row blocks
+    scaling = feature_scaling(data, 2.0)
+    calls, partial_of = [], exact._gram_partial
+
+    def counted(blocks, *args):
+        calls.append(len(blocks))
+        return partial_of(blocks, *args)
+
+    monkeypatch.setattr(exact, "_gram_partial", counted)
+    settings = {"recall.gram-partials": 6, "recall.cells-per-gram-partial": 1}
+    with dask.config.set(settings):
+        partials = exact._gram_partials(data, scaling, passes_at_once).compute(scheduler="sync")
+    assert len(calls) == n_partials and sum(calls) == 11
+    gram = exact._gram_from_partials(partials, scaling, log_data.shape[0])
+    z = dense_scaled(log_data.toarray(), 2.0)
     np.testing.assert_allclose(gram, z.T @ z, rtol=1e-9, atol=1e-9)

@@ -70,17 +70,20 @@ def _gram_partial(blocks: list[sp.csr_matrix], scaling: Scaling, dense_ratio: fl
     return partial
 
 
-def _gram_partials(data: da.Array, scaling: Scaling) -> da.Array:
+def _gram_partials(data: da.Array, scaling: Scaling, passes_at_once: int = 1) -> da.Array:
     """Lazy sum over row blocks of :func:`_gram_partial`: C^T C's upper triangle and C's
     column sums, (features + 1) x features.
 
     Each partial accumulates its share of row blocks in place, so few features x features
     partials (128 MB at 4,000 features) are shipped and added, and the tasks still spread out:
-    one per ``recall.cells-per-gram-partial`` cells, at most ``recall.gram-partials``.
+    one per ``recall.cells-per-gram-partial`` cells, at most ``recall.gram-partials``. That
+    budget is shared by the ``passes_at_once`` Gram passes of draws prepared side by side, so
+    the partials held at once do not grow with the draws.
     """
     n_cells, n = data.shape
     per_partial = config.get("cells-per-gram-partial")
     n_partials = min(config.get("gram-partials"), -(-n_cells // per_partial))
+    n_partials = max(1, n_partials // passes_at_once)
     batch = -(-len(data.chunks[0]) // n_partials)
     ratio = config.get("dense-gram-ratio")
     return sum_row_blocks(data, _gram_partial, (n + 1, n), scaling, ratio, batch=batch)
@@ -101,16 +104,20 @@ def scaled_gram(data: da.Array, scaling: Scaling) -> np.ndarray:
     return _gram_from_partials(partial, scaling, data.shape[0])
 
 
-def principal_components(data: da.Array, scaling: Scaling, n_pcs: int) -> PCA:
+def principal_components(
+    data: da.Array, scaling: Scaling, n_pcs: int, passes_at_once: int = 1
+) -> PCA:
     """The exact PCA of the scaled, clipped data, computed where its Gram matrix is summed.
 
     On a distributed cluster the Gram matrix (128 MB at 4,000 features) stays on the worker
     that sums it, which also finds its eigenvectors; only the loadings come back. Several
     draws' eigensolvers then run in the workers' processes at once, where in the client they
-    would wait for each other (ARPACK holds the GIL between its products).
+    would wait for each other (ARPACK holds the GIL between its products). With
+    ``passes_at_once`` draws' PCAs running side by side, each sums fewer, larger partials.
     """
     task = dask.delayed(_pca_of_partials, pure=True)
-    (pca,) = compute(task(_gram_partials(data, scaling), scaling, data.shape[0], n_pcs))
+    partials = _gram_partials(data, scaling, passes_at_once)
+    (pca,) = compute(task(partials, scaling, data.shape[0], n_pcs))
     return pca
 
 
