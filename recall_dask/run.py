@@ -43,7 +43,7 @@ from recall_dask.graph import (
 from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.methods import METHODS
-from recall_dask.methods.draws import draw_seeds, draws_at_once, for_each_draw
+from recall_dask.methods.draws import draw_seeds, for_each_draw
 from recall_dask.params import RecallParams
 from recall_dask.pca import cell_embeddings, principal_components
 from recall_dask.preprocess.scale import feature_scaling
@@ -68,8 +68,7 @@ def embed(data: da.Array, params: RecallParams) -> np.ndarray:
     """Exact PCA of the scaled data (augmented, or the train half's variable genes), gathered
     as cells x PCs."""
     scaling = feature_scaling(data, params.scale_max)
-    n_pcs = min(params.n_pcs, data.shape[0])
-    pca = principal_components(data, scaling, n_pcs, draws_at_once(params.draws))
+    pca = principal_components(data, scaling, min(params.n_pcs, data.shape[0]))
     return compute(cell_embeddings(data, scaling, pca))[0]
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import dask
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import ROW_CHUNKINGS, as_row_chunked
 
-from recall_dask.pca import cell_embeddings, exact, pca_from_gram, scaled_gram
+from recall_dask.pca import cell_embeddings, exact, pca_from_gram, principal_components, scaled_gram
 from recall_dask.preprocess import feature_scaling
 
 
@@ -112,25 +116,29 @@ def test_dense_and_sparse_gram_paths_agree(log_data, ratio):
     np.testing.assert_allclose(gram, z.T @ z, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize(("passes_at_once", "n_partials"), [(1, 6), (2, 3), (3, 2), (8, 1)])
-def test_draws_side_by_side_share_the_gram_partials(
-    log_data, monkeypatch, passes_at_once, n_partials
-):
-    """Draws prepared at once split the ``recall.gram-partials`` budget, so the partials held
-    at once do not grow with the draws; the Gram matrix stays the dense oracle's."""
-    data = as_row_chunked(log_data, 20)  # 11 row blocks
+def test_draws_side_by_side_take_turns_at_the_gram_pass(log_data, monkeypatch):
+    """Draws prepared at once never sum their Gram matrices at the same time, so their
+    partials do not hold the workers' memory together; each still gets its own PCA."""
+    data = as_row_chunked(log_data, 37)
     scaling = feature_scaling(data, 2.0)
-    calls, partial_of = [], exact._gram_partial
+    running, most = [0], [0]
+    lock, real_compute = threading.Lock(), exact.compute
 
-    def counted(blocks, *args):
-        calls.append(len(blocks))
-        return partial_of(blocks, *args)
+    def slow_compute(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)  # wide enough for the other draw to arrive
+        try:
+            return real_compute(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
 
-    monkeypatch.setattr(exact, "_gram_partial", counted)
-    settings = {"recall.gram-partials": 6, "recall.cells-per-gram-partial": 1}
-    with dask.config.set(settings):
-        partials = exact._gram_partials(data, scaling, passes_at_once).compute(scheduler="sync")
-    assert len(calls) == n_partials and sum(calls) == 11
-    gram = exact._gram_from_partials(partials, scaling, log_data.shape[0])
-    z = dense_scaled(log_data.toarray(), 2.0)
-    np.testing.assert_allclose(gram, z.T @ z, rtol=1e-9, atol=1e-9)
+    monkeypatch.setattr(exact, "compute", slow_compute)
+    with ThreadPoolExecutor(3) as pool:
+        pcas = list(pool.map(lambda _: principal_components(data, scaling, 4), range(3)))
+    assert most[0] == 1
+    want = pca_from_gram(scaled_gram(data, scaling), 4)
+    for pca in pcas:
+        np.testing.assert_allclose(pca.loadings, want.loadings, atol=1e-10)

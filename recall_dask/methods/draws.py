@@ -71,19 +71,14 @@ def kept(
     return tiles.by_rows(), tiles.by_feature_blocks()
 
 
-def draws_at_once(n_draws: int) -> int:
-    """Draws prepared side by side: ``recall.draws-at-once``, or fewer if there are fewer."""
-    return max(1, min(n_draws, config.get("draws-at-once")))
-
-
 def for_each_draw(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-    """``func`` of each draw's item, up to :func:`draws_at_once` at a time (while one computes
-    its PCA's eigenvectors, another's passes keep the workers busy). One draw runs in this
-    thread, with its progress bars; several run on threads, whose bars would garble each
+    """``func`` of each draw's item, up to ``recall.draws-at-once`` draws at a time (while one
+    computes its PCA in the client, another's passes keep the workers busy). One draw runs in
+    this thread, with its progress bars; several run on threads, whose bars would garble each
     other's."""
     if len(items) == 1:
         return [func(items[0])]
-    with ThreadPoolExecutor(draws_at_once(len(items)), thread_name_prefix="draw") as pool:
+    with ThreadPoolExecutor(config.get("draws-at-once"), thread_name_prefix="draw") as pool:
         return list(pool.map(func, items))
 
 

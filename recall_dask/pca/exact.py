@@ -70,20 +70,17 @@ def _gram_partial(blocks: list[sp.csr_matrix], scaling: Scaling, dense_ratio: fl
     return partial
 
 
-def _gram_partials(data: da.Array, scaling: Scaling, passes_at_once: int = 1) -> da.Array:
+def _gram_partials(data: da.Array, scaling: Scaling) -> da.Array:
     """Lazy sum over row blocks of :func:`_gram_partial`: C^T C's upper triangle and C's
     column sums, (features + 1) x features.
 
     Each partial accumulates its share of row blocks in place, so few features x features
     partials (128 MB at 4,000 features) are shipped and added, and the tasks still spread out:
-    one per ``recall.cells-per-gram-partial`` cells, at most ``recall.gram-partials``. That
-    budget is shared by the ``passes_at_once`` Gram passes of draws prepared side by side, so
-    the partials held at once do not grow with the draws.
+    one per ``recall.cells-per-gram-partial`` cells, at most ``recall.gram-partials``.
     """
     n_cells, n = data.shape
     per_partial = config.get("cells-per-gram-partial")
     n_partials = min(config.get("gram-partials"), -(-n_cells // per_partial))
-    n_partials = max(1, n_partials // passes_at_once)
     batch = -(-len(data.chunks[0]) // n_partials)
     ratio = config.get("dense-gram-ratio")
     return sum_row_blocks(data, _gram_partial, (n + 1, n), scaling, ratio, batch=batch)
@@ -104,21 +101,27 @@ def scaled_gram(data: da.Array, scaling: Scaling) -> np.ndarray:
     return _gram_from_partials(partial, scaling, data.shape[0])
 
 
-def principal_components(
-    data: da.Array, scaling: Scaling, n_pcs: int, passes_at_once: int = 1
-) -> PCA:
+def principal_components(data: da.Array, scaling: Scaling, n_pcs: int) -> PCA:
     """The exact PCA of the scaled, clipped data, computed where its Gram matrix is summed.
 
     On a distributed cluster the Gram matrix (128 MB at 4,000 features) stays on the worker
-    that sums it, which also finds its eigenvectors; only the loadings come back. Several
-    draws' eigensolvers then run in the workers' processes at once, where in the client they
-    would wait for each other (ARPACK holds the GIL between its products). With
-    ``passes_at_once`` draws' PCAs running side by side, each sums fewer, larger partials.
+    that sums it, which also finds its eigenvectors; only the loadings come back, and the
+    eigensolver does not hold the client's GIL (ARPACK holds it between its products).
+
+    Draws prepared side by side take turns here (:data:`_GRAM_PASS`), so that their Gram
+    passes do not hold memory at the same time.
     """
     task = dask.delayed(_pca_of_partials, pure=True)
-    partials = _gram_partials(data, scaling, passes_at_once)
-    (pca,) = compute(task(partials, scaling, data.shape[0], n_pcs))
+    with _GRAM_PASS:
+        (pca,) = compute(task(_gram_partials(data, scaling), scaling, data.shape[0], n_pcs))
     return pca
+
+
+#: One Gram pass at a time in this process. A pass holds more memory on the workers than any
+#: other: each partial task holds its share of row blocks and a features x features partial
+#: (at 200,000 cells, 4 tasks of about 400 MB). Meanwhile another draw's other passes
+#: (scaling moments, embedding) and its neighbor graph keep the cores busy.
+_GRAM_PASS = threading.Lock()
 
 
 def _pca_of_partials(partial: np.ndarray, scaling: Scaling, n_cells: int, n_pcs: int) -> PCA:
