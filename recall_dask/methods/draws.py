@@ -73,9 +73,9 @@ def kept(
 
 def for_each_draw(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     """``func`` of each draw's item, up to ``recall.draws-at-once`` draws at a time (while one
-    computes its PCA in the client, another's passes keep the workers busy). One draw runs in
-    this thread, with its progress bars; several run on threads, whose bars would garble each
-    other's."""
+    sums its Gram matrix, which draws take in turns, another's other passes and its neighbor
+    graph fill the gaps). One draw runs in this thread, with its progress bars; several run on
+    threads, whose bars would garble each other's."""
     if len(items) == 1:
         return [func(items[0])]
     with ThreadPoolExecutor(config.get("draws-at-once"), thread_name_prefix="draw") as pool:
