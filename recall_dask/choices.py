@@ -19,6 +19,16 @@ NULL_METHODS = (
     "poisson-copula",
     "gaussian-copula",
 )
+#: Nulls whose count marginal has no overdispersion: with each cell's depth their twins of
+#: highly expressed genes are more regular than the genes (README, "Sequencing depth").
+NULLS_WITHOUT_OVERDISPERSION = ("zip", "poisson", "zip-copula", "poisson-copula")
+#: How calibration accounts for each cell's sequencing depth (``--depth``): ``cell`` in
+#: :mod:`recall_dask.nulls.depth` and :mod:`recall_dask.methods.countsplit`; ``none`` as the R
+#: package.
+DEPTHS = ("cell", "none")
+#: How count splitting splits each count (``--split``): ``nb`` the Dirichlet-multinomial split of
+#: negative binomial counts, ``poisson`` the binomial split of ``countsplit``'s default.
+SPLITS = ("nb", "poisson")
 #: Modularity clustering (``--algorithm``); implemented in :mod:`recall_dask.graph.cluster`.
 ALGORITHMS = ("louvain", "leiden")
 #: Neighbor searches (``--neighbors``); implemented in :mod:`recall_dask.graph.neighbors`.
@@ -29,6 +39,9 @@ CLUSTER_KINDS = ("local", "slurm", "kubernetes")
 #: and a cell has about 2,400 UMIs over 20,000 genes, like 10x data. Higher values give denser
 #: data.
 LOG_MEAN = -5.0
+#: ``simulate``'s spread of sequencing depth: the sd of the cells' log size factors. Real data
+#: sit at 0.4 to 0.6 (PBMC 3k 0.43, sc_mixology 0.51).
+DEPTH_SD = 0.3
 #: Where a run's results go by default (``key_added``): ``obs['recall']``, ``uns['recall']``,
 #: ``obsm['X_recall_pca']``...; see :class:`recall_dask.io.results.ResultKeys`.
 DEFAULT_KEY = "recall"

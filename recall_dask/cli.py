@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recall_dask import __version__
-from recall_dask.choices import DEFAULT_KEY, LOG_MEAN
+from recall_dask.choices import DEFAULT_KEY, DEPTH_SD, LOG_MEAN
 from recall_dask.cli_options import (
     COMPARE_DEFAULT,
     add_chunk_size,
@@ -150,6 +150,13 @@ def _parser() -> argparse.ArgumentParser:
         help="sequencing depth, as the mean of the genes' log base expression: the default "
         "gives about 1,000 of 20,000 genes per cell and 2,000 UMIs (10x v2-like); -2.3 gives "
         "about 4,900 genes and 30,000 UMIs (10x v3 depth) (default %(default)s)",
+    )
+    simulate.add_argument(
+        "--depth-sd",
+        type=float,
+        default=DEPTH_SD,
+        help="spread of the cells' sequencing depth: the sd of their log size factors; real "
+        "data sit at 0.4 to 0.6 (default %(default)s)",
     )
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     add_chunk_size(simulate)
@@ -345,6 +352,7 @@ def _simulate(args: argparse.Namespace) -> None:
         de_prob=args.de_prob,
         seed=args.seed,
         log_mean=args.log_mean,
+        depth_sd=args.depth_sd,
         chunk_size=args.chunk_size,
         storage_options=args.storage_options,
     )

@@ -47,6 +47,17 @@ def test_groups_differ_and_a_single_group_does_not(tmp_path):
     assert (many.X.data == np.round(many.X.data)).all() and many.X.data.min() >= 0
 
 
+def test_depth_spread_widens_library_sizes():
+    """The sd of log library size grows with ``depth_sd``, which adds its own spread to the
+    counting noise (the exact law is checked block by block below)."""
+    spread = []
+    for depth_sd in (0.0, 0.4, 0.8):
+        data = simulate(4000, 2000, 1, seed=3, depth_sd=depth_sd, log_mean=-2.0)
+        spread.append(np.log(np.asarray(data.X.sum(axis=1)).ravel()).std())
+    assert spread[0] < 0.3 and spread[0] < spread[1] < spread[2]
+    assert spread[2] ** 2 - spread[0] ** 2 == pytest.approx(0.8**2, rel=0.15)
+
+
 def test_bad_sizes_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="--cells"):
         write_simulated(tmp_path / "x.zarr", 0, 10, 1)
@@ -55,6 +66,8 @@ def test_bad_sizes_are_input_errors(tmp_path):
     assert not (tmp_path / "x.zarr").exists()
     with pytest.raises(InputError, match="--groups"):
         simulate(10, 10, 0)
+    with pytest.raises(InputError, match=r"--depth-sd must be >= 0 \(got -0.1\)"):
+        simulate(10, 10, 1, depth_sd=-0.1)
 
 
 # -- the negative binomial sampler -------------------------------------------------------
@@ -94,16 +107,17 @@ def test_nb_quantile_has_the_model_moments(mu):
     assert abs((draws == 0).mean() - p0) < 5 * np.sqrt(p0 * (1 - p0) / n)
 
 
-def test_blocks_are_the_sampler_applied_to_the_block_uniforms():
+@pytest.mark.parametrize("depth_sd", [0.0, 0.3, 0.8])
+def test_blocks_are_the_sampler_applied_to_the_block_uniforms(depth_sd):
     """One RNG block: its size factors, then its uniforms row by row, inverted entry by entry."""
     n_genes, n_groups, seed = 700, 3, 4
     means = group_means(n_genes, n_groups, 0.2, seed, log_mean=0.0)  # means up to ~1000
     rng = np.random.default_rng(np.random.SeedSequence([seed, _STREAM, 1, 1]))
-    size = rng.lognormal(mean=0.0, sigma=0.3, size=_BLOCK_ROWS)
+    size = rng.lognormal(mean=0.0, sigma=depth_sd, size=_BLOCK_ROWS)
     uniforms = rng.random((_BLOCK_ROWS, n_genes))
     rows = np.arange(_BLOCK_ROWS, 2 * _BLOCK_ROWS)
     expected = nb_quantile(means[rows % n_groups] * size[:, None], uniforms)
-    block = simulate_block(_BLOCK_ROWS, _BLOCK_ROWS, means, seed)
+    block = simulate_block(_BLOCK_ROWS, _BLOCK_ROWS, means, seed, depth_sd)
     assert block.dtype == np.float32 and block.has_sorted_indices
     assert (block.data > 0).all()
     np.testing.assert_array_equal(block.toarray(), expected)
@@ -139,3 +153,25 @@ def test_simulate_command_writes_h5(tmp_path):
             tuple(matrix[k][:] for k in ("data", "indices", "indptr")), shape=(300, 50)
         )
     np.testing.assert_array_equal(counts.toarray(), simulate(300, 50, 3).X.toarray())
+    deep = tmp_path / "deep.zarr"
+    assert (
+        main(
+            [
+                "simulate",
+                "-o",
+                str(deep),
+                "--cells",
+                "300",
+                "--genes",
+                "50",
+                "--groups",
+                "1",
+                "--depth-sd",
+                "0.7",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    expected = simulate(300, 50, 1, depth_sd=0.7).X.toarray()
+    np.testing.assert_array_equal(open_counts(deep).X.compute().toarray(), expected)
