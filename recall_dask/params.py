@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Any
 
-from recall_dask.choices import ALGORITHMS, METHODS, NEIGHBOR_SEARCHES, NULL_METHODS
+from recall_dask.choices import (
+    ALGORITHMS,
+    DEPTHS,
+    METHODS,
+    NEIGHBOR_SEARCHES,
+    NULL_METHODS,
+    NULLS_WITHOUT_OVERDISPERSION,
+    SPLITS,
+)
 from recall_dask.errors import InputError
 
 
@@ -48,15 +56,21 @@ def _positive_integer(value: object) -> bool:
 class RecallParams:
     """Options of ``FindClustersRecall`` and the Seurat defaults it relies on.
 
-    Defaults mirror the R package: ZIP null, 2,000 variable genes, resolution 0.8 lowered by
-    20% per iteration, 10 PCs for the graph, Annoy neighbors as Seurat's ``FindNeighbors``,
-    Louvain, knockoff+ at q = 0.05. ``method`` "countsplit" runs ``FindClustersCountsplit``
-    instead; ``null_method`` does not apply to it, and ``fdr`` is then the level of its
-    Bonferroni-adjusted p-values (R: 0.05).
+    Defaults mirror the R package (2,000 variable genes, resolution 0.8 lowered by 20% per
+    iteration, 10 PCs for the graph, Annoy neighbors as Seurat's ``FindNeighbors``, Louvain,
+    knockoff+ at q = 0.05), except where measured to be wrong: the artificial genes are
+    negative binomial and carry each cell's depth (R: ZIP, ``depth="none"``), and count
+    splitting splits by the negative binomial and tests within depth strata (R: Poisson,
+    ``depth="none"``); see ``benchmarks/calibration.py``. ``method`` "countsplit" runs
+    ``FindClustersCountsplit`` instead; ``null_method`` does not apply to it, and ``fdr`` is
+    then the level of its Bonferroni-adjusted p-values (R: 0.05).
 
-    ``draws`` M > 1 runs M independent draws of the artificial genes (or M count splits) and
-    accepts a resolution when at least a fraction ``agreement`` of them pass; M = 1 is the R
-    package's procedure. The fields are in the order of ``recall-dask run --help``.
+    ``draws`` M > 1 runs M independent draws of the artificial genes (or M count splits), each
+    running R's loop on its own; the number of clusters is the most that at least a fraction
+    ``agreement`` of the draws' answers have, the labels are their consensus, and every pair
+    of consensus clusters must select a gene in at least that fraction of the draws (else it
+    is merged). M = 1 is the R package's procedure. The fields are in the order of
+    ``recall-dask run --help``.
     """
 
     method: str = option(
@@ -75,16 +89,17 @@ class RecallParams:
     )
     draws: int = option(
         1,
-        "independent draws of the artificial genes (countsplit: count splits); above 1, a "
-        "resolution is accepted when at least --agreement of the draws pass, and the clusters "
-        "are the draws' consensus, with each cell's confidence; 1 is the R package's single "
-        "draw",
+        "independent draws of the artificial genes (countsplit: count splits), each running "
+        "the R package's loop on its own; above 1, the clusters are the consensus of the "
+        "draws' answers, with each cell's confidence; 1 is the R package's single draw",
         valid=_positive_integer,
         rule="must be a positive integer",
     )
     agreement: float = option(
         0.5,
-        "fraction of the draws that must pass to accept a resolution, in (0, 1]",
+        "fraction of the draws whose answers must have the run's number of clusters (the "
+        "median of their counts at 1/2), and that must select a gene for every pair of the "
+        "consensus clusters (a pair that fails is merged), in (0, 1]",
         valid=lambda v: 0 < v <= 1,
         rule="must be in (0, 1]",
     )
@@ -109,9 +124,26 @@ class RecallParams:
     )
     algorithm: str = option("louvain", "modularity clustering", choices=ALGORITHMS)
     null_method: str = option(
-        "zip",
-        "null distribution of the artificial genes; recall only",
+        "nb",
+        "null distribution of the artificial genes: each gene's counts, fitted with each cell's "
+        "depth under --depth cell; zip is the R package's default; recall only",
         choices=NULL_METHODS,
+    )
+    depth: str = option(
+        "cell",
+        "how calibration accounts for each cell's sequencing depth (library size): cell = recall "
+        "draws each cell's artificial genes with its depth, as its real genes carry it, and "
+        "countsplit compares clusters within deciles of depth; none = as the R package, which "
+        "ignores depth and so can certify clusters that depth alone explains",
+        choices=DEPTHS,
+    )
+    split: str = option(
+        "nb",
+        "how countsplit splits each count: nb = the Dirichlet-multinomial split, with each "
+        "gene's overdispersion fitted to the counts, which makes the halves independent for "
+        "negative binomial (UMI) counts; poisson = the binomial split of the R package, whose "
+        "halves share the overdispersion of such counts; countsplit only",
+        choices=SPLITS,
     )
     fdr: float = option(
         0.05,
@@ -165,6 +197,36 @@ class RecallParams:
                 yield f"{flag(spec.name)} {meta['rule']} (got {value})"
         if self.n_pcs < self.dims:
             yield f"--dims must not exceed the number of PCs (got {self.dims})"
+
+    def misses(self) -> Iterator[str]:
+        """What ``benchmarks/calibration.py`` measured to go wrong with these options, each as
+        the warning a run gives (README, "Sequencing depth")."""
+        if self.method == "recall":
+            if self.depth == "none":
+                yield (
+                    "--depth none: the artificial genes ignore each cell's depth, as the R "
+                    "package's, so a population whose depth varies as in real data is split by "
+                    "depth and the split certified; use --depth cell"
+                )
+            elif self.null_method in NULLS_WITHOUT_OVERDISPERSION:
+                yield (
+                    f"--null-method {self.null_method} with --depth cell: its counts have no "
+                    "overdispersion, so the twins of highly expressed genes are more regular "
+                    "than the genes, and clusters whose composition differs can fail at every "
+                    "resolution; use --null-method nb, or --depth none for the R package's null"
+                )
+            if self.null_method == "gaussian-copula":
+                yield (
+                    "--null-method gaussian-copula: a continuous null of counts does not "
+                    "reproduce their zeros, so a population whose depth varies is split and the "
+                    "split certified, with or without --depth cell"
+                )
+        elif self.split == "poisson" or self.depth == "none":
+            yield (
+                "countsplit with --split poisson or --depth none: the halves of overdispersed "
+                "counts share their noise, and both halves carry each cell's depth, so a "
+                "population is split and the split confirmed; use --split nb --depth cell"
+            )
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

@@ -38,14 +38,21 @@ def counts() -> sp.csr_matrix:
     return sp.csr_matrix(dense.astype(np.float32))
 
 
-def halves(matrix, chunks, seed=5) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+#: Each gene's NB size for the Dirichlet-multinomial split of ``counts``: some overdispersed
+#: (tiny sizes too), some Poisson.
+SIZES = np.tile([0.05, 0.7, 3.0, np.inf, 40.0], 8)
+SPLITS = {"poisson": None, "nb": SIZES}
+
+
+def halves(matrix, chunks, seed=5, overdispersion=None) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     lazy = as_row_chunked(matrix, chunks)
-    train, test = (counts_half(lazy, seed, part) for part in ("train", "test"))
+    train, test = (counts_half(lazy, seed, part, overdispersion) for part in ("train", "test"))
     return tuple(sp.csr_matrix(x) for x in da.compute(train, test))
 
 
-def test_halves_add_up_to_the_counts(counts):
-    train, test = halves(counts, 37)
+@pytest.mark.parametrize("overdispersion", SPLITS.values(), ids=SPLITS.keys())
+def test_halves_add_up_to_the_counts(counts, overdispersion):
+    train, test = halves(counts, 37, overdispersion=overdispersion)
     assert (train + test != counts).nnz == 0
     for half in (train, test):
         assert half.data.min() > 0, "no negative and no stored zero counts"
@@ -72,11 +79,41 @@ def test_train_is_binomial_half(n):
     assert (other_seed != train).nnz > 0
 
 
+@pytest.mark.parametrize("overdispersion", SPLITS.values(), ids=SPLITS.keys())
 @pytest.mark.parametrize("chunks", [37, (1000, 100, 1400), 1024], ids=str)
-def test_split_does_not_depend_on_chunking(counts, chunks):
-    one_train, one_test = halves(counts, -1)
-    train, test = halves(counts, chunks)
+def test_split_does_not_depend_on_chunking(counts, chunks, overdispersion):
+    one_train, one_test = halves(counts, -1, overdispersion=overdispersion)
+    train, test = halves(counts, chunks, overdispersion=overdispersion)
     assert (train != one_train).nnz == 0 and (test != one_test).nnz == 0
+
+
+def test_nb_split_of_a_poisson_gene_is_the_poisson_split(counts):
+    poisson = halves(counts, 37)
+    nb = halves(counts, 37, overdispersion=SIZES)
+    genes = np.isinf(SIZES)
+    for got, want in zip(nb, poisson, strict=True):
+        assert (got[:, genes] != want[:, genes]).nnz == 0
+        assert (got[:, ~genes] != want[:, ~genes]).nnz > 0
+
+
+@pytest.mark.parametrize(("mean", "size"), [(0.8, 0.5), (5.0, 2.0), (40.0, 8.0), (300.0, 1.0)])
+def test_nb_split_gives_independent_nb_halves(mean, size):
+    """Negative binomial counts (mean mu, size theta) split by the Dirichlet-multinomial give
+    halves of mean mu / 2 and size theta / 2 that are uncorrelated (Neufeld et al. 2024); the
+    Poisson split's halves share the overdispersion."""
+    rng = np.random.default_rng(int(mean * size))
+    n = 40_000
+    column = rng.poisson(rng.gamma(size, mean / size, n)).astype(np.float32)
+    counts = sp.csr_matrix(column[:, None])
+    train = split_block(counts, 0, 9, "train", np.array([size])).toarray().ravel()
+    test = column - train
+    half_mean, half_size = mean / 2, size / 2
+    variance = half_mean + half_mean**2 / half_size
+    assert abs(train.mean() - half_mean) < 5 * np.sqrt(variance / n)
+    assert train.var() == pytest.approx(variance, rel=0.1)
+    assert abs(np.corrcoef(train, test)[0, 1]) < 5 / np.sqrt(n)
+    poisson = split_block(counts, 0, 9, "train").toarray().ravel()
+    assert np.corrcoef(poisson, column - poisson)[0, 1] > 0.1
 
 
 def test_split_same_on_one_and_two_workers(counts):

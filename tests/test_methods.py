@@ -13,10 +13,19 @@ from conftest import poisson_population, simulate_dense
 from sklearn.metrics import adjusted_rand_score
 
 from recall_dask.api import recall
+from recall_dask.choices import NULLS_WITHOUT_OVERDISPERSION
 from recall_dask.nulls import NULL_METHODS
 
 METHODS = {
-    **{null: {"null_method": null} for null in NULL_METHODS},
+    # Nulls without overdispersion with the R package's depth-blind fit (README, "Sequencing
+    # depth": with each cell's depth they fail composition-differing groups, and warn).
+    **{
+        null: {
+            "null_method": null,
+            **({"depth": "none"} if null in NULLS_WITHOUT_OVERDISPERSION else {}),
+        }
+        for null in NULL_METHODS
+    },
     "countsplit": {"method": "countsplit"},
 }
 FAST = {"n_hvg": 500, "seed": 1, "progress": False}
@@ -31,7 +40,7 @@ def test_homogeneous_population_is_one_cluster(options):
     assert adata.obs["recall"].nunique() == 1
     assert record["n_clusters"] == 1 and record["n_iterations"] > 1
     assert record["method"] == options.get("method", "recall")
-    assert record["params"]["null_method"] == options.get("null_method", "zip")
+    assert record["params"]["null_method"] == options.get("null_method", "nb")
 
 
 @pytest.mark.parametrize("options", METHODS.values(), ids=METHODS.keys())

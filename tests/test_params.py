@@ -73,3 +73,30 @@ def test_implementation_registries_take_the_names_the_options_offer():
     assert tuple(METHODS) == choices.METHODS
     assert tuple(NEIGHBOR_SEARCHES) == choices.NEIGHBOR_SEARCHES
     assert tuple(_CLUSTERS) == choices.CLUSTER_KINDS
+
+
+MISSES = {
+    "defaults": ({}, []),
+    "nb-copula": ({"null_method": "nb-copula"}, []),
+    "countsplit defaults": ({"method": "countsplit"}, []),
+    "R's null": ({"null_method": "zip", "depth": "none"}, ["--depth none"]),
+    "zip with depth": ({"null_method": "zip"}, ["--null-method zip with --depth cell"]),
+    "poisson-copula with depth": (
+        {"null_method": "poisson-copula"},
+        ["--null-method poisson-copula with --depth cell"],
+    ),
+    "gaussian-copula": ({"null_method": "gaussian-copula"}, ["--null-method gaussian-copula"]),
+    "gaussian-copula, R's depth": (
+        {"null_method": "gaussian-copula", "depth": "none"},
+        ["--depth none", "--null-method gaussian-copula"],
+    ),
+    "R's count split": ({"method": "countsplit", "split": "poisson"}, ["countsplit with"]),
+    "count split without depth": ({"method": "countsplit", "depth": "none"}, ["countsplit with"]),
+}
+
+
+@pytest.mark.parametrize(("options", "starts"), MISSES.values(), ids=MISSES.keys())
+def test_options_measured_to_miss_say_so(options, starts):
+    misses = list(RecallParams(**options).misses())
+    assert [miss[: len(start)] for miss, start in zip(misses, starts, strict=True)] == starts
+    assert all(" use " in miss or "with or without" in miss for miss in misses)

@@ -4,12 +4,18 @@ import dask.array as da
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from oracles import pairwise_log_pvalues, rank_sum_log_pvalue
+from oracles import pairwise_log_pvalues, rank_sum_log_pvalue, van_elteren_log_pvalue
 from scipy.special import log_ndtr
 from scipy.stats import mannwhitneyu
 
 from recall_dask.errors import InputError
-from recall_dask.stats.ranksums import cluster_pairs, feature_block_for
+from recall_dask.stats.ranksums import (
+    ClusterGroups,
+    StratifiedGroups,
+    cluster_pairs,
+    feature_block_for,
+    per_feature_block,
+)
 
 
 def _tie_heavy(rng, n_cells, n_features, zero_fraction=0.7):
@@ -204,3 +210,87 @@ def test_bad_labels_rejected(labels):
 def test_feature_blocks_narrow_as_cells_grow():
     widths = [feature_block_for(n) for n in (10, 2_700, 100_000, 200_000, 500_000, 10**6, 10**8)]
     assert widths == [1024, 1024, 1024, 512, 256, 128, 128]
+
+
+# -- van Elteren's test, stratified by groups of cells --------------------------------------
+
+
+def _log_p(groups, pairs) -> np.ndarray:
+    return groups.log_pvalues(pairs)
+
+
+def _stratified(data: da.Array, labels, n_clusters: int, strata, **kwargs) -> np.ndarray:
+    n_pairs = n_clusters * (n_clusters - 1) // 2
+    lazy = per_feature_block(
+        data, labels, n_clusters, _log_p, lead=(n_pairs,), strata=strata, **kwargs
+    )
+    return lazy.compute()
+
+
+@pytest.fixture(scope="module")
+def stratified_clusters():
+    """Three clusters over four strata; cluster 2 has no cell in stratum 3."""
+    rng = np.random.default_rng(77)
+    labels = rng.integers(0, 3, 240)
+    strata = rng.integers(0, 4, 240)
+    strata[(labels == 2) & (strata == 3)] = 0
+    dense = _tie_heavy(rng, 240, 11, zero_fraction=0.5)
+    dense[:, 4] = 0
+    oracle = np.array(
+        [
+            [
+                van_elteren_log_pvalue(
+                    dense[labels == a, j],
+                    dense[labels == b, j],
+                    strata[labels == a],
+                    strata[labels == b],
+                )
+                for j in range(dense.shape[1])
+            ]
+            for a, b in cluster_pairs(3)
+        ]
+    )
+    return dense, labels, strata, oracle
+
+
+@pytest.mark.parametrize("feature_block", [3, 256])
+@pytest.mark.parametrize("rows", [(240,), (37,) * 6 + (18,)], ids=["one-chunk", "37-rows"])
+def test_van_elteren_matches_its_definition(stratified_clusters, rows, feature_block):
+    dense, labels, strata, oracle = stratified_clusters
+    ours = _stratified(_as_dask(dense, rows), labels, 3, strata, feature_block=feature_block)
+    np.testing.assert_allclose(ours, oracle, rtol=1e-12, atol=1e-14)
+
+
+def test_one_stratum_is_the_rank_sum_test_without_continuity_correction(four_clusters):
+    dense, labels, _ = four_clusters
+    ours = _stratified(_as_dask(dense, (101,)), labels, 4, np.zeros(101, dtype=int))
+    varying = ~np.all(dense == dense[0], axis=0)
+    for row, (a, b) in enumerate(cluster_pairs(4)):
+        scipy = mannwhitneyu(
+            dense[labels == a], dense[labels == b], use_continuity=False, method="asymptotic"
+        )
+        np.testing.assert_allclose(ours[row, varying], np.log(scipy.pvalue[varying]), rtol=1e-9)
+
+
+def test_a_difference_only_the_strata_explain_is_not_significant():
+    """Deep cells have higher values; cluster 0 is mostly deep cells, cluster 1 mostly
+    shallow. Within each stratum the clusters are alike: the stratified test sees nothing
+    where the plain one is certain."""
+    rng = np.random.default_rng(5)
+    strata = np.repeat([0, 1], 1000)
+    labels = np.where(rng.random(2000) < np.where(strata == 1, 0.8, 0.2), 0, 1)
+    values = rng.poisson(np.where(strata == 1, 3.0, 1.0))[:, None].astype(float)
+    plain = pairwise_log_pvalues(_as_dask(values, (2000,)), labels, 2)
+    stratified = _stratified(_as_dask(values, (2000,)), labels, 2, strata)
+    assert plain[0, 0] < np.log(1e-20)
+    assert stratified[0, 0] > np.log(1e-3)
+
+
+def test_stratified_groups_add_up_to_the_plain_groups(stratified_clusters):
+    dense, labels, strata, _ = stratified_clusters
+    block = sp.csr_matrix(dense)
+    plain = ClusterGroups.of([block], labels, 3)
+    stratified = StratifiedGroups.of([block], labels, 3, strata)
+    np.testing.assert_array_equal(stratified.sizes, plain.sizes)
+    np.testing.assert_array_equal(stratified.nonzero_counts(), plain.nonzero_counts())
+    np.testing.assert_allclose(stratified.sums(np.expm1), plain.sums(np.expm1), rtol=1e-12)

@@ -49,11 +49,13 @@ needs_chromium = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """``recall-dask run --report --compare-default`` on simulated counts, one worker."""
+    """``recall-dask run --report --compare-default`` on simulated counts, one worker, from a
+    resolution high enough that the first clusters over-split the three groups."""
     tmp = tmp_path_factory.mktemp("report")
     counts, out = tmp / "counts.zarr", tmp / "out.zarr"
     write_simulated(counts, **GROUPS, log_mean=-1.0)
-    assert main(["run", str(counts), "-o", str(out), "--report", "--compare-default", *RUN]) == 0
+    report = ["--report", "--compare-default", "--resolution-start", "2"]
+    assert main(["run", str(counts), "-o", str(out), *report, *RUN]) == 0
     return out
 
 
@@ -114,6 +116,12 @@ def test_heatmap_shows_selected_counts_with_a_blank_diagonal():
     image = selected_heatmap(matrix).axes[0].images[0].get_array()
     assert image.mask.tolist() == np.eye(3, dtype=bool).tolist()
     np.testing.assert_array_equal(image.data[~image.mask], matrix[~np.eye(3, dtype=bool)])
+
+
+def test_heatmap_stars_the_pairs_of_a_merged_cluster():
+    matrix = _record()["iterations"]["2"]["n_selected"]
+    texts = [t.get_text() for t in selected_heatmap(matrix, merged=[1]).axes[0].texts]
+    assert sorted(texts) == ["5", "5", "5*", "5*", "5*", "5*"]
 
 
 def test_sizes_and_umap_figures(rng):
@@ -198,6 +206,7 @@ def test_page_of_a_run_over_draws_shows_each_draw_and_the_stability(tmp_path):
     last = record["iterations"][str(record["n_iterations"] - 1)]
     assert int(last["n_stopped"]) == 3, "the loop ends when every draw has stopped"
     assert "draws stopped" in page and "recall_confidence" in page
+    assert "No consensus pair needed merging." in page
 
 
 # -- the run's store and report ------------------------------------------------------------

@@ -40,6 +40,7 @@ log-normalized, to embed and cluster; the log-normalized test half of all genes,
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,11 +55,18 @@ from recall_dask._chunks import RNG_BLOCK_ROWS, map_row_blocks, rng_block_spans
 from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import StorageOptions
 from recall_dask.methods.draws import Prepared, draw_seeds, kept, work_name
+from recall_dask.nulls import fit_null
+from recall_dask.preprocess.depth import depth_strata, library_sizes, size_factors
 from recall_dask.preprocess.hvg import top_vst_genes
 from recall_dask.preprocess.normalize import log_normalize
 from recall_dask.preprocess.scale import column_moments
 from recall_dask.progress import compute, stage
-from recall_dask.stats.ranksums import ClusterGroups, pair_matrix, per_feature_block
+from recall_dask.stats.ranksums import (
+    ClusterGroups,
+    StratifiedGroups,
+    pair_matrix,
+    per_feature_block,
+)
 
 if TYPE_CHECKING:
     from recall_dask.params import RecallParams
@@ -96,6 +104,87 @@ def _popcount(x: np.uint64) -> int:
     return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _word(key: np.uint64, position: np.uint64) -> np.uint64:
+    """The random word at ``position`` of the stream ``key``."""
+    return _splitmix64(key + position * _GOLDEN_GAMMA)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _uniform(key: np.uint64, position: np.uint64) -> float:
+    """A uniform in (0, 1): the top 53 bits of the word at ``position``, centred."""
+    return (float(_word(key, position) >> np.uint64(11)) + 0.5) * 2.0**-53
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _fair_half(key: np.uint64, position: np.uint64, count: int) -> int:
+    """Binomial(count, 1/2): the ones among ``count`` random bits, taken from the words after
+    ``position``."""
+    ones = 0
+    while count > 0:
+        position += np.uint64(1)
+        word = _word(key, position)
+        if count < 64:
+            word >>= np.uint64(64 - count)
+        ones += _popcount(word)
+        count -= 64
+    return ones
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _log_gamma(key: np.uint64, position: np.uint64, shape: float) -> tuple[float, np.uint64]:
+    """The log of a Gamma(``shape``, 1) variate from the words after ``position``, and the
+    last position used: Marsaglia and Tsang's method (normals by Box-Muller), with
+    ``G(a) = G(a + 1) U^(1/a)`` below shape 1, in log space so that tiny shapes stay finite."""
+    boosted = shape + 1.0 if shape < 1.0 else shape
+    d = boosted - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    while True:
+        u1, u2 = _uniform(key, position + np.uint64(1)), _uniform(key, position + np.uint64(2))
+        position += np.uint64(3)
+        x = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+        v = 1.0 + c * x
+        if v <= 0.0:
+            continue
+        v = v * v * v
+        if math.log(_uniform(key, position)) < 0.5 * x * x + d - d * v + d * math.log(v):
+            break
+    log_g = math.log(d) + math.log(v)
+    if shape < 1.0:
+        position += np.uint64(1)
+        log_g += math.log(_uniform(key, position)) / shape
+    return log_g, position
+
+
+#: Trials per inversion of the binomial: (1/2)^512 is far above the float64 underflow.
+_BINOMIAL_STEP = 512
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _binomial(key: np.uint64, position: np.uint64, count: int, p: float) -> int:
+    """Binomial(``count``, ``p``) from the words after ``position``: inversion of the pmf
+    by its recurrence, ``_BINOMIAL_STEP`` trials at a time, with ``p <= 1/2`` by symmetry."""
+    flipped = p > 0.5
+    q = 1.0 - p if flipped else p
+    ratio = q / (1.0 - q)
+    successes = 0
+    left = count
+    while left > 0:
+        trials = min(left, _BINOMIAL_STEP)
+        position += np.uint64(1)
+        u = _uniform(key, position)
+        pmf = (1.0 - q) ** trials
+        cdf = pmf
+        k = 0
+        while cdf < u and k < trials:
+            pmf *= (trials - k) / (k + 1.0) * ratio
+            k += 1
+            cdf += pmf
+        successes += k
+        left -= trials
+    return count - successes if flipped else successes
+
+
 @numba.njit(nogil=True, cache=True)
 def binomial_half(
     indptr: np.ndarray,
@@ -105,14 +194,21 @@ def binomial_half(
     keys: np.ndarray,
     block_rows: int,
     n_cols: int,
+    overdispersion: np.ndarray,
 ) -> np.ndarray:
-    """A Binomial(n, 1/2) draw for every stored count n of a CSR row block: ones among n bits.
+    """The train half of every stored count n of a CSR row block.
+
+    Poisson splitting (``overdispersion[j]`` infinite): Binomial(n, 1/2), the ones among n
+    random bits. Negative binomial splitting (gene j of size ``overdispersion[j]``): the
+    Dirichlet-multinomial split, Binomial(n, p) with ``p ~ Beta(theta / 2, theta / 2)``
+    drawn per entry.
 
     Row ``i`` is absolute row ``r = first_row + i``, in RNG block ``r // block_rows`` whose key
     is ``keys[r // block_rows - first_row // block_rows]``. The entry in column ``j`` takes its
-    bits from SplitMix64 words of that key at its own positions
+    randomness from SplitMix64 words of that key at its own positions
     ``((r % block_rows) * n_cols + j) * 2**20 + w``, ``w = 1, 2, ...``, so a draw depends only on
-    the key, the entry's place and its count: never on the chunking or on other entries.
+    the key, the entry's place, its count and its gene's size: never on the chunking or on
+    other entries.
     """
     out = np.empty(data.size, dtype=data.dtype)
     first_block = first_row // block_rows
@@ -121,17 +217,16 @@ def binomial_half(
         key = keys[row // block_rows - first_block]
         base = np.uint64((row % block_rows) * n_cols)
         for k in range(indptr[i], indptr[i + 1]):
-            remaining = np.int64(data[k])
+            count = np.int64(data[k])
             position = (base + np.uint64(indices[k])) * _WORDS_PER_ENTRY
-            ones = 0
-            while remaining > 0:
-                position += np.uint64(1)
-                word = _splitmix64(key + position * _GOLDEN_GAMMA)
-                if remaining < 64:
-                    word >>= np.uint64(64 - remaining)
-                ones += _popcount(word)
-                remaining -= 64
-            out[k] = ones
+            theta = overdispersion[indices[k]]
+            if np.isinf(theta):
+                out[k] = _fair_half(key, position, count)
+                continue
+            log_a, position = _log_gamma(key, position, 0.5 * theta)
+            log_b, position = _log_gamma(key, position, 0.5 * theta)
+            p = 1.0 / (1.0 + math.exp(min(log_b - log_a, 700.0)))
+            out[k] = _binomial(key, position, count, p)
     return out
 
 
@@ -150,10 +245,16 @@ def _block_keys(first_row: int, n_rows: int, seed: int) -> np.ndarray:
 
 
 def split_block(
-    block: sp.spmatrix | np.ndarray, first_row: int, seed: int, part: str
+    block: sp.spmatrix | np.ndarray,
+    first_row: int,
+    seed: int,
+    part: str,
+    overdispersion: np.ndarray | None = None,
 ) -> sp.csr_matrix:
     """The ``part`` ("train" or "test") half of a row block of counts whose first row is
-    ``first_row``; the two halves of the same rows add up to the block exactly."""
+    ``first_row``; the two halves of the same rows add up to the block exactly. Each gene's
+    negative binomial size in ``overdispersion`` gives it the Dirichlet-multinomial split;
+    ``None`` (or an infinite size) the Poisson split."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     block = sp.csr_matrix(block, dtype=np.float32)
@@ -161,8 +262,17 @@ def split_block(
         block = block.copy()
         block.sum_duplicates()
     keys = _block_keys(first_row, block.shape[0], seed)
+    if overdispersion is None:
+        overdispersion = np.full(block.shape[1], np.inf)
     train = binomial_half(
-        block.indptr, block.indices, block.data, first_row, keys, RNG_BLOCK_ROWS, block.shape[1]
+        block.indptr,
+        block.indices,
+        block.data,
+        first_row,
+        keys,
+        RNG_BLOCK_ROWS,
+        block.shape[1],
+        overdispersion,
     )
     values = train if part == "train" else block.data - train
     half = sp.csr_matrix((values, block.indices.copy(), block.indptr.copy()), shape=block.shape)
@@ -170,11 +280,20 @@ def split_block(
     return half
 
 
-def counts_half(counts: da.Array, seed: int, part: str) -> da.Array:
+def counts_half(
+    counts: da.Array, seed: int, part: str, overdispersion: np.ndarray | None = None
+) -> da.Array:
     """Lazy train or test half of row-chunked ``counts`` (float32 CSR blocks), drawn on the
-    workers block by block."""
+    workers block by block (see :func:`split_block`)."""
     return map_row_blocks(
-        counts, split_block, counts.shape[1], seed, part, dtype=np.float32, meta=_COUNTS_META
+        counts,
+        split_block,
+        counts.shape[1],
+        seed,
+        part,
+        overdispersion,
+        dtype=np.float32,
+        meta=_COUNTS_META,
     )
 
 
@@ -183,26 +302,33 @@ def _log_normalized_half(
     first_row: int,
     seed: int,
     part: str,
+    overdispersion: np.ndarray | None,
     target_sum: float,
     genes: np.ndarray | None,
 ) -> sp.csr_matrix:
-    return log_normalize(split_block(block, first_row, seed, part), target_sum, genes)
+    half = split_block(block, first_row, seed, part, overdispersion)
+    return log_normalize(half, target_sum, genes)
 
 
 def log_normalized_half(
     counts: da.Array,
     seed: int,
     part: str,
+    overdispersion: np.ndarray | None = None,
     target_sum: float = 1e4,
     genes: np.ndarray | None = None,
 ) -> da.Array:
     """Lazy LogNormalize of one half: library sizes over all genes of that half (as Seurat's
     ``NormalizeData`` on the half's own object), then only the columns ``genes`` if given."""
     width = counts.shape[1] if genes is None else genes.size
-    return map_row_blocks(counts, _log_normalized_half, width, seed, part, target_sum, genes)
+    return map_row_blocks(
+        counts, _log_normalized_half, width, seed, part, overdispersion, target_sum, genes
+    )
 
 
-def _markers(groups: ClusterGroups, pairs: np.ndarray, n_genes: int, alpha: float) -> np.ndarray:
+def _markers(
+    groups: ClusterGroups | StratifiedGroups, pairs: np.ndarray, n_genes: int, alpha: float
+) -> np.ndarray:
     """Pairs x genes of this feature block: 1 where the gene passes Seurat's filters and has
     ``min(1, p * n_genes) < alpha`` for the pair."""
     sizes = groups.sizes.astype(np.float64)
@@ -217,20 +343,32 @@ def _markers(groups: ClusterGroups, pairs: np.ndarray, n_genes: int, alpha: floa
     return (tested.T & significant).astype(np.int64)
 
 
-def marker_gene_counts(data: da.Array, labels: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+def marker_gene_counts(
+    data: da.Array, labels: np.ndarray, alpha: float = 0.05, strata: np.ndarray | None = None
+) -> np.ndarray:
     """Clusters x clusters matrix of the marker genes ``FindMarkers`` reports significant for
     each pair (``p_val_adj < alpha``), -1 on the diagonal.
 
     ``data`` is the log-normalized test half of all genes, chunked by rows and feature blocks;
     the Bonferroni factor is its number of columns. Clusters of fewer than 3 cells are tested
-    too, where ``FindMarkers`` stops with an error (``min.cells.group = 3``).
+    too, where ``FindMarkers`` stops with an error (``min.cells.group = 3``). With ``strata``
+    (a group of like depth per cell), the rank-sum test is van Elteren's, within the strata
+    (:class:`~recall_dask.stats.ranksums.StratifiedGroups`); the filters are as Seurat's.
     """
     n_clusters = int(labels.max()) + 1
     if n_clusters == 1:
         return pair_matrix(np.empty(0, dtype=np.int64), 1)
     n_pairs = n_clusters * (n_clusters - 1) // 2
     markers = per_feature_block(
-        data, labels, n_clusters, _markers, data.shape[1], alpha, lead=(n_pairs,), dtype=np.int64
+        data,
+        labels,
+        n_clusters,
+        _markers,
+        data.shape[1],
+        alpha,
+        lead=(n_pairs,),
+        dtype=np.int64,
+        strata=strata,
     )
     (per_pair,) = compute(markers.sum(axis=1))
     return pair_matrix(per_pair, n_clusters)
@@ -250,30 +388,54 @@ def countsplit_inputs(
 
     The variable genes are vst's top ``n_hvg`` of the train half; ``var['highly_variable']`` is
     not used, since genes chosen on all counts would let the test half shape the clusters.
+    With ``split`` "nb" every gene's overdispersion is fitted first, once, for the
+    Dirichlet-multinomial split; with ``depth`` "cell" the pair tests are stratified by depth.
     Stages that ``checkpoints`` lists as finished are reused.
     """
+    depth = checkpoints.arrays("depth", lambda: _cell_depth(counts, params, timings))
+    overdispersion = depth.get("overdispersion")
+    strata = depth_strata(depth["library_sizes"]) if params.depth == "cell" else None
     prepared = []
     for draw, seed in enumerate(draw_seeds(params.seed, params.draws)):
 
         def variable_genes(seed: int = seed) -> dict[str, np.ndarray]:
             with stage("variable genes", timings):
-                train = counts_half(counts, seed, "train")
+                train = counts_half(counts, seed, "train", overdispersion)
                 moments = compute(column_moments(train))[0]
                 return {"genes": top_vst_genes(train, var.index, params.n_hvg, moments)}
 
         genes = checkpoints.arrays(f"genes-{draw}", variable_genes)["genes"]
         with stage("count splitting and normalization", timings):
-            train_genes = log_normalized_half(counts, seed, "train", params.target_sum, genes)
+            train_genes = log_normalized_half(
+                counts, seed, "train", overdispersion, params.target_sum, genes
+            )
             name = work_name("train", draw, params.draws)
             rows, _ = kept(train_genes, work, name, storage_options, checkpoints)
-            test = log_normalized_half(counts, seed, "test", params.target_sum)
+            test = log_normalized_half(counts, seed, "test", overdispersion, params.target_sum)
             name = work_name("test", draw, params.draws)
             _, test_tiles = kept(test, work, name, storage_options, checkpoints)
-        pair_test = partial(_marker_test, test_tiles, alpha=params.fdr)
+        pair_test = partial(_marker_test, test_tiles, alpha=params.fdr, strata=strata)
         prepared.append(Prepared(genes, rows, pair_test))
     return prepared
 
 
-def _marker_test(test_tiles: da.Array, labels: np.ndarray, alpha: float) -> tuple[np.ndarray, None]:
+def _cell_depth(counts: da.Array, params: RecallParams, timings: dict[str, float]) -> dict:
+    """What the split and the tests need of the counts as a whole: each cell's library size
+    (for depth strata and the fit), and with the negative binomial split each gene's
+    overdispersion, fitted with the cells' depths as offsets
+    (:func:`~recall_dask.nulls.fit_null`, ``nb``). Nothing for R's procedure."""
+    if params.split == "poisson" and params.depth == "none":
+        return {}
+    with stage("depth and overdispersion", timings):
+        (totals,) = compute(library_sizes(counts))
+        if params.split == "poisson":
+            return {"library_sizes": totals}
+        fit = fit_null(counts, "nb", size_factors=size_factors(totals))
+        return {"library_sizes": totals, "overdispersion": fit.marginal.theta}
+
+
+def _marker_test(
+    test_tiles: da.Array, labels: np.ndarray, alpha: float, strata: np.ndarray | None
+) -> tuple[np.ndarray, None]:
     """The pair test of a clustering: marker-gene counts per pair, and no marker candidates."""
-    return marker_gene_counts(test_tiles, labels, alpha=alpha), None
+    return marker_gene_counts(test_tiles, labels, alpha=alpha, strata=strata), None

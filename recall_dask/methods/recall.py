@@ -23,6 +23,7 @@ from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import StorageOptions
 from recall_dask.methods.draws import Prepared, draw_seeds, for_each_draw, kept, work_name
 from recall_dask.nulls import NullModel, fit_null
+from recall_dask.preprocess.depth import depth_outside, library_sizes, size_factors
 from recall_dask.preprocess.hvg import select_variable_genes
 from recall_dask.preprocess.normalize import augmented_log_normalized
 from recall_dask.preprocess.scale import column_moments
@@ -110,17 +111,23 @@ def recall_inputs(
     storage_options: StorageOptions,
     checkpoints: NoCheckpoints = NO_CHECKPOINTS,
 ) -> list[Prepared]:
-    """``FindClustersRecall``: the variable genes and their nulls, once; then per draw the
+    """``FindClustersRecall``: the variable genes and their nulls (with ``depth`` "cell",
+    drawn with each cell's size factor), once; then per draw the
     log-normalized [genes | artificial genes] matrix, computed once and kept
     (:func:`~recall_dask.methods.draws.kept`), embedded by rows and tested pair by pair with
     knockoffs by tiles. Stages that ``checkpoints`` lists as finished are reused."""
 
     def fitted() -> dict[str, np.ndarray]:
         with stage("variable genes", timings):
-            (moments,) = compute(column_moments(counts))
+            moments, totals = compute(column_moments(counts), library_sizes(counts))
             genes = select_variable_genes(counts, var, params.n_hvg, moments)
         with stage("null fits", timings):
-            null = fit_null(counts[:, genes], params.null_method, params.seed, moments[:, genes])
+            factors = None
+            if params.depth == "cell":
+                factors = size_factors(depth_outside(counts, genes, totals))
+            null = fit_null(
+                counts[:, genes], params.null_method, params.seed, moments[:, genes], factors
+            )
         return {"genes": genes, **null.arrays()}
 
     fit = checkpoints.arrays("genes", fitted)

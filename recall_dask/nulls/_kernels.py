@@ -65,15 +65,21 @@ def count_inverse(u: float, mu: float, r: float) -> int:
 
 @numba.njit(nogil=True, cache=True)
 def count_cdf_bounds(
-    x: np.ndarray, genes: np.ndarray, rate: np.ndarray, pi: np.ndarray, theta: np.ndarray
+    x: np.ndarray,
+    genes: np.ndarray,
+    depth: np.ndarray,
+    rate: np.ndarray,
+    pi: np.ndarray,
+    theta: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(F(x - 1), F(x))`` of each count ``x[i] >= 0`` of gene ``genes[i]``, ``F`` the
-    zero-inflated NB of :func:`count_quantiles`, by summing the pmf up to ``x``."""
+    """``(F(x - 1), F(x))`` of each count ``x[i] >= 0`` of gene ``genes[i]`` in a cell of size
+    factor ``depth[i]``, ``F`` the zero-inflated NB of :func:`count_quantiles`, by summing the
+    pmf up to ``x``."""
     lower = np.empty(x.size)
     upper = np.empty(x.size)
     for i in range(x.size):
         j = genes[i]
-        k, pmf, q, poisson = _pmf_start(rate[j], theta[j])
+        k, pmf, q, poisson = _pmf_start(rate[j] * depth[i], theta[j])
         below = 0.0
         at = pmf if k == x[i] else 0.0  # k > x: every pmf up to x is below e^-700
         while k < x[i]:
@@ -89,13 +95,13 @@ def count_cdf_bounds(
 
 @numba.njit(nogil=True, cache=True)
 def count_quantiles(
-    z: np.ndarray, rate: np.ndarray, pi: np.ndarray, theta: np.ndarray
+    z: np.ndarray, depth: np.ndarray, rate: np.ndarray, pi: np.ndarray, theta: np.ndarray
 ) -> np.ndarray:
-    """Counts (float32, rows x genes) at standard normal scores ``z``: ``F_j^-1(Phi(z))``.
+    """Counts (float32, rows x genes) at standard normal scores ``z``: ``F_ij^-1(Phi(z))``.
 
-    ``F_j`` is gene j's zero-inflated NB: 0 with probability ``pi[j]``, else NB(mean
-    ``rate[j]``, size ``theta[j]``), Poisson where ``theta[j]`` is infinite. Its quantile at
-    ``u >= pi`` is the NB quantile of ``(u - pi) / (1 - pi)``.
+    ``F_ij`` is gene j's zero-inflated NB in cell i: 0 with probability ``pi[j]``, else NB(mean
+    ``rate[j] * depth[i]``, size ``theta[j]``), Poisson where ``theta[j]`` is infinite. Its
+    quantile at ``u >= pi`` is the NB quantile of ``(u - pi) / (1 - pi)``.
     """
     n, p = z.shape
     out = np.zeros((n, p), dtype=np.float32)
@@ -103,5 +109,6 @@ def count_quantiles(
         for j in range(p):
             u = 0.5 * math.erfc(-z[i, j] / math.sqrt(2.0))
             if pi[j] < 1.0 and u >= pi[j]:
-                out[i, j] = count_inverse((u - pi[j]) / (1.0 - pi[j]), rate[j], theta[j])
+                mean = rate[j] * depth[i]
+                out[i, j] = count_inverse((u - pi[j]) / (1.0 - pi[j]), mean, theta[j])
     return out

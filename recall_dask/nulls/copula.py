@@ -53,10 +53,13 @@ _MIN_EIGENVALUE = 1e-6
 _MIN_VARIANCE = 1e-12  # scores of a non-constant gene have variance ~1
 
 
-def normal_scores(marginal: Marginal, counts: sp.csr_matrix, v: np.ndarray) -> np.ndarray:
-    """Normal scores (dense float64, rows x genes) of ``counts`` under ``marginal``, with
-    uniforms ``v`` for the randomized transform; 0 for point-mass genes."""
-    u = marginal.uniform_scores(counts, v)
+def normal_scores(
+    marginal: Marginal, counts: sp.csr_matrix, v: np.ndarray, depth: np.ndarray | None = None
+) -> np.ndarray:
+    """Normal scores (dense float64, rows x genes) of ``counts`` under ``marginal`` in cells of
+    size factors ``depth`` (None: the marginal itself), with uniforms ``v`` for the randomized
+    transform; 0 for point-mass genes."""
+    u = marginal.uniform_scores(counts, v, depth)
     with np.errstate(invalid="ignore"):
         z = ndtri(np.clip(u, _EPSILON, 1.0 - _EPSILON))
     z[:, marginal.point_mass()] = 0.0
@@ -64,7 +67,10 @@ def normal_scores(marginal: Marginal, counts: sp.csr_matrix, v: np.ndarray) -> n
 
 
 def _score_partial(
-    blocks: list[tuple[sp.csr_matrix, int]], marginal: Marginal, seed: int
+    blocks: list[tuple[sp.csr_matrix, int]],
+    marginal: Marginal,
+    seed: int,
+    size_factors: np.ndarray | None,
 ) -> np.ndarray:
     """Upper triangle of ``Z^T Z`` (rows 0..p-1) and column sums of ``Z`` (row p) of the
     normal scores of some row blocks, given with their first rows."""
@@ -77,23 +83,34 @@ def _score_partial(
         for rng_block, start, stop in rng_block_spans(first_row, block.shape[0]):
             seeds = np.random.SeedSequence([seed, SCORE_STREAM, rng_block])
             v = np.random.default_rng(seeds).random((RNG_BLOCK_ROWS, p))[start:stop]
-            z = normal_scores(marginal, block[done : done + stop - start], v)
+            rows = slice(first_row + done, first_row + done + stop - start)
+            depth = None if size_factors is None else size_factors[rows]
+            z = normal_scores(marginal, block[done : done + stop - start], v, depth)
             done += stop - start
             cross = dsyrk(1.0, z.T, beta=1.0, c=cross, trans=0, lower=0, overwrite_c=1)
             total += z.sum(axis=0)
     return np.vstack([cross, total])
 
 
-def fit_correlation(counts: da.Array, marginal: Marginal, seed: int) -> np.ndarray:
+def fit_correlation(
+    counts: da.Array, marginal: Marginal, seed: int, size_factors: np.ndarray | None = None
+) -> np.ndarray:
     """Copula correlation (p x p) of the normal scores of ``counts`` (cells x genes, row
-    chunked CSR blocks of raw counts), streamed once; see the module docstring."""
+    chunked CSR blocks of raw counts) under ``marginal`` in cells of ``size_factors`` (None:
+    the marginal itself), streamed once; see the module docstring."""
     n_cells, p = counts.shape
     batch = -(-len(counts.chunks[0]) // config.get("copula-partials"))
-    (partial,) = compute(
-        sum_row_blocks(
-            counts, _score_partial, (p + 1, p), marginal, seed, batch=batch, first_rows=True
-        )
+    scores = sum_row_blocks(
+        counts,
+        _score_partial,
+        (p + 1, p),
+        marginal,
+        seed,
+        size_factors,
+        batch=batch,
+        first_rows=True,
     )
+    (partial,) = compute(scores)
     return correlation_from_sums(partial[:p], partial[p], n_cells)
 
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import minimize_scalar
-from scipy.special import gammaln, lambertw, ndtr
+from scipy.special import gammaln, lambertw, ndtr, xlogy
 
 from recall_dask.nulls._kernels import count_cdf_bounds, count_quantiles
+from recall_dask.nulls.depth import DepthBins
 
 _LOG_THETA_BOUNDS = (-20.0, 25.0)
 
@@ -59,27 +60,90 @@ def fit_zip_moments(mean: np.ndarray, zero_fraction: np.ndarray) -> tuple[np.nda
     return lam, np.clip(pi, 0.0, 1.0)
 
 
-def fit_nb_theta(n_cells: int, values: np.ndarray, counts: np.ndarray) -> float:
+def fit_zip_depth(
+    total: np.ndarray, nonzero: np.ndarray, bins: DepthBins
+) -> tuple[np.ndarray, np.ndarray]:
+    """ZIP ``(lambda, pi)`` of genes whose mean in cell i is ``(1 - pi) lambda s_i``, matching
+    each gene's total count and its number of zeros over all cells, as
+    :func:`fit_zip_moments` does when every ``s_i`` is 1.
+
+    The total gives ``1 - pi = total / (lambda S)`` (``S`` the sum of the size factors), so
+    the zeros leave one equation in ``lambda``:
+    ``sum_i (1 - exp(-lambda s_i)) / lambda = nonzero S / total``. Its left side falls from
+    ``S`` to 0 as ``lambda`` grows, so the root is unique; it is found by bisection in log
+    ``lambda``, for all genes at once, over the depth ``bins``. Where it lies below
+    ``total / S`` (fewer zeros than a Poisson gene of the same mean would have), ``pi`` would be
+    negative and the fit is ``Poisson`` with depth; degenerate genes get the nulls of
+    :func:`fit_zip_moments`.
+    """
+    total = np.asarray(total, dtype=np.float64)
+    nonzero = np.asarray(nonzero, dtype=np.float64)
+    n_cells, depth = float(bins.cells.sum()), bins.total()
+    mean = total / depth
+    zero_inflated = (nonzero > 0) & (nonzero < n_cells) & (total > nonzero)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        target = np.where(zero_inflated, nonzero * depth / total, 0.0)
+        low = np.log(np.where(zero_inflated, mean, 1.0))
+        high = np.log(np.where(zero_inflated, total / nonzero, 1.0))
+
+    def detected(log_lam: np.ndarray) -> np.ndarray:
+        """``sum_i (1 - exp(-lambda s_i)) / lambda`` for each gene."""
+        lam = np.exp(log_lam)
+        return (-np.expm1(-np.outer(lam, bins.size)) @ bins.cells) / lam
+
+    zero_inflated &= detected(low) > target
+    for _ in range(64):
+        middle = 0.5 * (low + high)
+        below = detected(middle) > target  # the root lies above middle
+        low, high = np.where(below, middle, low), np.where(below, high, middle)
+    lam = np.where(zero_inflated, np.exp(0.5 * (low + high)), mean)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pi = np.where(zero_inflated, 1.0 - mean / lam, 0.0)
+    all_zero = total <= 0
+    return np.where(all_zero, 0.0, lam), np.where(all_zero, 1.0, np.clip(pi, 0.0, 1.0))
+
+
+def fit_nb_theta(
+    n_cells: int,
+    values: np.ndarray,
+    counts: np.ndarray,
+    bins: DepthBins | None = None,
+    bin_totals: np.ndarray | None = None,
+) -> float:
     """NB size ``theta`` by maximum likelihood, from one gene's histogram of nonzero values.
 
     ``values``/``counts`` give how many cells hold each nonzero value (zeros are implied by
-    ``n_cells``). The mean's MLE is the sample mean, so theta maximizes the profile
-    log-likelihood, searched over ``log theta``. The MLE is finite only under overdispersion,
-    so a gene whose variance (1/n form) is at most its mean is Poisson (``inf``), as is an
+    ``n_cells``). Without ``bins`` every cell has the same mean, the sample mean, which is its
+    MLE, and theta maximizes the profile log-likelihood, searched over ``log theta``. With
+    depth ``bins`` and the gene's total count in each (``bin_totals``), the mean in cell i is
+    ``mu s_i``, ``mu`` the gene's total over the sum of the size factors, and the likelihood
+    takes each bin's cells at the bin's size factor. The MLE is finite only under
+    overdispersion, so a gene whose squared deviations from its means add up to at most their
+    sum (without bins: variance in 1/n form at most the mean) is Poisson (``inf``), as is an
     all-zero gene.
     """
     values = np.asarray(values, dtype=np.float64)
     counts = np.asarray(counts, dtype=np.float64)
-    total = counts @ values
-    mu = total / n_cells
-    variance = counts @ values**2 / n_cells - mu**2
-    if mu <= 0 or variance <= mu:
+    if bins is None:
+        cells, size, bin_totals = (
+            np.array([float(n_cells)]),
+            np.ones(1),
+            np.array([counts @ values]),
+        )
+    else:
+        cells, size = bins.cells.astype(np.float64), bins.size
+    total = float(np.sum(bin_totals))
+    mu = total / (cells @ size)
+    expected = mu * size  # a cell's mean count, in each bin
+    squares = counts @ values**2 - 2.0 * mu * (size @ bin_totals) + mu * expected @ (cells * size)
+    if mu <= 0 or squares <= total:
         return np.inf
 
     def negative_loglik(log_theta: float) -> float:
         theta = np.exp(log_theta)
         mixing = counts @ (gammaln(values + theta) - gammaln(theta))
-        rest = total * np.log(mu / (mu + theta)) - n_cells * theta * np.log1p(mu / theta)
+        rest = np.sum(xlogy(bin_totals, expected / (expected + theta)))
+        rest -= theta * (cells @ np.log1p(expected / theta))
         return -(mixing + rest) / n_cells
 
     fit = minimize_scalar(
@@ -93,7 +157,9 @@ class CountMarginal:
     """Per gene ``Poisson(rate * Bernoulli(1 - pi) * Gamma(theta, 1 / theta))``.
 
     ``rate``, ``pi`` and ``theta`` are float64 arrays of length p; ``theta = inf`` means no
-    gamma mixing.
+    gamma mixing. Every method takes an optional ``depth``, the size factor of each cell
+    (row) concerned: the rate of gene j in cell i is then ``rate[j] * depth[i]``
+    (:mod:`recall_dask.nulls.depth`); without it, every cell's rate is ``rate``.
     """
 
     rate: np.ndarray
@@ -105,35 +171,45 @@ class CountMarginal:
         return self.rate.size
 
     def mean(self) -> np.ndarray:
-        """Expected count of each gene."""
+        """Expected count of each gene in a cell of size factor 1."""
         return (1.0 - self.pi) * self.rate
 
-    def zero_probability(self) -> np.ndarray:
-        """Probability that a gene is zero in a cell."""
+    def zero_probability(self, depth: np.ndarray | None = None) -> np.ndarray:
+        """Probability that a gene is zero in a cell: per gene, or cells x genes with
+        ``depth``."""
+        rate = self.rate if depth is None else np.outer(depth, self.rate)
         with np.errstate(divide="ignore", invalid="ignore"):
-            nb_zero = np.exp(-self.theta * np.log1p(self.rate / self.theta))
-        poisson_zero = np.exp(-self.rate)
+            nb_zero = np.exp(-self.theta * np.log1p(rate / self.theta))
+        poisson_zero = np.exp(-rate)
         return self.pi + (1.0 - self.pi) * np.where(np.isinf(self.theta), poisson_zero, nb_zero)
 
     def point_mass(self) -> np.ndarray:
         """Genes that are always zero."""
         return self.zero_probability() >= 1.0
 
-    def cdf_bounds(self, x: np.ndarray, genes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(P(X_g <= x - 1), P(X_g <= x))`` for counts ``x >= 0`` of genes ``genes``."""
+    def cdf_bounds(
+        self, x: np.ndarray, genes: np.ndarray, depth: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(P(X_g <= x - 1), P(X_g <= x))`` for counts ``x >= 0`` of genes ``genes``, in cells
+        of size factors ``depth`` (one per count)."""
         x = np.asarray(x, dtype=np.int64)
         genes = np.asarray(genes, dtype=np.int64)
-        return count_cdf_bounds(x, genes, self.rate, self.pi, self.theta)
+        depth = np.ones(x.size) if depth is None else np.asarray(depth, dtype=np.float64)
+        return count_cdf_bounds(x, genes, depth, self.rate, self.pi, self.theta)
 
-    def draw(self, rng: np.random.Generator, n_rows: int) -> sp.csr_matrix:
+    def draw(
+        self, rng: np.random.Generator, n_rows: int, depth: np.ndarray | None = None
+    ) -> sp.csr_matrix:
         """Independent counts of ``n_rows`` cells (float32 CSR); Poisson draws only where the
-        rate can be positive."""
+        rate can be positive. The random stream does not depend on ``depth``."""
         active = np.broadcast_to(self.rate > 0, (n_rows, self.n_genes)).copy()
         inflated = np.flatnonzero(self.pi > 0)
         if inflated.size:
             active[:, inflated] &= rng.random((n_rows, inflated.size)) >= self.pi[inflated]
         rows, genes = np.nonzero(active)
         rate = self.rate[genes]
+        if depth is not None:
+            rate *= depth[rows]
         theta = self.theta[genes]
         mixed = np.isfinite(theta)
         if mixed.any():
@@ -146,21 +222,26 @@ class CountMarginal:
             (values[keep].astype(np.float32), genes[keep], indptr), shape=(n_rows, self.n_genes)
         )
 
-    def uniform_scores(self, counts: sp.csr_matrix, v: np.ndarray) -> np.ndarray:
+    def uniform_scores(
+        self, counts: sp.csr_matrix, v: np.ndarray, depth: np.ndarray | None = None
+    ) -> np.ndarray:
         """Randomized probability integral transform (dense, rows x genes) of ``counts``:
         ``u = F(x - 1) + v (F(x) - F(x - 1))`` with uniforms ``v`` of the same shape, so ``u``
         is exactly uniform under the marginal (scDesign3's transform of discrete data)."""
-        u = v * self.zero_probability()  # x = 0: F(-1) = 0
+        u = v * self.zero_probability(depth)  # x = 0: F(-1) = 0
         coo = sp.coo_matrix(counts)
         present = coo.data != 0
         rows, genes = coo.row[present], coo.col[present]
-        lower, upper = self.cdf_bounds(coo.data[present], genes)
+        lower, upper = self.cdf_bounds(
+            coo.data[present], genes, None if depth is None else depth[rows]
+        )
         u[rows, genes] = lower + v[rows, genes] * (upper - lower)
         return u
 
-    def quantiles(self, z: np.ndarray) -> sp.csr_matrix:
+    def quantiles(self, z: np.ndarray, depth: np.ndarray | None = None) -> sp.csr_matrix:
         """Counts (float32 CSR) at standard normal scores ``z``: ``F^-1(Phi(z))`` per gene."""
-        dense = count_quantiles(np.ascontiguousarray(z), self.rate, self.pi, self.theta)
+        depth = np.ones(z.shape[0]) if depth is None else np.asarray(depth, dtype=np.float64)
+        dense = count_quantiles(np.ascontiguousarray(z), depth, self.rate, self.pi, self.theta)
         return sp.csr_matrix(dense)
 
 
@@ -171,6 +252,9 @@ class GaussianMarginal:
     With ``nonnegative = FALSE`` (recall's setting) R keeps negative values, and Seurat's
     LogNormalize then takes log1p of negative normalized values, which is NaN below -1 (and
     a library size can even be negative). We clip at 0, the smallest count, on purpose.
+    With ``depth``, a cell of size factor ``s`` has ``max(N(mu s, sd^2 s), 0)``: mean and
+    variance grow with depth as a Poisson count's do, so its chance of a zero falls with depth
+    as a real gene's does (an empty cell's values are 0).
     """
 
     mu: np.ndarray
@@ -197,15 +281,28 @@ class GaussianMarginal:
         """Constant genes."""
         return ~(self.sd > 0)
 
-    def uniform_scores(self, counts: sp.csr_matrix, v: np.ndarray) -> np.ndarray:
+    def uniform_scores(
+        self, counts: sp.csr_matrix, v: np.ndarray, depth: np.ndarray | None = None
+    ) -> np.ndarray:
         """``Phi((x - mu) / sd)``: no randomization for a continuous marginal (``v`` is unused),
-        as in scDesign3; NaN for constant genes."""
+        as in scDesign3; NaN for constant genes, 1/2 in empty cells."""
+        values = sp.csr_matrix(counts).toarray()
+        if depth is None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return ndtr((values - self.mu) / self.sd)
+        root = np.sqrt(depth)[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
-            return ndtr((sp.csr_matrix(counts).toarray() - self.mu) / self.sd)
+            u = ndtr((values - self.mu * depth[:, None]) / (self.sd * root))
+        return np.where(root > 0, u, 0.5)
 
-    def quantiles(self, z: np.ndarray) -> sp.csr_matrix:
-        """Values ``max(mu + sd z, 0)`` (float32 CSR) at standard normal scores ``z``."""
-        return sp.csr_matrix(np.maximum(self.mu + self.sd * z, 0.0).astype(np.float32))
+    def quantiles(self, z: np.ndarray, depth: np.ndarray | None = None) -> sp.csr_matrix:
+        """Values ``max(mu + sd z, 0)`` (float32 CSR) at standard normal scores ``z``; with
+        ``depth``, ``max(mu s + sd sqrt(s) z, 0)``."""
+        if depth is None:
+            values = self.mu + self.sd * z
+        else:
+            values = self.mu * depth[:, None] + self.sd * np.sqrt(depth)[:, None] * z
+        return sp.csr_matrix(np.maximum(values, 0.0).astype(np.float32))
 
 
 Marginal = CountMarginal | GaussianMarginal

@@ -34,11 +34,13 @@ from recall_dask.nulls.copula import (
     correlated_normals,
     fit_correlation,
 )
+from recall_dask.nulls.depth import DepthBins
 from recall_dask.nulls.marginals import (
     CountMarginal,
     GaussianMarginal,
     Marginal,
     fit_nb_theta,
+    fit_zip_depth,
     fit_zip_moments,
 )
 from recall_dask.progress import compute
@@ -50,24 +52,26 @@ _VALUE_SPAN = 1 << 40  # histogram key = gene * _VALUE_SPAN + count value
 
 @dataclass(frozen=True, eq=False)
 class NullModel:
-    """Fitted null: per-gene ``marginal``, and the Cholesky factor of the copula correlation
-    (``None``: independent genes, for count marginals only). ``method`` is one of
-    ``NULL_METHODS``."""
+    """Fitted null: per-gene ``marginal``, the Cholesky factor of the copula correlation
+    (``None``: independent genes, for count marginals only), and each cell's size factor
+    (``None``: the same null in every cell, as the R package; see
+    :mod:`recall_dask.nulls.depth`). ``method`` is one of ``NULL_METHODS``."""
 
     method: str
     marginal: Marginal
     cholesky: np.ndarray | None = None
+    size_factors: np.ndarray | None = None
 
     @property
     def n_genes(self) -> int:
         return self.marginal.n_genes
 
     def mean(self) -> np.ndarray:
-        """Expected value of each artificial gene."""
+        """Expected value of each artificial gene in a cell of size factor 1."""
         return self.marginal.mean()
 
     def zero_probability(self) -> np.ndarray:
-        """Probability that an artificial gene is zero in a cell."""
+        """Probability that an artificial gene is zero in a cell of size factor 1."""
         return self.marginal.zero_probability()
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -75,6 +79,8 @@ class NullModel:
         arrays = {f.name: getattr(self.marginal, f.name) for f in fields(self.marginal)}
         if self.cholesky is not None:
             arrays["cholesky"] = self.cholesky
+        if self.size_factors is not None:
+            arrays["size_factors"] = self.size_factors
         return {**arrays, "method": np.array(self.method)}
 
     @classmethod
@@ -82,7 +88,8 @@ class NullModel:
         """The fit that :meth:`arrays` gave (other entries of ``arrays`` are ignored)."""
         kind = GaussianMarginal if "mu" in arrays else CountMarginal
         marginal = kind(**{f.name: arrays[f.name] for f in fields(kind)})
-        return cls(str(arrays["method"]), marginal, arrays.get("cholesky"))
+        method = str(arrays["method"])
+        return cls(method, marginal, arrays.get("cholesky"), arrays.get("size_factors"))
 
     def sample(self, row_start: int, n_rows: int, seed: int) -> sp.csr_matrix:
         """Artificial genes (float32 CSR, ``n_rows x p``) of cells ``row_start ..``.
@@ -97,13 +104,26 @@ class NullModel:
 
     def _block(self, block: int, seed: int) -> sp.csr_matrix:
         rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM, block]))
+        depth = self._block_depth(block)
         if self.cholesky is None:
-            return self.marginal.draw(rng, RNG_BLOCK_ROWS)
-        return self.marginal.quantiles(correlated_normals(rng, self.cholesky, RNG_BLOCK_ROWS))
+            return self.marginal.draw(rng, RNG_BLOCK_ROWS, depth)
+        normals = correlated_normals(rng, self.cholesky, RNG_BLOCK_ROWS)
+        return self.marginal.quantiles(normals, depth)
+
+    def _block_depth(self, block: int) -> np.ndarray | None:
+        """The size factors of an RNG block's cells; 0 past the last cell."""
+        if self.size_factors is None:
+            return None
+        first = block * RNG_BLOCK_ROWS
+        cells = self.size_factors[first : first + RNG_BLOCK_ROWS]
+        return np.pad(cells, (0, RNG_BLOCK_ROWS - cells.size))
 
 
 class _Partial(NamedTuple):
-    """Sufficient statistics of some rows; ``keys``/``key_counts`` form the value histogram."""
+    """Sufficient statistics of some rows; ``keys``/``key_counts`` form the value histogram,
+    ``bin_totals`` (depth bins x genes) the genes' totals per depth bin and ``scaled`` the
+    sums of ``x^2 / s`` over cells of size factor ``s > 0``; each is empty unless the fit
+    needs it."""
 
     n_cells: int
     total: np.ndarray
@@ -111,15 +131,27 @@ class _Partial(NamedTuple):
     nonzero: np.ndarray
     keys: np.ndarray
     key_counts: np.ndarray
+    bin_totals: np.ndarray
+    scaled: np.ndarray
     invalid: bool
 
 
-def _block_partial(block, with_histogram: bool) -> _Partial:
-    """Statistics of one row block (CSR, or anything ``csr_matrix`` accepts)."""
+class _Needs(NamedTuple):
+    """What a fit needs from the pass over the counts, beyond the genes' moments."""
+
+    histogram: bool = False
+    bins: DepthBins | None = None  # the genes' totals per depth bin
+    size_factors: np.ndarray | None = None  # sums of x^2 / s
+
+
+def _block_partial(block, first_row: int, needs: _Needs) -> _Partial:
+    """Statistics of one row block (CSR, or anything ``csr_matrix`` accepts) whose first cell
+    is ``first_row``."""
     csr = sp.csr_matrix(block)
+    rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
     genes, values = csr.indices, csr.data
     present = values != 0
-    genes, values = genes[present], values[present]
+    rows, genes, values = rows[present], genes[present], values[present]
     invalid = bool(
         values.size
         and (values.min() < 0 or values.max() >= _VALUE_SPAN or np.any(values != np.floor(values)))
@@ -127,10 +159,20 @@ def _block_partial(block, with_histogram: bool) -> _Partial:
     p = csr.shape[1]
     keys = np.empty(0, dtype=np.int64)
     key_counts = np.empty(0, dtype=np.int64)
-    if with_histogram and not invalid:
+    if needs.histogram and not invalid:
         keys, key_counts = np.unique(
             genes.astype(np.int64) * _VALUE_SPAN + values.astype(np.int64), return_counts=True
         )
+    bin_totals = np.zeros((0, p))
+    if needs.bins is not None:
+        n_bins = needs.bins.n_bins
+        flat = needs.bins.codes[first_row + rows] * p + genes
+        bin_totals = np.bincount(flat, weights=values, minlength=n_bins * p).reshape(n_bins, p)
+    scaled = np.zeros((0, p))
+    if needs.size_factors is not None:
+        factors = needs.size_factors[first_row + rows]  # > 0 where a count is
+        squares = np.square(values, dtype=np.float64) / factors
+        scaled = np.bincount(genes, weights=squares, minlength=p)
     return _Partial(
         n_cells=csr.shape[0],
         total=np.bincount(genes, weights=values, minlength=p),
@@ -138,6 +180,8 @@ def _block_partial(block, with_histogram: bool) -> _Partial:
         nonzero=np.bincount(genes, minlength=p),
         keys=keys,
         key_counts=key_counts,
+        bin_totals=bin_totals,
+        scaled=scaled,
         invalid=invalid,
     )
 
@@ -152,19 +196,21 @@ def _merge_partials(*parts: _Partial) -> _Partial:
         nonzero=sum(q.nonzero for q in parts),
         keys=keys,
         key_counts=key_counts.astype(np.int64),
+        bin_totals=sum(q.bin_totals for q in parts),
+        scaled=sum(q.scaled for q in parts),
         invalid=any(q.invalid for q in parts),
     )
 
 
-def _blocks_partial(blocks: list, with_histogram: bool) -> _Partial:
-    return _merge_partials(*(_block_partial(block, with_histogram) for block, _ in blocks))
+def _blocks_partial(blocks: list, needs: _Needs) -> _Partial:
+    return _merge_partials(*(_block_partial(block, first, needs) for block, first in blocks))
 
 
-def _gene_statistics(counts: da.Array, with_histogram: bool) -> _Partial:
+def _gene_statistics(counts: da.Array, needs: _Needs) -> _Partial:
     """Stream ``counts`` once: per-block statistics merged up a tree, one ``dask.compute``."""
     if counts.ndim != 2 or counts.numblocks[1] != 1:
         raise InputError("counts must be a 2-D (cells x genes) dask array chunked by rows only")
-    tree = reduce_row_blocks(counts, _blocks_partial, _merge_partials, with_histogram, group=8)
+    tree = reduce_row_blocks(counts, _blocks_partial, _merge_partials, needs, group=8)
     stats = compute(tree)[0][()]
     if stats.invalid:
         raise InputError("counts must be non-negative integers (raw UMI counts)")
@@ -178,40 +224,64 @@ def _from_moments(n_cells: int, moments: np.ndarray) -> _Partial:
     nonzero counts that the variable-gene pass already made."""
     total, total_sq, nonzero = np.asarray(moments, dtype=np.float64)
     empty = np.empty(0, dtype=np.int64)
-    return _Partial(n_cells, total, total_sq, nonzero.astype(np.int64), empty, empty, False)
+    none = np.zeros((0, total.size))
+    return _Partial(
+        n_cells, total, total_sq, nonzero.astype(np.int64), empty, empty, none, none, False
+    )
 
 
-def _fit_zip(stats: _Partial) -> CountMarginal:
+def _fit_zip(stats: _Partial, bins: DepthBins | None) -> CountMarginal:
     n = stats.n_cells
-    lam, pi = fit_zip_moments(stats.total / n, 1.0 - stats.nonzero / n)
+    if bins is None:
+        lam, pi = fit_zip_moments(stats.total / n, 1.0 - stats.nonzero / n)
+    else:
+        lam, pi = fit_zip_depth(stats.total, stats.nonzero, bins)
     return CountMarginal(rate=lam, pi=pi, theta=np.full_like(lam, np.inf))
 
 
-def _fit_nb(stats: _Partial) -> CountMarginal:
+def _fit_nb(stats: _Partial, bins: DepthBins | None) -> CountMarginal:
     genes = stats.keys // _VALUE_SPAN
     values = stats.keys % _VALUE_SPAN
     p = stats.total.size
     bounds = np.searchsorted(genes, np.arange(p + 1))
     theta = np.array(
         [
-            fit_nb_theta(stats.n_cells, values[lo:hi], stats.key_counts[lo:hi])
-            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+            fit_nb_theta(
+                stats.n_cells,
+                values[lo:hi],
+                stats.key_counts[lo:hi],
+                bins,
+                None if bins is None else stats.bin_totals[:, j],
+            )
+            for j, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
         ]
     )
-    return CountMarginal(rate=stats.total / stats.n_cells, pi=np.zeros(p), theta=theta)
+    return CountMarginal(rate=stats.total / _depth_total(stats, bins), pi=np.zeros(p), theta=theta)
 
 
-def _fit_poisson(stats: _Partial) -> CountMarginal:
-    rate = stats.total / stats.n_cells
+def _fit_poisson(stats: _Partial, bins: DepthBins | None) -> CountMarginal:
+    rate = stats.total / _depth_total(stats, bins)
     return CountMarginal(rate=rate, pi=np.zeros_like(rate), theta=np.full_like(rate, np.inf))
 
 
-def _fit_gaussian(stats: _Partial) -> GaussianMarginal:
+def _depth_total(stats: _Partial, bins: DepthBins | None) -> float:
+    """The sum of the cells' size factors: the number of cells without depth."""
+    return stats.n_cells if bins is None else bins.total()
+
+
+def _fit_gaussian(stats: _Partial, bins: DepthBins | None) -> GaussianMarginal:
     """Mean and standard deviation by maximum likelihood (1/n; mgcv's scale uses 1/(n - 1),
-    a negligible difference over thousands of cells)."""
-    mu = stats.total / stats.n_cells
-    variance = np.maximum(stats.total_sq / stats.n_cells - mu**2, 0.0)
-    return GaussianMarginal(mu=mu, sd=np.sqrt(variance))
+    a negligible difference over thousands of cells). With depth, of ``N(mu s, sd^2 s)`` over
+    the cells of positive size factor ``s``: ``mu = sum x / sum s`` (weighted least squares)
+    and ``sd^2 = sum (x - mu s)^2 / s / n``."""
+    if bins is None:
+        mu = stats.total / stats.n_cells
+        variance = stats.total_sq / stats.n_cells - mu**2
+    else:
+        depth, n = bins.total(), bins.cells[bins.size > 0].sum()
+        mu = stats.total / depth
+        variance = (stats.scaled - 2.0 * mu * stats.total + mu**2 * depth) / n
+    return GaussianMarginal(mu=mu, sd=np.sqrt(np.maximum(variance, 0.0)))
 
 
 _MARGINAL_FITTERS = {
@@ -222,8 +292,30 @@ _MARGINAL_FITTERS = {
 }
 
 
+def _needs(
+    family: str,
+    moments: np.ndarray | None,
+    bins: DepthBins | None,
+    size_factors: np.ndarray | None,
+) -> _Needs | None:
+    """What the pass over the counts must gather for ``family``; ``None``: the moments suffice.
+
+    The negative binomial needs each gene's histogram (and with depth its totals per depth
+    bin), the Gaussian with depth its sums of ``x^2 / s``; the others need only the moments.
+    """
+    if family == "nb":
+        return _Needs(histogram=True, bins=bins)
+    if family == "gaussian" and size_factors is not None:
+        return _Needs(size_factors=size_factors)
+    return None if moments is not None else _Needs()
+
+
 def fit_null(
-    counts: da.Array, method: str = "zip", seed: int = 0, moments: np.ndarray | None = None
+    counts: da.Array,
+    method: str = "zip",
+    seed: int = 0,
+    moments: np.ndarray | None = None,
+    size_factors: np.ndarray | None = None,
 ) -> NullModel:
     """Fit the null of ``method`` to ``counts`` (cells x HVGs, row-chunked CSR blocks of raw
     counts) in streaming passes; the matrix is never gathered.
@@ -231,7 +323,10 @@ def fit_null(
     ``seed`` drives the uniforms of the copula fit's randomized transform (copula methods).
     ``moments``, the genes' sums, sums of squares and nonzero counts (3 x HVGs, as
     :func:`~recall_dask.preprocess.scale.column_moments` gives them), spare the pass over the
-    counts for every marginal but the negative binomial, which needs each gene's histogram.
+    counts for every marginal but the negative binomial, which needs each gene's histogram,
+    and the Gaussian with depth. ``size_factors`` (one per cell, mean 1) make the null
+    depth-aware: each cell's artificial genes are drawn with its depth
+    (:mod:`recall_dask.nulls.depth`); ``None`` fits R's null, the same in every cell.
     """
     if method not in NULL_METHODS:
         raise InputError(f"unknown null method {method!r}; choose one of {', '.join(NULL_METHODS)}")
@@ -244,12 +339,18 @@ def fit_null(
             f"{counts.shape[1]}): their correlation is a dense p x p matrix; lower --n-hvg or "
             "choose an independent null"
         )
-    if family == "nb" or moments is None:
-        stats = _gene_statistics(counts, with_histogram=family == "nb")
-    else:
+    if size_factors is not None and size_factors.shape != (counts.shape[0],):
+        raise InputError(
+            f"size_factors has shape {size_factors.shape}, expected ({counts.shape[0]},)"
+        )
+    bins = None if size_factors is None else DepthBins.of(size_factors)
+    needs = _needs(family, moments, bins, size_factors)
+    if needs is None:
         stats = _from_moments(counts.shape[0], moments)
-    marginal = _MARGINAL_FITTERS[family](stats)
+    else:
+        stats = _gene_statistics(counts, needs)
+    marginal = _MARGINAL_FITTERS[family](stats, bins)
     if not copula:
-        return NullModel(method, marginal)
-    correlation = fit_correlation(counts, marginal, seed)
-    return NullModel(method, marginal, cholesky_factor(correlation))
+        return NullModel(method, marginal, size_factors=size_factors)
+    correlation = fit_correlation(counts, marginal, seed, size_factors)
+    return NullModel(method, marginal, cholesky_factor(correlation), size_factors)
