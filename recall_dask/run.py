@@ -13,6 +13,7 @@ the AnnData.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -32,7 +33,7 @@ from recall_dask.calibrate import (
     draw_answers,
     draws_needed,
 )
-from recall_dask.consensus import Consensus, consensus
+from recall_dask.consensus import CalibratedConsensus, calibrated_consensus, consensus
 from recall_dask.errors import InputError
 from recall_dask.graph import (
     SNNGraph,
@@ -165,14 +166,18 @@ def run_recall(
     ``store`` is the path or URL of the work directory for the normalized matrices; ``None``
     keeps them in worker memory. With several draws each draw runs R's loop on its own, and the
     answer is the consensus of the draws' answers around a medoid that has the run's number of
-    clusters (:func:`recall_dask.calibrate.agreed_draws`, :mod:`recall_dask.consensus`); the
-    embedding, the first clusters, the variable genes and the markers are the medoid draw's.
+    clusters (:func:`recall_dask.calibrate.agreed_draws`, :mod:`recall_dask.consensus`), whose
+    every pair then passes the draws' own pair tests (pairs that too few draws tell apart are
+    merged, :func:`recall_dask.consensus.calibrated_consensus`); the embedding, the first
+    clusters, the variable genes and the markers are the medoid draw's.
     Stages that ``checkpoints`` (in ``store``) lists as finished are reused, the others
     recorded there.
     """
     n_cells = counts.shape[0]
     if n_cells < params.k_neighbors:
         raise InputError(f"fewer cells ({n_cells}) than neighbors (k = {params.k_neighbors})")
+    for miss in params.misses():
+        warnings.warn(miss, UserWarning, stacklevel=2)
     timings: dict[str, float] = {}
     draws = METHODS[params.method](
         counts, var, params, timings, store, storage_options, checkpoints
@@ -208,10 +213,17 @@ def run_recall(
         n_selected, markers = last.n_selected, last.markers
     else:
         with stage("consensus", timings):
-            candidates = agreed_draws(answers, params.agreement)
-            agreed = consensus([answer.labels for answer in answers], among=candidates)
+            partitions = [answer.labels for answer in answers]
+            agreed = consensus(partitions, among=agreed_draws(answers, params.agreement))
+            calibrated = calibrated_consensus(
+                agreed,
+                partitions,
+                [draw.pair_test for draw in draws],
+                draws_needed(params.draws, params.agreement),
+            )
+            agreed = calibrated.consensus
             medoid, labels, confidence = agreed.medoid, agreed.labels, agreed.confidence
-            n_selected, markers = draws[medoid].pair_test(labels)
+            n_selected, markers = calibrated.agreed_n_selected, calibrated.tests[medoid][1]
     genes = var.index[draws[medoid].genes]
     record = {
         "method": params.method,
@@ -233,7 +245,7 @@ def run_recall(
     if markers is not None:  # count splitting has no knockoff W
         record["markers"] = markers.record(genes)
     if len(draws) > 1:
-        record["stability"] = _stability(steps, answers, agreed, params)
+        record["stability"] = _stability(steps, answers, calibrated, params)
     initial = steps[0].draws[medoid].labels
     return RecallResult(labels, initial, whole_embeddings[medoid](), confidence, record)
 
@@ -258,9 +270,14 @@ def _clusters_per_draw(step: Step) -> np.ndarray:
 
 
 def _stability(
-    steps: list[Step], answers: list[Iteration], agreed: Consensus, params: RecallParams
+    steps: list[Step],
+    answers: list[Iteration],
+    calibrated: CalibratedConsensus,
+    params: RecallParams,
 ) -> dict[str, Any]:
-    """``uns['recall']['stability']``: the draws, their own answers and how far they agree."""
+    """``uns['recall']['stability']``: the draws, their own answers, how far they agree, and
+    how the consensus clusters passed every draw's pair tests."""
+    agreed = calibrated.consensus
     return {
         "draw_seeds": np.array(draw_seeds(params.seed, params.draws), dtype=np.int64),
         "medoid": agreed.medoid,
@@ -273,6 +290,9 @@ def _stability(
         "answer_resolutions": np.array([answer.resolution for answer in answers]),
         "cluster_stability": agreed.cluster_stability,
         "pair_separation": agreed.pair_separation,
+        "pair_n_selected": calibrated.n_selected,
+        "pair_support": calibrated.pair_support,
+        "merges": calibrated.record(),
     }
 
 

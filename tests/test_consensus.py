@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from recall_dask.consensus import adjusted_rand_index, consensus, matched, medoid
+from recall_dask.consensus import (
+    adjusted_rand_index,
+    calibrated_consensus,
+    consensus,
+    matched,
+    medoid,
+)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -86,3 +92,107 @@ def test_consensus_relabels_by_size_and_counts_separations():
     np.testing.assert_array_equal(agreed.labels, [2, 2, 1, 1, 1, 0, 0, 0, 0])
     # Clusters 1 and 2 are separate in two draws of three, cluster 0 in all of them.
     np.testing.assert_allclose(agreed.pair_separation, [[0, 1, 1], [1, 0, 2 / 3], [1, 2 / 3, 0]])
+
+
+# -- the consensus passes the draws' own pair tests -------------------------------------------
+
+#: Three true groups of ten cells; draws 0 and 1 split group 0 in two, draw 2 does not.
+TRUTH = np.repeat([0, 1, 2], 10)
+SPLIT = np.where(np.arange(30) < 5, 3, TRUTH)
+
+
+def _truth_test(truth: np.ndarray, passes: set[tuple[int, int]] = frozenset()):
+    """A pair test that selects genes for a pair of clusters only if they hold different
+    true groups (by majority), or if the pair of true groups is listed in ``passes``."""
+
+    def test(labels: np.ndarray):
+        k = int(labels.max()) + 1
+        group = np.array([np.bincount(truth[labels == c]).argmax() for c in range(k)])
+        first = np.array([np.flatnonzero(labels == c)[0] for c in range(k)])
+        selected = np.full((k, k), -1)
+        for a in range(k):
+            for b in range(k):
+                if a != b:
+                    same = group[a] == group[b]
+                    listed = tuple(sorted((first[a], first[b]))) in passes
+                    selected[a, b] = 0 if same and not listed else 3
+        return selected, f"markers of draw {id(test)}"
+
+    return test
+
+
+def test_merged_counts_a_vote_for_either_cluster():
+    partitions = [SPLIT, SPLIT.copy(), TRUTH]
+    agreed = consensus(partitions)
+    assert agreed.labels.max() == 3
+    a, b = agreed.labels[0], agreed.labels[9]
+    assert agreed.confidence[0] == pytest.approx(2 / 3)
+    joined = agreed.merged(min(a, b), max(a, b), partitions)
+    np.testing.assert_array_equal(joined.labels, TRUTH)
+    np.testing.assert_allclose(joined.confidence, 1.0)
+    np.testing.assert_allclose(joined.cluster_stability, 1.0)
+    assert joined.medoid == agreed.medoid
+
+
+def test_a_pair_too_few_draws_tell_apart_is_merged():
+    partitions = [SPLIT, SPLIT.copy(), TRUTH]
+    agreed = consensus(partitions)
+    tests = [_truth_test(TRUTH) for _ in partitions]
+    calibrated = calibrated_consensus(agreed, partitions, tests, needed=2)
+    np.testing.assert_array_equal(calibrated.consensus.labels, TRUTH)
+    assert len(calibrated.merges) == 1
+    merge = calibrated.merges[0]
+    assert (merge.cells_a, merge.cells_b, merge.n_draws_selecting) == (5, 5, 0)
+    assert calibrated.merged_into().tolist() == [0]
+    assert calibrated.record()["cells_a"].tolist() == [5]
+    off = ~np.eye(3, dtype=bool)
+    assert (calibrated.pair_support[off] == 1.0).all() and (
+        calibrated.agreed_n_selected[off] == 3
+    ).all()
+    assert calibrated.n_selected.shape == (3, 3, 3)
+    # Without the merge, the consensus had a pair that no draw selects a gene for.
+    before = np.stack([test(agreed.labels)[0] for test in tests])
+    assert ((before > 0).sum(axis=0) < 2).any()
+
+
+def test_a_pair_enough_draws_tell_apart_stays():
+    partitions = [SPLIT, SPLIT.copy(), TRUTH]
+    agreed = consensus(partitions)
+    split_pair = {(0, 5)}  # cells 0 and 5 lead the two halves of group 0
+    tests = [_truth_test(TRUTH, split_pair), _truth_test(TRUTH, split_pair), _truth_test(TRUTH)]
+    calibrated = calibrated_consensus(agreed, partitions, tests, needed=2)
+    assert calibrated.merges == []
+    np.testing.assert_array_equal(calibrated.consensus.labels, agreed.labels)
+    np.testing.assert_array_equal(calibrated.consensus.confidence, agreed.confidence)
+    a, b = agreed.labels[0], agreed.labels[5]
+    assert calibrated.pair_support[a, b] == pytest.approx(2 / 3)
+    assert calibrated.agreed_n_selected[a, b] == 3
+    # With all three draws needed, the same pair is merged.
+    assert len(calibrated_consensus(agreed, partitions, tests, needed=3).merges) == 1
+
+
+def test_the_weakest_failing_pair_is_merged_first():
+    """Group 0 is split by every draw, group 1 by two; both splits fail with three draws
+    needed, and group 0's (told apart by one draw) goes before group 1's (by two)."""
+    both = np.where(
+        np.arange(30) < 5, 3, np.where((np.arange(30) >= 10) & (np.arange(30) < 15), 4, TRUTH)
+    )
+    partitions = [both, both.copy(), np.where(np.arange(30) < 5, 3, TRUTH)]
+    agreed = consensus(partitions)
+    tests = [
+        _truth_test(TRUTH, {(0, 5), (10, 15)}),
+        _truth_test(TRUTH, {(10, 15)}),
+        _truth_test(TRUTH),
+    ]
+    calibrated = calibrated_consensus(agreed, partitions, tests, needed=3)
+    assert [m.n_draws_selecting for m in calibrated.merges] == [1, 2]
+    np.testing.assert_array_equal(calibrated.consensus.labels, TRUTH)
+
+
+def test_one_cluster_left_passes():
+    partitions = [np.repeat([0, 1], 5), np.repeat([0, 1], 5)]
+    agreed = consensus(partitions)
+    calibrated = calibrated_consensus(
+        agreed, partitions, [_truth_test(np.zeros(10, int))] * 2, needed=1
+    )
+    assert calibrated.consensus.labels.max() == 0 and len(calibrated.merges) == 1

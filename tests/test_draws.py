@@ -15,9 +15,14 @@ from sklearn.metrics import adjusted_rand_score
 from recall_dask import calibrate as calibrate_module
 from recall_dask import run as run_module
 from recall_dask.api import recall
+from recall_dask.calibrate import draws_needed
+from recall_dask.choices import NULLS_WITHOUT_OVERDISPERSION
+from recall_dask.consensus import calibrated_consensus, consensus
 from recall_dask.dask_cluster import ClusterConfig, dask_client
 from recall_dask.errors import InputError
 from recall_dask.graph import StoredSNNGraph
+from recall_dask.io import counts_from_anndata
+from recall_dask.methods import recall_inputs
 from recall_dask.methods.draws import draw_seeds
 from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import RecallParams
@@ -60,6 +65,31 @@ def test_five_groups_are_five_clusters_with_full_confidence():
     selected = adata.uns["recall"]["n_selected"]
     assert selected.shape == (5, 5) and (selected[~np.eye(5, dtype=bool)] > 0).all()
     assert set(adata.uns["recall"]["markers"]["cluster_a"]) == {0, 1, 2, 3}
+    # Every pair passes the draws' own tests: at least half of them select a gene for it.
+    assert stability["pair_n_selected"].shape == (10, 5, 5)
+    assert (stability["pair_support"][~np.eye(5, dtype=bool)] >= 0.5).all()
+    assert stability["merges"]["cells_a"].size == 0
+
+
+def test_consensus_that_splits_a_group_no_draw_tells_apart_is_merged():
+    """Two of three draws' answers cut one true group in two at random, so the vote keeps the
+    cut; the draws' own knockoff tests (on their artificial genes) find no gene for that pair,
+    and the merge step joins it again. Without the merge the answer has a failing pair."""
+    adata = simulate_dense(600, 800, 2, de_prob=0.1, seed=4)
+    params = RecallParams(n_hvg=300, draws=3, seed=2)
+    draws = recall_inputs(counts_from_anndata(adata), adata.var, params, {}, None, None)
+    truth = adata.obs["group"].cat.codes.to_numpy()
+    cut = np.where((truth == 0) & (np.random.default_rng(0).random(600) < 0.5), 2, truth)
+    partitions = [cut, cut.copy(), truth]
+    agreed = consensus(partitions)
+    assert agreed.labels.max() == 2
+    before = np.stack([draw.pair_test(agreed.labels)[0] for draw in draws])
+    assert ((before > 0).sum(axis=0) < 2).any(), "the vote's cut fails the draws' tests"
+    needed = draws_needed(3, params.agreement)
+    calibrated = calibrated_consensus(agreed, partitions, [d.pair_test for d in draws], needed)
+    assert adjusted_rand_score(calibrated.consensus.labels, truth) == 1.0
+    assert len(calibrated.merges) == 1
+    assert (calibrated.pair_support[~np.eye(2, dtype=bool)] >= 2 / 3).all()
 
 
 def test_one_draw_keeps_rs_record():
@@ -166,7 +196,15 @@ def test_out_of_core_draws_hold_no_whole_embedding_after_it_is_stored(tmp_path, 
 
 
 METHODS = {
-    **{null: {"null_method": null} for null in NULL_METHODS},
+    # Nulls without overdispersion with the R package's depth-blind fit (README, "Sequencing
+    # depth": with each cell's depth they fail composition-differing groups, and warn).
+    **{
+        null: {
+            "null_method": null,
+            **({"depth": "none"} if null in NULLS_WITHOUT_OVERDISPERSION else {}),
+        }
+        for null in NULL_METHODS
+    },
     "countsplit": {"method": "countsplit"},
     "leiden": {"algorithm": "leiden"},
 }

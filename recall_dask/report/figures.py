@@ -4,6 +4,7 @@ inlined in the page as base64 PNG (:func:`png_data_uri`)."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from io import BytesIO
 from typing import TYPE_CHECKING
 
@@ -169,8 +170,9 @@ def confidence_figure(umap: np.ndarray, confidence: np.ndarray) -> Figure:
     return figure
 
 
-def selected_heatmap(n_selected: np.ndarray) -> Figure:
-    """Genes selected for every cluster pair (diagonal blank), counts written in if few."""
+def selected_heatmap(n_selected: np.ndarray, merged: Sequence[int] = ()) -> Figure:
+    """Genes selected for every cluster pair (diagonal blank), counts written in if few; a
+    pair with a cluster of ``merged`` (made by merging a failing pair) is starred."""
     from matplotlib import colormaps
 
     k = n_selected.shape[0]
@@ -182,7 +184,10 @@ def selected_heatmap(n_selected: np.ndarray) -> Figure:
     if k <= 16:
         for a, b in zip(*np.nonzero(~np.ma.getmaskarray(values)), strict=True):
             ink = "black" if image.norm(values[a, b]) > 0.5 else "white"
-            ax.text(b, a, int(values[a, b]), ha="center", va="center", fontsize=8, color=ink)
+            star = "*" if a in merged or b in merged else ""
+            ax.text(
+                b, a, f"{int(values[a, b])}{star}", ha="center", va="center", fontsize=8, color=ink
+            )
     ax.set(xticks=range(k), yticks=range(k), xlabel="cluster", ylabel="cluster")
     figure.colorbar(image, ax=ax, label="genes selected", shrink=0.8)
     return figure

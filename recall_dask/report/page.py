@@ -113,10 +113,38 @@ def _calibration_section(record: dict, trace: list[dict]) -> list[str]:
         "first resolution where every pair of its clusters selects a gene, and its clusters "
         f"there are its answer. The run takes the most clusters that at least {needed} draws' "
         "answers have, and the consensus of all answers around the medoid draw with that many: "
-        "each cell takes the label most draws give it.</p>",
+        "each cell takes the label most draws give it. Every pair of the consensus clusters is "
+        f"then tested on every draw's own artificial genes and must select a gene in at least "
+        f"{needed} of them; a pair that fails is merged.</p>",
         _image(draws_figure(stability), "clusters of every draw per iteration"),
         _draws_table(trace),
+        _merges_note(stability),
     ]
+
+
+def _merges_note(stability: dict) -> str:
+    """The consensus pairs that too few draws told apart, and what became of them."""
+    merges = stability.get("merges")  # stores before the consensus was tested
+    if merges is None:
+        return ""
+    if len(merges["cells_a"]) == 0:
+        return '<p class="note">No consensus pair needed merging.</p>'
+    rows = [
+        [f"{a:,} + {b:,} cells", f"{n} of {len(stability['draw_seeds'])}", into]
+        for a, b, n, into in zip(
+            merges["cells_a"],
+            merges["cells_b"],
+            merges["n_draws_selecting"],
+            merges["merged_into"],
+            strict=True,
+        )
+    ]
+    return (
+        '<p class="note">Consensus pairs merged because fewer than the needed draws selected a '
+        "gene for them, in order; pairs with their final cluster passed only after merging "
+        "(starred in the heatmap).</p>"
+        + _table(["merged pair", "draws selecting", "final cluster"], rows, numeric={2})
+    )
 
 
 def _stability_section(adata: ad.AnnData, keys: ResultKeys, record: dict) -> list[str]:
@@ -140,8 +168,19 @@ def _stability_section(adata: ad.AnnData, keys: ResultKeys, record: dict) -> lis
 
 def _selection(record: dict, fdr: float) -> str:
     if record.get("method", "recall") == "countsplit":
-        return f"genes with Bonferroni-adjusted p < {fdr:g} on the test half (count splitting)"
-    return f"knockoff+ at q = {fdr:g}"
+        selection = f"genes with Bonferroni-adjusted p < {fdr:g} on the test half (count splitting)"
+    else:
+        selection = f"knockoff+ at q = {fdr:g}"
+    if "stability" in record and "pair_n_selected" in record["stability"]:
+        needed = int(record["stability"]["needed"])
+        selection += f"; per pair, the most genes that at least {needed} draws each select"
+    return selection
+
+
+def _merged(record: dict) -> list[int]:
+    """Final clusters made by merging consensus pairs that failed the draws' tests."""
+    merges = record.get("stability", {}).get("merges")
+    return [] if merges is None else np.asarray(merges["merged_into"]).tolist()
 
 
 def _markers_section(record: dict, n_selected: np.ndarray) -> str:
@@ -225,7 +264,7 @@ def render_report(
         *_stability_section(adata, keys, record),
         '<div class="columns"><div><h2>Genes selected per pair</h2>',
         f'<p class="note">Final clusters, {_selection(record, fdr)}.</p>',
-        _image(selected_heatmap(final), "genes selected per cluster pair"),
+        _image(selected_heatmap(final, _merged(record)), "genes selected per cluster pair"),
         "</div><div><h2>Cluster sizes</h2>",
         _image(sizes_figure(labels), "cells per recall cluster"),
         "</div></div>",
