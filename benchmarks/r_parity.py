@@ -50,6 +50,9 @@ from recall_dask.run import embed
 ROOT = Path(__file__).resolve().parent.parent
 R_SCRIPT = ROOT / "benchmarks" / "r" / "recall_seurat.R"
 SEARCHES = tuple(NEIGHBOR_SEARCHES)
+#: The R package's calibration: its ZIP null, fitted alike for every cell (our defaults are
+#: the NB null with each cell's depth; README, "Sequencing depth").
+R_COMPATIBLE = ["--null-method", "zip", "--depth", "none"]
 
 
 def run_r(seed: int, out: Path, reuse: bool) -> dict[str, float]:
@@ -66,10 +69,12 @@ def run_r(seed: int, out: Path, reuse: bool) -> dict[str, float]:
 
 
 def run_ours(seed: int, search: str, out: Path) -> dict[str, object]:
-    """``recall-dask run`` on the bundled data in a fresh process, as a user runs it."""
+    """``recall-dask run`` on the bundled data in a fresh process, as a user runs it, with the
+    R package's null (:data:`R_COMPATIBLE`)."""
     store, labels_csv = out / f"{search}-seed{seed}.zarr", out / f"{search}-seed{seed}.csv"
     command = [sys.executable, "-m", "recall_dask", "run", str(io.BUNDLED_PBMC3K), "-o", str(store)]
     command += ["--seed", str(seed), "--neighbors", search, "--labels-csv", str(labels_csv)]
+    command += R_COMPATIBLE
     wall, peak = run_measured([*command, "--quiet"])
     record = io.read_results(store).uns["recall"]
     trace = [record["iterations"][str(i)]["n_clusters"] for i in range(record["n_iterations"])]
@@ -91,7 +96,7 @@ def r_trace(out: Path) -> pd.DataFrame:
 def first_difference(r_out: Path, counts: sp.csr_matrix, var: pd.DataFrame, search: str) -> str:
     """Feed R's artificial genes to our stages and name the first stage whose result differs
     from R's, with numbers; "none" if every stage agrees down to the final clusters."""
-    params = RecallParams(neighbors=search)
+    params = RecallParams(neighbors=search, null_method="zip", depth="none")
     genes = np.loadtxt(r_out / "variable_genes.txt", dtype=np.int64)
     x = da.from_array(counts, chunks=(2048, -1), asarray=False)
     ours = select_variable_genes(x, var, params.n_hvg, column_moments(x).compute())

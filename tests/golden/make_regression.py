@@ -50,12 +50,25 @@ def cases() -> dict[str, tuple[Any, dict[str, Any]]]:
     def three_groups() -> ad.AnnData:
         return simulate(600, 800, 3, de_prob=0.05, seed=5, log_mean=-1.0)
 
+    # The R package's procedure, as stored before depth-aware calibration became the default.
+    r = {"depth": "none", "split": "poisson"}
     return {
-        **{f"pbmc3k-seed{seed}": (pbmc3k, {"seed": seed}) for seed in range(3)},
-        "five-groups": (five_groups, {"seed": 1, "n_hvg": 500}),
-        "one-population": (one_population, {"seed": 1, "n_hvg": 500}),
-        "five-groups-countsplit": (five_groups, {"seed": 1, "n_hvg": 500, "method": "countsplit"}),
-        "three-groups-draws": (three_groups, {"seed": 3, "n_hvg": 300, "draws": 4}),
+        **{f"pbmc3k-seed{seed}": (pbmc3k, {"seed": seed, **r}) for seed in range(3)},
+        "five-groups": (five_groups, {"seed": 1, "n_hvg": 500, **r}),
+        "one-population": (one_population, {"seed": 1, "n_hvg": 500, **r}),
+        "five-groups-countsplit": (
+            five_groups,
+            {"seed": 1, "n_hvg": 500, "method": "countsplit", **r},
+        ),
+        "three-groups-draws": (three_groups, {"seed": 3, "n_hvg": 300, "draws": 4, **r}),
+        # The defaults: depth-aware nulls, count splitting by NB with depth strata.
+        "pbmc3k-seed0-depth": (pbmc3k, {"seed": 0}),
+        "one-population-depth": (one_population, {"seed": 1, "n_hvg": 500}),
+        "five-groups-countsplit-depth": (
+            five_groups,
+            {"seed": 1, "n_hvg": 500, "method": "countsplit"},
+        ),
+        "three-groups-draws-depth": (three_groups, {"seed": 3, "n_hvg": 300, "draws": 4}),
     }
 
 
