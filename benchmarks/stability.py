@@ -3,8 +3,10 @@
 Parts (``--parts``, all by default):
 
 * ``pbmc``: PBMC 3k for outer seeds 0-9 at each M of ``--draws``: the cluster count of every
-  seed, how many seeds give the most common count, and the ARI between the labels of every
-  two seeds (median and minimum); a plot of the spread against M. Results accumulate in
+  seed, how many seeds give the most common count, the ARI between the labels of every
+  two seeds (median and minimum), the smallest fraction of draws that select a gene for a
+  pair of final clusters and the consensus pairs merged, over all seeds; a plot of the spread
+  against M. Results accumulate in
   ``DATA_DIR/stability_pbmc.json``, so each M can be measured in a run of its own.
 * ``null``: one homogeneous simulated population (2,000 cells x 1,500 genes, no groups):
   how often a single draw splits it over 50 seeds, against how often the majority of 10
@@ -33,6 +35,7 @@ from itertools import combinations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -79,11 +82,14 @@ def pbmc_part(draw_counts: list[int], results_file: Path) -> str:
     adata = pbmc_counts()
     for m in draw_counts:
         start = time.perf_counter()
-        runs = [run_quietly(adata, seed=s, draws=m).obs["recall"] for s in OUTER_SEEDS]
+        done = [run_quietly(adata, seed=s, draws=m) for s in OUTER_SEEDS]
+        runs = [result.obs["recall"] for result in done]
         results[str(m)] = {
             "counts": [labels.nunique() for labels in runs],
             "ari": [adjusted_rand_score(a, b) for a, b in combinations(runs, 2)],
             "seconds": (time.perf_counter() - start) / len(runs),
+            "support": [_least_support(result.uns["recall"]) for result in done],
+            "merges": [_merges(result.uns["recall"]) for result in done],
         }
         results_file.write_text(json.dumps(results, indent=1))
         print(m, results[str(m)]["counts"], flush=True)
@@ -93,21 +99,42 @@ def pbmc_part(draw_counts: list[int], results_file: Path) -> str:
     for m in sorted(spread):
         counts, ari = spread[m]
         modal, n_modal = Counter(counts).most_common(1)[0]
+        support = results[str(m)].get("support")
+        passing = (
+            "" if support is None else f"{min(support):.1f} / {sum(results[str(m)]['merges'])}"
+        )
         rows.append(
             f"| {m} | {' '.join(map(str, counts))} | {n_modal} of {len(counts)} at {modal} | "
-            f"{statistics.median(ari):.2f} | {min(ari):.2f} | {results[str(m)]['seconds']:.0f} |"
+            f"{statistics.median(ari):.2f} | {min(ari):.2f} | {passing} | "
+            f"{results[str(m)]['seconds']:.0f} |"
         )
     return "\n".join(
         [
             "| draws M | clusters, outer seeds 0-9 | same count | median ARI between seeds "
-            "| min ARI | s per run (in process) |",
-            "|---:|---|---|---:|---:|---:|",
+            "| min ARI | least pair support / merges | s per run (in process) |",
+            "|---:|---|---|---:|---:|---:|---:|",
             *rows,
             "",
             f"![cluster counts and agreement against draws]({PLOT})",
             "",
         ]
     )
+
+
+def _least_support(record: dict) -> float:
+    """The smallest fraction of draws that select a gene for a pair of final clusters (1 for
+    one draw or one cluster: no pair fails)."""
+    stability = record.get("stability")
+    if stability is None or record["n_clusters"] == 1:
+        return 1.0
+    support = np.asarray(stability["pair_support"])
+    return float(support[~np.eye(support.shape[0], dtype=bool)].min())
+
+
+def _merges(record: dict) -> int:
+    """Consensus pairs merged because too few draws told them apart."""
+    stability = record.get("stability")
+    return 0 if stability is None else len(stability["merges"]["cells_a"])
 
 
 def plot(spread: dict[int, tuple[list[int], list[float]]]) -> None:

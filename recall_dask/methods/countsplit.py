@@ -1,13 +1,21 @@
 """Count splitting, as ``FindClustersCountsplit`` of the R package: cluster one half of the
 counts, test the clusters on the other half.
 
-**The split.** Every count X is thinned into ``train ~ Binomial(X, 1/2)`` and
-``test = X - train`` (``countsplit::countsplit`` with its defaults: two folds, epsilon 1/2,
-Poisson splitting). Under a Poisson model the halves are independent, so marker genes found on
-the test half are not "confirmed" merely because the train half chose the clusters. The
+**The split.** Every count X is thinned into ``train`` and ``test = X - train``, two folds
+with epsilon 1/2 as ``countsplit::countsplit``. With ``--split poisson`` (``countsplit``'s
+default) ``train ~ Binomial(X, 1/2)``: under a Poisson model the halves are independent, so
+marker genes found on the test half are not "confirmed" merely because the train half chose
+the clusters. UMI counts are overdispersed, and then the binomial halves share the gene's
+noise in the cell. ``--split nb`` (default) splits each count of a gene of negative binomial
+size theta by the Dirichlet-multinomial: ``train ~ Binomial(X, p)``, ``p ~ Beta(theta / 2,
+theta / 2)`` drawn per count, which makes the halves of NB(mu, theta) counts independent
+NB(mu / 2, theta / 2) for any mean mu (Neufeld et al. 2024, ``countsplit``'s ``overdisps``),
+so also when the mean varies with the cell's depth. Each gene's theta is fitted once to all
+counts, by maximum likelihood with each cell's library size as offset (the ``nb`` null's fit,
+:func:`recall_dask.nulls.fit_null`); a gene fitted as Poisson gets the binomial split. The
 draws are keyed by ``--seed``, a stream constant and fixed blocks of absolute rows
 (``SeedSequence([seed, STREAM, block])``, as the artificial genes of :mod:`recall_dask.nulls`);
-within a block, each entry takes its own counter-based random bits (:func:`binomial_half`).
+within a block, each entry takes its own counter-based random words (:func:`binomial_half`).
 numpy's sequential ``binomial`` would use a data-dependent share of the block's stream, so a
 chunk starting mid-block could not resume it; counter-based bits make each half of any row
 chunk reproducible on any worker, for any chunking, and the two halves always add up to X.
@@ -29,6 +37,11 @@ half of all genes:
 * ``p_val_adj = min(1, p * nrow(object))``: Bonferroni over all genes of the test object, not
   only the tested ones. A pair selects the genes with ``p_val_adj < alpha`` (R: 0.05, our
   ``--fdr``).
+
+Both halves of a cell share its depth, so a train-half split of deep from shallow cells shows
+in the test half too. With ``--depth cell`` (default) the rank-sum test is van Elteren's,
+within deciles of library size (:class:`~recall_dask.stats.ranksums.StratifiedGroups`), so
+such a difference adds nothing; the filters stay Seurat's.
 
 The statistics of the filters (detection counts and sums of ``expm1`` per cluster) come from
 the same grouping of a feature block that the Wilcoxon test uses, so one read of the test

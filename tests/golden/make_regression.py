@@ -51,7 +51,7 @@ def cases() -> dict[str, tuple[Any, dict[str, Any]]]:
         return simulate(600, 800, 3, de_prob=0.05, seed=5, log_mean=-1.0)
 
     # The R package's procedure, as stored before depth-aware calibration became the default.
-    r = {"depth": "none", "split": "poisson"}
+    r = {"null_method": "zip", "depth": "none", "split": "poisson"}
     return {
         **{f"pbmc3k-seed{seed}": (pbmc3k, {"seed": seed, **r}) for seed in range(3)},
         "five-groups": (five_groups, {"seed": 1, "n_hvg": 500, **r}),
