@@ -131,9 +131,9 @@ class RecallParams:
     )
     depth: str = option(
         "cell",
-        "how calibration accounts for each cell's sequencing depth (library size): cell = recall "
-        "draws each cell's artificial genes with its depth, as its real genes carry it, and "
-        "countsplit compares clusters within deciles of depth; none = as the R package, which "
+        "how calibration accounts for each cell's sequencing depth: cell = recall draws each "
+        "cell's artificial genes with its depth, as its real genes carry it, and countsplit "
+        "compares clusters within 20 groups of like depth; none = as the R package, which "
         "ignores depth and so can certify clusters that depth alone explains",
         choices=DEPTHS,
     )

@@ -21,6 +21,7 @@ from recall_dask.methods.countsplit import (
     RNG_BLOCK_ROWS,
     counts_half,
     marker_gene_counts,
+    overdispersion_trend,
     split_block,
 )
 from recall_dask.simulate import write_simulated
@@ -254,3 +255,22 @@ def test_command_line_runs_countsplit(tmp_path):
     assert result.uns["recall"]["params"]["method"] == "countsplit"
     truth = ad.read_zarr(source).obs["group"]
     assert adjusted_rand_score(truth, result.obs["recall"]) >= 0.95
+
+
+def test_overdispersion_is_the_trend_of_size_against_mean():
+    """Per-gene sizes fitted to NB counts of size 5 scatter widely; the trend recovers the
+    common size, follows a size that changes with the mean, and leaves Poisson genes and
+    unseen genes Poisson."""
+    rng = np.random.default_rng(3)
+    n = 4000  # 200 genes per group: each group's median log size is within 0.4 of the truth
+    mean = np.concatenate([np.exp(rng.uniform(-3, 2, n)), np.zeros(3)])
+    scatter = np.exp(rng.normal(0, 1.0, mean.size))
+    trend = overdispersion_trend(mean, 5.0 * scatter)
+    np.testing.assert_allclose(trend[:n], 5.0, rtol=0.5)
+    assert np.median(trend[:n]) == pytest.approx(5.0, rel=0.1)
+    assert np.isinf(trend[n:]).all()
+    rising = overdispersion_trend(mean, mean * scatter)  # size proportional to the mean
+    inside = (mean > np.exp(-2)) & (mean < np.exp(1))
+    np.testing.assert_allclose(rising[inside], mean[inside], rtol=0.5)
+    poisson = overdispersion_trend(mean, np.full(mean.size, np.inf))
+    assert np.isinf(poisson).all()

@@ -12,7 +12,8 @@ theta / 2)`` drawn per count, which makes the halves of NB(mu, theta) counts ind
 NB(mu / 2, theta / 2) for any mean mu (Neufeld et al. 2024, ``countsplit``'s ``overdisps``),
 so also when the mean varies with the cell's depth. Each gene's theta is fitted once to all
 counts, by maximum likelihood with each cell's library size as offset (the ``nb`` null's fit,
-:func:`recall_dask.nulls.fit_null`); a gene fitted as Poisson gets the binomial split. The
+:func:`recall_dask.nulls.fit_null`), then taken from the trend of theta against the genes'
+means (:func:`overdispersion_trend`); a gene whose trend is Poisson gets the binomial split. The
 draws are keyed by ``--seed``, a stream constant and fixed blocks of absolute rows
 (``SeedSequence([seed, STREAM, block])``, as the artificial genes of :mod:`recall_dask.nulls`);
 within a block, each entry takes its own counter-based random words (:func:`binomial_half`).
@@ -40,8 +41,9 @@ half of all genes:
 
 Both halves of a cell share its depth, so a train-half split of deep from shallow cells shows
 in the test half too. With ``--depth cell`` (default) the rank-sum test is van Elteren's,
-within deciles of library size (:class:`~recall_dask.stats.ranksums.StratifiedGroups`), so
-such a difference adds nothing; the filters stay Seurat's.
+within 20 quantile groups of library size
+(:class:`~recall_dask.stats.ranksums.StratifiedGroups`), so such a difference adds nothing;
+the filters stay Seurat's.
 
 The statistics of the filters (detection counts and sums of ``expm1`` per cluster) come from
 the same grouping of a feature block that the Wilcoxon test uses, so one read of the test
@@ -443,8 +445,42 @@ def _cell_depth(counts: da.Array, params: RecallParams, timings: dict[str, float
         (totals,) = compute(library_sizes(counts))
         if params.split == "poisson":
             return {"library_sizes": totals}
-        fit = fit_null(counts, "nb", size_factors=size_factors(totals))
-        return {"library_sizes": totals, "overdispersion": fit.marginal.theta}
+        fit = fit_null(counts, "nb", size_factors=size_factors(totals)).marginal
+        return {
+            "library_sizes": totals,
+            "overdispersion": overdispersion_trend(fit.rate, fit.theta),
+        }
+
+
+#: Groups of genes by mean in which the trend of the NB size is taken.
+_TREND_GROUPS = 20
+#: A size above this is Poisson: a gene of mean 1 then has less than 1e-6 of extra variance.
+_POISSON_SIZE = 1e6
+
+
+def overdispersion_trend(mean: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Each gene's NB size taken from the trend of size against mean over all genes, as
+    sctransform and glmGamPoi regularize it: the median log size of the genes in its group of
+    like mean (20 quantile groups of log mean), interpolated at its own log mean; infinite
+    (Poisson) where the trend is, and for genes never seen.
+
+    A gene's own size, fitted to a few hundred counts, is too noisy to split by: sizes far
+    below the truth make the Dirichlet-multinomial split send whole counts to one half, and
+    far above it leave the halves sharing the gene's noise, and either makes them dependent.
+    """
+    seen = mean > 0
+    log_mean = np.log(mean[seen])
+    log_size = np.log(np.minimum(size[seen], _POISSON_SIZE))
+    groups = np.quantile(log_mean, np.linspace(0, 1, _TREND_GROUPS + 1)[1:-1])
+    group = np.searchsorted(groups, log_mean, side="right")
+    present = np.unique(group)
+    centres = np.array([np.median(log_mean[group == g]) for g in present])
+    trend = np.array([np.median(log_size[group == g]) for g in present])
+    fitted = np.interp(log_mean, centres, trend)
+    regularized = np.full(mean.size, np.inf)
+    poisson = fitted >= np.log(_POISSON_SIZE) - 1e-9  # the cap, up to rounding
+    regularized[seen] = np.where(poisson, np.inf, np.exp(fitted))
+    return regularized
 
 
 def _marker_test(

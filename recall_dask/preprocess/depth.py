@@ -22,8 +22,9 @@ import scipy.sparse as sp
 from recall_dask._chunks import rows_only
 from recall_dask.progress import compute
 
-#: Groups of cells of like depth for stratified pair tests: deciles of library size.
-DEPTH_STRATA = 10
+#: Groups of cells of like depth for stratified pair tests: 20 quantile groups of library size
+#: (ten let a split of deep from shallow cells through at the edges of the groups).
+DEPTH_STRATA = 20
 
 
 def _row_totals(block) -> np.ndarray:
