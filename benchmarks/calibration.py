@@ -4,17 +4,20 @@ in real data; and what the depth-aware defaults change on PBMC 3k and sc_mixolog
 Simulated data (``recall_dask.simulate``): negative binomial counts (size 5), each cell's
 mean scaled by a log-normal size factor whose log has sd 0 to 0.8 (real data: 0.4 to 0.6).
 "Sparse": 2,000 cells x 10,000 genes, log mean -4 (about 2,600 UMIs and 900 genes per cell).
-"Dense": 1,500 cells x 1,500 genes, log mean -1 (about 7,800 UMIs per cell, most genes in
-most cells), where the groups also differ in library size (their composition). Every run is
+"Dense": 1,500 cells x 4,000 genes, log mean -2 (about 7,600 UMIs and 1,900 genes per cell),
+where the highly expressed genes have hundreds of counts and the groups also differ in library
+size (their composition). "Very dense": 1,500 cells x 1,500 genes, log mean -1 (about 7,800
+UMIs per cell, most genes in most cells), 500 variable genes (``tests/test_methods.py``'s
+data). Every run is
 in process, one draw, seed = simulation seed.
 
 * ``type1``: one sparse homogeneous population; how many seeds end with more than one
   cluster. The default, R's null (``--null-method zip --depth none``) and the ZIP with depth
   at sd 0, 0.4, 0.6 and 0.8 over 50 seeds; every other null method and count splitting
   (Poisson and NB), each with and without depth, at sd 0.6 over 20 seeds.
-* ``power``: five groups (10% of genes differentially expressed per group), sparse and
-  dense, at the same depth spreads, 5 seeds, for every calibration that passed the type I
-  error target at sd 0.6: clusters and ARI against the groups.
+* ``power``: five groups (10% of genes differentially expressed per group), sparse, dense and
+  very dense, at the same depth spreads, 5 seeds, for every calibration that passed the type
+  I error target at sd 0.6: clusters and ARI against the groups.
 * ``real``: PBMC 3k (seeds 0-4, ARI against the Seurat tutorial's annotation) and sc_mixology
   within each protocol (seeds 1-5, ARI against the cell lines called from genotype), with
   R's settings and with the defaults.
@@ -47,8 +50,12 @@ from recall_dask.simulate import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
-#: cells, genes and log mean expression of each kind of simulated data
-SHAPES = {"sparse": (2000, 10_000, -4.0), "dense": (1500, 1500, -1.0)}
+#: cells, genes, log mean expression and variable genes of each kind of simulated data
+SHAPES = {
+    "sparse": (2000, 10_000, -4.0, 2000),
+    "dense": (1500, 4000, -2.0, 2000),
+    "very dense": (1500, 1500, -1.0, 500),
+}
 DEPTH_SDS = (0.0, 0.4, 0.6, 0.8)
 #: The R package's settings of each calibration, to set beside ours.
 R_SETTINGS = {"null_method": "zip", "depth": "none", "split": "poisson"}
@@ -97,9 +104,9 @@ def power_runs(labels: list[str]) -> Iterator[tuple[str, str, float, int, int]]:
 
 
 def simulated_run(label: str, data: str, sd: float, groups: int, seed: int) -> dict[str, float]:
-    cells, genes, log_mean = SHAPES[data]
+    cells, genes, log_mean, n_hvg = SHAPES[data]
     counts = simulate(cells, genes, groups, seed=seed, depth_sd=sd, log_mean=log_mean)
-    return _clustered(counts, "group", {**configurations()[label], "seed": seed})
+    return _clustered(counts, "group", {**configurations()[label], "seed": seed, "n_hvg": n_hvg})
 
 
 def _clustered(data: ad.AnnData, truth: str, options: dict[str, object]) -> dict[str, float]:

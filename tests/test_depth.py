@@ -256,13 +256,13 @@ def varying_depth():
 
 
 def test_depth_aware_recall_keeps_one_population_whole_where_rs_null_splits_it(varying_depth):
-    with pytest.warns(UserWarning, match="^--depth none: the artificial genes ignore"):
+    with pytest.warns(UserWarning, match="^--depth none with --null-method zip: the artificial"):
         assert _clusters(varying_depth.copy(), seed=1, null_method="zip", depth="none") > 1
     assert _clusters(varying_depth.copy(), seed=1) == 1
 
 
-def test_depth_aware_count_splitting_keeps_one_population_whole(varying_depth):
-    with pytest.warns(UserWarning, match="^countsplit with --split poisson or --depth none"):
+def test_depth_strata_keep_whole_a_population_that_rs_count_splitting_splits(varying_depth):
+    with pytest.warns(UserWarning, match="^--method countsplit: both halves of a cell share"):
         r_split = _clusters(
             varying_depth.copy(), seed=1, method="countsplit", split="poisson", depth="none"
         )

@@ -78,20 +78,26 @@ def test_implementation_registries_take_the_names_the_options_offer():
 MISSES = {
     "defaults": ({}, []),
     "nb-copula": ({"null_method": "nb-copula"}, []),
-    "countsplit defaults": ({"method": "countsplit"}, []),
-    "R's null": ({"null_method": "zip", "depth": "none"}, ["--depth none"]),
-    "zip with depth": ({"null_method": "zip"}, ["--null-method zip with --depth cell"]),
-    "poisson-copula with depth": (
-        {"null_method": "poisson-copula"},
-        ["--null-method poisson-copula with --depth cell"],
+    "R's null": (
+        {"null_method": "zip", "depth": "none"},
+        ["--depth none with --null-method zip", "--null-method zip: its counts"],
+    ),
+    "nb blind to depth": ({"depth": "none"}, ["--depth none with --null-method nb"]),
+    "zip with depth": ({"null_method": "zip"}, ["--null-method zip: its counts"]),
+    "poisson blind to depth": (
+        {"null_method": "poisson", "depth": "none"},
+        ["--null-method poisson: its counts"],
     ),
     "gaussian-copula": ({"null_method": "gaussian-copula"}, ["--null-method gaussian-copula"]),
     "gaussian-copula, R's depth": (
         {"null_method": "gaussian-copula", "depth": "none"},
-        ["--depth none", "--null-method gaussian-copula"],
+        ["--depth none with --null-method gaussian-copula", "--null-method gaussian-copula"],
     ),
-    "R's count split": ({"method": "countsplit", "split": "poisson"}, ["countsplit with"]),
-    "count split without depth": ({"method": "countsplit", "depth": "none"}, ["countsplit with"]),
+    "countsplit defaults": ({"method": "countsplit"}, ["--method countsplit"]),
+    "R's count split": (
+        {"method": "countsplit", "split": "poisson", "depth": "none"},
+        ["--method countsplit"],
+    ),
 }
 
 
@@ -99,4 +105,4 @@ MISSES = {
 def test_options_measured_to_miss_say_so(options, starts):
     misses = list(RecallParams(**options).misses())
     assert [miss[: len(start)] for miss, start in zip(misses, starts, strict=True)] == starts
-    assert all(" use " in miss or "with or without" in miss for miss in misses)
+    assert all("; use " in miss or "; prefer " in miss for miss in misses)
