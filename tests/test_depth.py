@@ -56,8 +56,9 @@ def test_library_sizes_are_row_totals_for_any_chunking(rng, chunks):
 
 def test_depth_strata_are_quantile_groups_with_ties_together(rng):
     totals = np.round(rng.lognormal(7.0, 0.5, 1000))
-    strata = depth_strata(totals)
+    strata = depth_strata(totals, n_strata=10)
     assert np.bincount(strata).tolist() == pytest.approx([100] * 10, abs=3)
+    assert np.bincount(depth_strata(totals)).tolist() == pytest.approx([50] * 20, abs=3)
     order = np.argsort(totals, kind="stable")
     assert (np.diff(strata[order]) >= 0).all(), "deeper cells are never in a lower stratum"
     tied = np.repeat([100.0, 200.0, 300.0], [600, 300, 100])
