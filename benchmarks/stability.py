@@ -8,6 +8,8 @@ Parts (``--parts``, all by default):
   pair of final clusters and the consensus pairs merged, over all seeds; a plot of the spread
   against M. Results accumulate in
   ``DATA_DIR/stability_pbmc.json``, so each M can be measured in a run of its own.
+* ``pbmc-r``: the same with the R package's null (``--null-method zip --depth none``), without
+  the plot: where the consensus test merges pairs.
 * ``null``: one homogeneous simulated population (2,000 cells x 1,500 genes, no groups):
   how often a single draw splits it over 50 seeds, against how often the majority of 10
   draws does; and five simulated groups with 10 draws (clusters, ARI).
@@ -75,14 +77,20 @@ def run_quietly(adata, **options):
         return recall(adata.copy(), progress=False, **options)
 
 
-def pbmc_part(draw_counts: list[int], results_file: Path) -> str:
+#: The R package's null, for ``--parts pbmc-r``: what the consensus test changes there.
+R_NULL = {"null_method": "zip", "depth": "none"}
+
+
+def pbmc_part(
+    draw_counts: list[int], results_file: Path, options: dict | None = None, plotted: bool = True
+) -> str:
     """Outer seeds 0-9 at each M of ``draw_counts``; M measured earlier are kept in
     ``results_file``, so the table and the plot cover every M measured so far."""
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     adata = pbmc_counts()
     for m in draw_counts:
         start = time.perf_counter()
-        done = [run_quietly(adata, seed=s, draws=m) for s in OUTER_SEEDS]
+        done = [run_quietly(adata, seed=s, draws=m, **(options or {})) for s in OUTER_SEEDS]
         runs = [result.obs["recall"] for result in done]
         results[str(m)] = {
             "counts": [labels.nunique() for labels in runs],
@@ -94,7 +102,8 @@ def pbmc_part(draw_counts: list[int], results_file: Path) -> str:
         results_file.write_text(json.dumps(results, indent=1))
         print(m, results[str(m)]["counts"], flush=True)
     spread = {int(m): (r["counts"], r["ari"]) for m, r in results.items()}
-    plot(spread)
+    if plotted:
+        plot(spread)
     rows = []
     for m in sorted(spread):
         counts, ari = spread[m]
@@ -241,6 +250,9 @@ def main() -> None:
     args.data_dir.mkdir(parents=True, exist_ok=True)
     parts = {
         "pbmc": lambda: pbmc_part(args.draws, args.data_dir / "stability_pbmc.json"),
+        "pbmc-r": lambda: pbmc_part(
+            args.draws, args.data_dir / "stability_pbmc_r.json", R_NULL, plotted=False
+        ),
         "null": lambda: null_part(args.null_seeds),
         "cost": lambda: cost_part(args.data_dir),
         "scale": lambda: scale_part(args.data_dir),

@@ -269,3 +269,14 @@ def test_depth_strata_keep_whole_a_population_that_rs_count_splitting_splits(var
         )
     assert r_split > 1
     assert _clusters(varying_depth.copy(), seed=1, method="countsplit") == 1
+
+
+def test_depth_taken_from_the_variable_genes_themselves_is_a_warning(caplog):
+    data = simulate(300, 100, 1, seed=2, log_mean=-1.0)
+    with caplog.at_level("WARNING", logger="recall_dask"):
+        _clusters(data, n_hvg=100, seed=1)
+    assert "of the counts lie outside the" in caplog.text and "fewer --n-hvg" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="recall_dask"):
+        _clusters(simulate(300, 100, 1, seed=2, log_mean=-1.0), n_hvg=30, seed=1)
+    assert "lie outside" not in caplog.text

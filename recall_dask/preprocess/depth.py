@@ -15,6 +15,8 @@ composition as if it were depth. The other genes carry the depth and little of t
 
 from __future__ import annotations
 
+import logging
+
 import dask.array as da
 import numpy as np
 import scipy.sparse as sp
@@ -22,6 +24,10 @@ import scipy.sparse as sp
 from recall_dask._chunks import rows_only
 from recall_dask.progress import compute
 
+logger = logging.getLogger(__name__)
+
+#: Below this fraction of counts outside the variable genes, a cell's depth is mostly theirs.
+_FEW_OUTSIDE = 0.1
 #: Groups of cells of like depth for stratified pair tests: 20 quantile groups of library size
 #: (ten let a split of deep from shallow cells through at the edges of the groups).
 DEPTH_STRATA = 20
@@ -44,9 +50,17 @@ def depth_outside(counts: da.Array, genes: np.ndarray, totals: np.ndarray) -> np
     other gene, the library sizes themselves."""
     (inside,) = compute(library_sizes(counts[:, genes]))
     outside = totals - inside
+    fraction = outside.sum() / totals.sum()
+    if fraction < _FEW_OUTSIDE:
+        logger.warning(
+            "%.0f%% of the counts lie outside the %d variable genes: each cell's depth is then "
+            "taken from the variable genes themselves, and their own noise in it can let "
+            "recall split a population by depth; choose fewer --n-hvg than genes",
+            100 * fraction,
+            genes.size,
+        )
     if outside.sum() <= 0:
         return totals
-    fraction = outside.sum() / totals.sum()
     return np.where((outside <= 0) & (totals > 0), totals * fraction, outside)
 
 
