@@ -24,6 +24,13 @@ import numpy as np
 import pandas as pd
 
 from recall_dask import io
+from recall_dask.io.batches import (
+    BARCODE_SUFFIX,
+    Batches,
+    csv_batches,
+    obs_batches,
+    suffix_batches,
+)
 from recall_dask.io.checkpoints import NO_CHECKPOINTS, Checkpoints, NoCheckpoints
 from recall_dask.io.lock import output_lock
 from recall_dask.io.results import DEFAULT_KEY, ResultKeys
@@ -94,6 +101,7 @@ def _recall(
 ) -> ad.AnnData:
     params = RecallParams(**options)
     if isinstance(data, ad.AnnData):
+        batches = batches_of(params, data.obs)
         counts = io.counts_from_anndata(data, layer=layer, chunk_size=chunk_size)
         work = nullcontext() if work_dir is None else work_store(work_dir, storage_options)
         with (
@@ -104,7 +112,7 @@ def _recall(
                 lambda: work_store_bytes(counts_nnz(counts), data.n_obs, params),
             ),
         ):
-            result = run_recall(counts, data.var, params, store, storage_options)
+            result = run_recall(counts, data.var, params, store, storage_options, batches=batches)
         _annotate(data, keys, result)
         if out is not None:
             data.write_zarr(Location.of(out, storage_options).zarr_store())
@@ -167,6 +175,7 @@ def recall_store(
     work_dir: str | os.PathLike | None = None,
     storage_options: StorageOptions = None,
     checkpoints: NoCheckpoints = NO_CHECKPOINTS,
+    batch_source: str | os.PathLike | None = None,
 ) -> ad.AnnData:
     """Run recall on an AnnData Zarr store (a path or URL) with CSR counts in X, and write the
     results into it, under ``key_added`` as :func:`recall` does.
@@ -177,12 +186,15 @@ def recall_store(
     throughout; a full disk is one line naming the store or work directory
     (:func:`~recall_dask.io.space.space_for`). With ``checkpoints``
     (:func:`recall_dask.io.checkpoints.checkpoint_store`) the work store is theirs, and
-    stages they list as finished are reused.
+    stages they list as finished are reused. The batches are the store's obs column
+    ``params.batch_key``, or with ``batch_source`` a ``barcode,batch`` CSV or
+    ``"barcode-suffix"`` (:mod:`recall_dask.io.batches`).
     """
     keys = ResultKeys.of(key_added)
     location = Location.of(store, storage_options)
     with output_lock(store, storage_options):
         adata = io.open_counts(store, chunk_size=chunk_size, storage_options=storage_options)
+        batches = batches_of(params, adata.obs, batch_source)
         n_cells = adata.n_obs
         if isinstance(checkpoints, Checkpoints):
             work = nullcontext(checkpoints.work)
@@ -196,13 +208,19 @@ def recall_store(
                 lambda: work_store_bytes(stored_nnz(location), n_cells, params),
             ),
         ):
-            result = run_recall(adata.X, adata.var, params, directory, storage_options, checkpoints)
+            result = run_recall(
+                adata.X, adata.var, params, directory, storage_options, checkpoints, batches
+            )
         _annotate(adata, keys, result)
         with space_for(location, "the output", lambda: _results_bytes(adata, keys)):
             io.write_results(
                 store,
                 obs=adata.obs,
-                obsm={keys.embedding: adata.obsm[keys.embedding]},
+                obsm={
+                    key: adata.obsm[key]
+                    for key in (keys.embedding, keys.harmony)
+                    if key in adata.obsm
+                },
                 uns={keys.record: adata.uns[keys.record]},
                 storage_options=storage_options,
             )
@@ -225,13 +243,34 @@ def _results_bytes(adata: ad.AnnData, keys: ResultKeys) -> int:
     return int(adata.obs.memory_usage(deep=True).sum()) + adata.obsm[keys.embedding].nbytes
 
 
+def batches_of(
+    params: RecallParams, obs: pd.DataFrame, source: str | os.PathLike | None = None
+) -> Batches | None:
+    """The run's batches: from ``source`` (a CSV or the barcodes' suffix) if given, else from
+    obs[``params.batch_key``]; ``None`` without either, or for a single batch."""
+    if source is not None:
+        labels = (
+            suffix_batches(obs.index)
+            if str(source) == BARCODE_SUFFIX
+            else csv_batches(source, obs.index)
+        )
+        return Batches.of(params.batch_key or "batch", labels, params.k_neighbors)
+    if params.batch_key is None:
+        return None
+    labels = obs_batches(obs, params.batch_key)
+    return Batches.of(params.batch_key, labels, params.k_neighbors)
+
+
 def _annotate(adata: ad.AnnData, keys: ResultKeys, result: RecallResult) -> None:
     """Write a run's results into ``adata`` under ``keys``: labels in obs, the embedding in
-    obsm, the record in uns."""
+    obsm, the record in uns; with batches each cell's batch and the corrected embedding."""
     adata.obs[keys.labels] = categorical_labels(result.labels, adata.obs_names)
     adata.obs[keys.initial] = categorical_labels(result.initial_labels, adata.obs_names)
     if result.confidence is not None:
         adata.obs[keys.confidence] = result.confidence
+    if result.batches is not None:
+        adata.obs[keys.batch] = result.batches.labels(adata.obs_names)
+        adata.obsm[keys.harmony] = result.harmony
     adata.obsm[keys.embedding] = result.embedding
     adata.uns[keys.record] = result.record
 

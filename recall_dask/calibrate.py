@@ -24,6 +24,7 @@ resolutions from its checkpoints.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -38,7 +39,7 @@ import scipy.sparse as sp
 
 from recall_dask import config
 from recall_dask.errors import CalibrationError
-from recall_dask.graph import SNNGraph, cluster_graph
+from recall_dask.graph import SNNGraph, cluster_graph, graph_components, order_by_size
 from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.methods.recall import Markers
 from recall_dask.params import RecallParams
@@ -76,6 +77,7 @@ class Iteration:
     labels: np.ndarray = field(repr=False)
     n_selected: np.ndarray  # clusters x clusters selected-gene counts; -1 on the diagonal
     markers: Markers | None = field(default=None, repr=False)
+    joined: int = 0  # pairs merged because no resolution could join them
 
     @property
     def n_clusters(self) -> int:
@@ -94,6 +96,8 @@ class Iteration:
     def arrays(self) -> dict[str, np.ndarray]:
         """The clustering and its tests as named arrays, exactly (a checkpoint of the loop)."""
         arrays = {"labels": self.labels, "n_selected": self.n_selected}
+        if self.joined:
+            arrays["joined"] = np.array(self.joined)
         if self.markers is not None:
             arrays |= {f"markers.{f.name}": getattr(self.markers, f.name) for f in fields(Markers)}
         return arrays
@@ -104,17 +108,19 @@ class Iteration:
         markers = None
         if "markers.gene" in arrays:
             markers = Markers(**{f.name: arrays[f"markers.{f.name}"] for f in fields(Markers)})
-        return cls(resolution, arrays["labels"], arrays["n_selected"], markers)
+        joined = int(arrays["joined"]) if "joined" in arrays else 0
+        return cls(resolution, arrays["labels"], arrays["n_selected"], markers, joined)
 
     def summary(self) -> dict[str, object]:
         pair = self.failing_pair
-        return {
+        summary = {
             "resolution": self.resolution,
             "n_clusters": self.n_clusters,
             "n_pairs_tested": self.n_pairs,
             "failing_pair": list(pair) if pair else [],
             "n_selected": self.n_selected,
         }
+        return summary | ({"joined": self.joined} if self.joined else {})
 
 
 def resolutions(params: RecallParams) -> list[float]:
@@ -208,6 +214,7 @@ def calibrate_draws(
     neither clustered nor tested again.
     """
     graphs = [SNNGraph.from_snn(snn) for snn in graphs]
+    components = [functools.cache(functools.partial(graph_components, graph)) for graph in graphs]
     threads = clustering_threads()
     steps = resolutions(params)
     stops = [threading.Event() for _ in graphs]  # a stopped draw's clusterings end early
@@ -244,7 +251,7 @@ def calibrate_draws(
                     for m in range(len(graphs))
                 ]
                 iterations = _test_draws(
-                    number, resolution, current, pair_tests, testing, checkpoints
+                    number, resolution, current, pair_tests, components, testing, checkpoints
                 )
                 step = Step(resolution, iterations, stopped)
                 done.append(step)
@@ -285,14 +292,16 @@ def _test_draws(
     resolution: float,
     clusterings: list[Future | Iteration | None],
     pair_tests: Sequence[PairTest],
+    components: Sequence[Callable[[], np.ndarray]],
     pool: ThreadPoolExecutor,
     checkpoints: NoCheckpoints,
 ) -> tuple[Iteration | None, ...]:
     """The pair tests of every running draw, each as soon as its clustering is done, so the
     workers test some draws while the client still clusters others; an iteration already
     finished stays as it is, a new one is saved in ``checkpoints``, a stopped draw (``None``)
-    stays out. The first running draw's run in this thread (with its progress bar), the others
-    on threads, whose bars would only garble it."""
+    stays out. Failing pairs that no resolution can join are merged (:func:`_joined`). The
+    first running draw's run in this thread (with its progress bar), the others on threads,
+    whose bars would only garble it."""
 
     def test(draw: int) -> Iteration | None:
         clustering = clusterings[draw]
@@ -300,6 +309,7 @@ def _test_draws(
             return clustering
         labels = clustering.result()
         iteration = Iteration(resolution, labels, *pair_tests[draw](labels))
+        iteration = _joined(iteration, components[draw], pair_tests[draw])
         checkpoints.save(_checkpoint_name(number, draw), iteration.arrays())
         return iteration
 
@@ -310,6 +320,57 @@ def _test_draws(
         first[d] if d in first else others[d].result() if d in others else None
         for d in range(len(clusterings))
     )
+
+
+def _joined(
+    iteration: Iteration, components: Callable[[], np.ndarray], pair_test: PairTest
+) -> Iteration:
+    """The iteration with its failing pairs that no resolution can join merged, the pair of
+    fewest cells first, and tested again.
+
+    Louvain and Leiden never put two parts of the graph that share no edge in one community,
+    so a pair whose clusters are each made of whole connected components of the graph is the
+    same pair at every lower resolution, fails at each, and R's loop runs out of iterations
+    there. Such a pair is merged directly, as the consensus of ``--draws`` merges its failing
+    pairs; other failing pairs are left to the lower resolutions.
+    """
+    while iteration.failing_pair is not None:
+        pair = _apart_failing_pair(iteration, components())
+        if pair is None:
+            return iteration
+        a, b = pair
+        sizes = np.bincount(iteration.labels)
+        logger.info(
+            "resolution %.4g: clusters %d (%d cells) and %d (%d cells) share no edge of the "
+            "neighbor graph and select no gene: merged",
+            iteration.resolution,
+            a,
+            sizes[a],
+            b,
+            sizes[b],
+        )
+        labels = order_by_size(np.where(iteration.labels == b, a, iteration.labels))
+        tests = pair_test(labels)
+        iteration = Iteration(iteration.resolution, labels, *tests, joined=iteration.joined + 1)
+    return iteration
+
+
+def _apart_failing_pair(iteration: Iteration, components: np.ndarray) -> tuple[int, int] | None:
+    """The failing pair of fewest cells whose two clusters are each whole components of the
+    graph, or None."""
+    labels = iteration.labels
+    touching = np.zeros((iteration.n_clusters, int(components.max()) + 1), dtype=bool)
+    touching[labels, components] = True
+    shared = touching[:, touching.sum(axis=0) > 1]  # components split between clusters
+    whole = ~shared.any(axis=1)
+    later, earlier = np.nonzero(np.tril(iteration.n_selected == 0, k=-1))
+    apart = whole[earlier] & whole[later]
+    if not apart.any():
+        return None
+    sizes = np.bincount(labels)
+    cells = sizes[earlier[apart]] + sizes[later[apart]]
+    first = np.argmin(cells)
+    return int(earlier[apart][first]), int(later[apart][first])
 
 
 def _warn_if_first(steps: list[Step]) -> None:

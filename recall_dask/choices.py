@@ -26,6 +26,9 @@ NULLS_WITHOUT_OVERDISPERSION = ("zip", "poisson", "zip-copula", "poisson-copula"
 #: :mod:`recall_dask.nulls.depth` and :mod:`recall_dask.methods.countsplit`; ``none`` as the R
 #: package.
 DEPTHS = ("cell", "none")
+#: How a pair of clusters is tested with batches (``--batch-test``): over all cells, or van
+#: Elteren's test within batches (:class:`recall_dask.stats.ranksums.StratifiedGroups`).
+BATCH_TESTS = ("pooled", "within")
 #: How count splitting splits each count (``--split``): ``nb`` the Dirichlet-multinomial split of
 #: negative binomial counts, ``poisson`` the binomial split of ``countsplit``'s default.
 SPLITS = ("nb", "poisson")

@@ -68,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
         "instead of copying its counts to OUT (for data too large to copy)",
     )
     run.add_argument("--labels-csv", default=None, help="also write barcode,cluster to this CSV")
+    run.add_argument(
+        "--batches",
+        default=None,
+        metavar="CSV|barcode-suffix",
+        help="each cell's batch for inputs without obs (Cell Ranger): a barcode,batch CSV naming "
+        "every cell once, or barcode-suffix for the -N suffix that cellranger aggr appends; "
+        "recorded under --batch-key (default batch)",
+    )
     add_recall_options(run)
     add_report_options(run, None)
     add_cluster_options(run)
@@ -158,6 +166,36 @@ def _parser() -> argparse.ArgumentParser:
         help="spread of the cells' sequencing depth: the sd of their log size factors; real "
         "data sit at 0.4 to 0.6 (default %(default)s)",
     )
+    simulate.add_argument(
+        "--batches",
+        type=int,
+        default=1,
+        help="number of batches: cell i is in batch i mod BATCHES, written to obs['batch'] "
+        "(default %(default)s)",
+    )
+    simulate.add_argument(
+        "--batch-effect",
+        type=float,
+        default=0.1,
+        help="fraction of genes that each batch changes, by fold changes drawn as the groups' "
+        "(default %(default)s)",
+    )
+    simulate.add_argument(
+        "--batch-depth",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="FACTOR",
+        help="each batch's sequencing depth, one factor per batch (default: all 1)",
+    )
+    simulate.add_argument(
+        "--absent",
+        nargs="+",
+        default=(),
+        metavar="GROUP:BATCH",
+        help="groups absent from batches, as GROUP:BATCH pairs (0-based); the batch's other "
+        "groups take its cells",
+    )
     simulate.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     add_chunk_size(simulate)
     add_storage_options(simulate)
@@ -235,6 +273,7 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
                 work_dir=args.work_dir,
                 storage_options=options,
                 checkpoints=checkpoints,
+                batch_source=getattr(args, "batches", None),
             )
         labels = adata.obs[keys.labels]
         if args.labels_csv:
@@ -271,7 +310,8 @@ def _checkpoints(
             raise InputError("--resume and --keep-work need --work-dir")
         return nullcontext(NO_CHECKPOINTS)
     options = args.storage_options
-    fingerprint = run_fingerprint(source, {**params.as_dict(), "layer": args.layer}, options)
+    run_options = {**params.as_dict(), "layer": args.layer, "batches": _batch_source(args)}
+    fingerprint = run_fingerprint(source, run_options, options)
     return checkpoint_store(
         args.work_dir,
         _destination(args),
@@ -280,6 +320,19 @@ def _checkpoints(
         keep=args.keep_work,
         storage_options=options,
     )
+
+
+def _batch_source(args: argparse.Namespace) -> str | None:
+    """What ``--batches`` names, with a CSV's contents hashed: a resumed run must take the
+    same batches."""
+    import hashlib
+
+    from recall_dask.io.batches import BARCODE_SUFFIX
+
+    source = getattr(args, "batches", None)
+    if source is None or source == BARCODE_SUFFIX or not Path(source).is_file():
+        return source
+    return f"{source} (sha256 {hashlib.sha256(Path(source).read_bytes()).hexdigest()})"
 
 
 def _cluster(args: argparse.Namespace) -> ClusterConfig:
@@ -353,10 +406,31 @@ def _simulate(args: argparse.Namespace) -> None:
         seed=args.seed,
         log_mean=args.log_mean,
         depth_sd=args.depth_sd,
+        batches=args.batches,
+        batch_effect=args.batch_effect,
+        batch_depth=args.batch_depth,
+        composition=_composition(args),
         chunk_size=args.chunk_size,
         storage_options=args.storage_options,
     )
     logger.info("wrote %s", Location.of(args.out, args.storage_options))
+
+
+def _composition(args: argparse.Namespace) -> list[list[float]] | None:
+    """Equal weights of every group in every batch, but 0 for the ``--absent`` pairs."""
+    if not args.absent:
+        return None
+    weights = [[1.0] * args.groups for _ in range(args.batches)]
+    for pair in args.absent:
+        group, _, batch = pair.partition(":")
+        try:
+            weights[int(batch)][int(group)] = 0.0
+        except (ValueError, IndexError):
+            raise InputError(
+                f"--absent {pair}: expected GROUP:BATCH with GROUP < {args.groups} and "
+                f"BATCH < {args.batches}"
+            ) from None
+    return weights
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -21,7 +21,8 @@ def add_recall_options(parser: argparse.ArgumentParser) -> None:
         meta = spec.metadata
         if meta["help"] is None:
             continue
-        typed = {"choices": meta["choices"]} if meta["choices"] else {"type": type(spec.default)}
+        kind = str if spec.default is None else type(spec.default)
+        typed = {"choices": meta["choices"]} if meta["choices"] else {"type": kind}
         parser.add_argument(
             flag(spec.name),
             default=spec.default,

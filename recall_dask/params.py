@@ -16,6 +16,7 @@ from typing import Any
 
 from recall_dask.choices import (
     ALGORITHMS,
+    BATCH_TESTS,
     DEPTHS,
     METHODS,
     NEIGHBOR_SEARCHES,
@@ -140,6 +141,22 @@ class RecallParams:
         "compares clusters within 20 groups of like depth; none = as the R package, which "
         "ignores depth and so can certify clusters that depth alone explains",
         choices=DEPTHS,
+    )
+    batch_key: str | None = option(
+        None,
+        "obs column of each cell's batch (sample, donor, lane, plate): variable genes chosen "
+        "across batches, each batch's own null, the PCs corrected by Harmony and, with "
+        "--batch-test within, pair tests within batches; a difference that batch alone "
+        "explains is then not certified",
+        valid=lambda v: v is None or (isinstance(v, str) and v != ""),
+        rule="must name an obs column",
+        shown="none",
+    )
+    batch_test: str = option(
+        "pooled",
+        "with --batch-key, how a pair of clusters is tested: pooled = over all cells, each "
+        "cell's twin drawn from its batch's null; within = van Elteren's test within batches",
+        choices=BATCH_TESTS,
     )
     split: str = option(
         "nb",

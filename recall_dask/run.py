@@ -41,6 +41,8 @@ from recall_dask.graph import (
     nearest_neighbors,
     shared_nearest_neighbors,
 )
+from recall_dask.integrate import harmonized
+from recall_dask.io.batches import Batches
 from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.methods import METHODS
@@ -74,20 +76,21 @@ def embed(data: da.Array, params: RecallParams) -> np.ndarray:
 
 
 def _kept_embedding(
-    embedding: np.ndarray,
+    embeddings: tuple[np.ndarray, ...],
     draw: int,
     params: RecallParams,
     work: Path | str | None,
     storage_options: StorageOptions,
-) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
-    """The PCs the graph needs, and how to get the whole embedding back. With several draws
-    and a work directory, the whole embedding waits there: only the medoid draw's is kept
-    in the end, and ten draws' embeddings of many cells would crowd the client's memory.
-    The PCs are then a copy, since a view would keep the whole embedding alive."""
+) -> tuple[np.ndarray, Callable[[], tuple[np.ndarray, ...]]]:
+    """The PCs the graph needs (of the last of ``embeddings``: the PCA's, or Harmony's
+    correction of it), and how to get the whole embeddings back. With several draws and a
+    work directory, the whole embeddings wait there: only the medoid draw's are kept in the
+    end, and ten draws' embeddings of many cells would crowd the client's memory. The PCs
+    are then a copy, since a view would keep the whole embedding alive."""
     if not _draws_kept_in_store(params, work):
-        return embedding[:, : params.dims], lambda: embedding
-    read = _stored((embedding,), Location.of(work, storage_options).child(f"embedding-{draw}"))
-    return embedding[:, : params.dims].copy(), lambda: read()[0]
+        return embeddings[-1][:, : params.dims], lambda: embeddings
+    read = _stored(embeddings, Location.of(work, storage_options).child(f"embedding-{draw}"))
+    return embeddings[-1][:, : params.dims].copy(), read
 
 
 def _kept_graph(
@@ -143,13 +146,16 @@ def _arrays(graph: SNNGraph) -> dict[str, np.ndarray]:
 @dataclass(frozen=True)
 class RecallResult:
     """What a run adds to the AnnData: final and first clusters, the embedding, each cell's
-    confidence (several draws only) and the ``uns['recall']`` record."""
+    confidence (several draws only), the ``uns['recall']`` record, and with batches the
+    embedding Harmony corrected and each cell's batch."""
 
     labels: np.ndarray
     initial_labels: np.ndarray
     embedding: np.ndarray
     confidence: np.ndarray | None
     record: dict[str, Any]
+    harmony: np.ndarray | None = None
+    batches: Batches | None = None
 
 
 def run_recall(
@@ -159,9 +165,12 @@ def run_recall(
     store: Path | str | None = None,
     storage_options: StorageOptions = None,
     checkpoints: NoCheckpoints = NO_CHECKPOINTS,
+    batches: Batches | None = None,
 ) -> RecallResult:
     """Calibrated clusters, embedding and the ``uns['recall']`` record for a count matrix, by
-    ``params.method``, over ``params.draws`` draws.
+    ``params.method``, over ``params.draws`` draws; with ``batches``, each draw's embedding
+    is corrected by Harmony before its graph (:mod:`recall_dask.integrate`), and the method
+    conditions on the batches (:mod:`recall_dask.methods`).
 
     ``store`` is the path or URL of the work directory for the normalized matrices; ``None``
     keeps them in worker memory. With several draws each draw runs R's loop on its own, and the
@@ -180,15 +189,21 @@ def run_recall(
         warnings.warn(miss, UserWarning, stacklevel=2)
     timings: dict[str, float] = {}
     draws = METHODS[params.method](
-        counts, var, params, timings, store, storage_options, checkpoints
+        counts, var, params, timings, store, storage_options, checkpoints, batches
     )
-    with stage("scaling and PCA", timings):
+    with stage("scaling and PCA" if batches is None else "scaling, PCA and Harmony", timings):
 
-        def embedded(m: int) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+        def embedded(m: int) -> tuple[np.ndarray, Callable[[], tuple[np.ndarray, ...]]]:
             stored = checkpoints.arrays(
                 f"embedding-{m}", lambda: {"embedding": embed(draws[m].rows, params)}
             )
-            return _kept_embedding(stored["embedding"], m, params, store, storage_options)
+            parts = (stored["embedding"],)
+            if batches is not None:
+                harmony = checkpoints.arrays(
+                    f"harmony-{m}", lambda: {"harmony": harmonized(parts[0], batches)}
+                )
+                parts += (harmony["harmony"],)
+            return _kept_embedding(parts, m, params, store, storage_options)
 
         embeddings = zip(*for_each_draw(embedded, range(len(draws))), strict=True)
         graph_pcs, whole_embeddings = (list(parts) for parts in embeddings)
@@ -246,8 +261,36 @@ def run_recall(
         record["markers"] = markers.record(genes)
     if len(draws) > 1:
         record["stability"] = _stability(steps, answers, calibrated, params)
+    if batches is not None:
+        record["batches"] = batch_record(labels, batches)
     initial = steps[0].draws[medoid].labels
-    return RecallResult(labels, initial, whole_embeddings[medoid](), confidence, record)
+    embeddings = whole_embeddings[medoid]()
+    harmony = embeddings[1] if batches is not None else None
+    return RecallResult(
+        labels, initial, embeddings[0], confidence, record, harmony=harmony, batches=batches
+    )
+
+
+def batch_record(labels: np.ndarray, batches: Batches) -> dict[str, Any]:
+    """``uns['recall']['batches']``: the batch key and names, each cluster's cells per batch
+    (clusters x batches), and how well each cluster mixes the batches: the entropy of its
+    batches over the entropy of all cells' batches (1: as mixed as the data; 0: one batch)."""
+    n_clusters = int(labels.max()) + 1
+    composition = np.zeros((n_clusters, batches.n_batches), dtype=np.int64)
+    np.add.at(composition, (labels, batches.codes), 1)
+    return {
+        "key": batches.key,
+        "names": np.asarray(batches.names, dtype=str),
+        "composition": composition,
+        "mixing": _entropy(composition) / _entropy(composition.sum(axis=0, keepdims=True))[0],
+    }
+
+
+def _entropy(counts: np.ndarray) -> np.ndarray:
+    """Shannon entropy of each row of counts."""
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.nansum(np.where(share > 0, share * np.log(share), 0.0), axis=1)
 
 
 def _step_summary(step: Step) -> dict[str, Any]:

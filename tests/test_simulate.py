@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from oracles import nb_quantile
@@ -175,3 +176,86 @@ def test_simulate_command_writes_h5(tmp_path):
     )
     expected = simulate(300, 50, 1, depth_sd=0.7).X.toarray()
     np.testing.assert_array_equal(open_counts(deep).X.compute().toarray(), expected)
+
+
+# -- batches -------------------------------------------------------------------------------
+
+
+def test_without_batches_nothing_changes():
+    plain = simulate(1500, 300, 3, seed=2, log_mean=-1.0)
+    layout = simulate(1500, 300, 3, seed=2, log_mean=-1.0, batches=1, batch_depth=[1.0])
+    np.testing.assert_array_equal(plain.X.toarray(), layout.X.toarray())
+    assert "batch" not in plain.obs
+
+
+def test_batches_shift_some_genes_scale_depth_and_hold_their_groups():
+    composition = [[1, 1, 0], [1, 3, 1]]  # group 2 absent from batch 0; batch 1 unequal
+    data = simulate(
+        6000,
+        2000,
+        3,
+        seed=4,
+        log_mean=-2.0,
+        batches=2,
+        batch_effect=0.2,
+        batch_depth=[1.0, 2.0],
+        composition=composition,
+    )
+    group = data.obs["group"].astype(int).to_numpy()
+    batch = data.obs["batch"].astype(int).to_numpy()
+    assert (batch == np.arange(6000) % 2).all()
+    table = pd.crosstab(batch, group).to_numpy()
+    assert table[0, 2] == 0
+    np.testing.assert_allclose(
+        table / table.sum(axis=1, keepdims=True), [[0.5, 0.5, 0], [0.2, 0.6, 0.2]], atol=0.01
+    )
+    totals = np.asarray(data.X.sum(axis=1)).ravel()
+    same_group = group == 0
+    ratio = np.median(totals[same_group & (batch == 1)]) / np.median(
+        totals[same_group & (batch == 0)]
+    )
+    assert 1.5 < ratio < 2.7  # twice the depth, and each batch's own fold changes
+    # Group 0's mean in each batch: about a fifth of the genes differ by more than 1.5x.
+    means = [np.asarray(data.X[same_group & (batch == b)].mean(axis=0)).ravel() for b in (0, 1)]
+    expressed = (means[0] > 1) & (means[1] > 1)
+    fold = (means[1] / 2.0) / means[0]
+    changed = (np.abs(np.log(fold[expressed])) > np.log(1.5)).mean()
+    assert 0.2 < changed < 0.45  # either batch's 20% (their union), less the small changes
+
+
+def test_batched_stream_equals_the_in_memory_simulation(tmp_path):
+    kwargs = {"seed": 6, "batches": 3, "batch_depth": [1, 1.5, 0.7], "log_mean": -2.0}
+    write_simulated(tmp_path / "sim.zarr", 2100, 200, 2, chunk_size=700, **kwargs)
+    stored = open_counts(tmp_path / "sim.zarr")
+    expected = simulate(2100, 200, 2, **kwargs)
+    np.testing.assert_array_equal(stored.X.compute().toarray(), expected.X.toarray())
+    assert stored.obs["batch"].tolist() == expected.obs["batch"].tolist()
+
+
+def test_bad_batch_designs_are_input_errors():
+    with pytest.raises(InputError, match="--batch-depth needs one positive factor per batch"):
+        simulate(10, 10, 1, batches=2, batch_depth=[1.0])
+    with pytest.raises(InputError, match="every batch must hold some group"):
+        simulate(10, 10, 2, batches=2, composition=[[1, 1], [0, 0]])
+    with pytest.raises(InputError, match="--batch-effect must be in"):
+        simulate(10, 10, 1, batches=2, batch_effect=2.0)
+    assert (
+        main(
+            [
+                "simulate",
+                "-o",
+                "x.zarr",
+                "--cells",
+                "9",
+                "--genes",
+                "9",
+                "--groups",
+                "2",
+                "--batches",
+                "2",
+                "--absent",
+                "5:0",
+            ]
+        )
+        == 2
+    )

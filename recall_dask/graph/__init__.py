@@ -24,7 +24,12 @@ from recall_dask.graph.neighbors import (
     exact_neighbors,
     nearest_neighbors,
 )
-from recall_dask.graph.network import ClusteringStopped, SNNGraph, StoredSNNGraph
+from recall_dask.graph.network import (
+    ClusteringStopped,
+    SNNGraph,
+    StoredSNNGraph,
+    graph_components,
+)
 from recall_dask.graph.snn import shared_nearest_neighbors
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "annoy_neighbors",
     "cluster_graph",
     "exact_neighbors",
+    "graph_components",
     "nearest_neighbors",
     "order_by_size",
     "shared_nearest_neighbors",

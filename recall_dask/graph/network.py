@@ -62,6 +62,17 @@ class StoredSNNGraph:
         return self.read()
 
 
+def graph_components(graph: SNNGraph | StoredSNNGraph) -> np.ndarray:
+    """Each cell's connected component of the graph: no clustering puts cells of two
+    components in one community (they share no edge)."""
+    from scipy.sparse.csgraph import connected_components
+
+    indptr, indices = graph.network[:2]
+    n = graph.n_cells
+    edges = sp.csr_matrix((np.ones(indices.size, dtype=np.int8), indices, indptr), shape=(n, n))
+    return connected_components(edges, directed=False)[1]
+
+
 def _network(snn: sp.csr_matrix) -> tuple[np.ndarray, ...]:
     """CSR parts of the SNN without its diagonal, and each node's total edge weight.
 

@@ -35,8 +35,9 @@ class ResultKeys:
     different keys sit side by side and none overwrites ``obsm['X_pca']`` or
     ``obsm['X_umap']``: for ``"recall"``, ``obs['recall']`` (labels), ``obs['recall_initial']``
     (the first clustering), ``obs['recall_confidence']`` (several draws),
-    ``obsm['X_recall_pca']`` and ``uns['recall']``; the report adds ``obsm['X_recall_umap']``
-    and ``obs['recall_default']``. :data:`LEGACY_KEYS` are the names stores had before.
+    ``obsm['X_recall_pca']`` and ``uns['recall']``; with batches, ``obs['recall_batch']`` and
+    ``obsm['X_recall_harmony']``; the report adds ``obsm['X_recall_umap']`` and
+    ``obs['recall_default']``. :data:`LEGACY_KEYS` are the names stores had before.
     """
 
     labels: str
@@ -46,6 +47,8 @@ class ResultKeys:
     record: str
     umap: str
     default: str
+    harmony: str = "X_recall_harmony"
+    batch: str = "recall_batch"
 
     @classmethod
     def of(cls, key_added: str) -> ResultKeys:
@@ -60,6 +63,8 @@ class ResultKeys:
             record=key_added,
             umap=f"X_{key_added}_umap",
             default=f"{key_added}_default",
+            harmony=f"X_{key_added}_harmony",
+            batch=f"{key_added}_batch",
         )
 
 

@@ -23,8 +23,8 @@ from recall_dask.methods.recall import recall_inputs
 
 #: How cluster pairs are tested, by ``--method`` (:data:`recall_dask.choices.METHODS`): each
 #: method's inputs for the shared stages,
-#: ``(counts, var, params, timings, work, storage_options, checkpoints) -> one Prepared per
-#: draw``.
+#: ``(counts, var, params, timings, work, storage_options, checkpoints, batches) -> one
+#: Prepared per draw``.
 METHODS: dict[str, Callable[..., list[Prepared]]] = {
     "recall": recall_inputs,
     "countsplit": countsplit_inputs,

@@ -71,10 +71,15 @@ from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import StorageOptions
 from recall_dask.methods.draws import Prepared, draw_seeds, kept, work_name
 from recall_dask.nulls import fit_null
-from recall_dask.preprocess.depth import depth_strata, library_sizes, size_factors
-from recall_dask.preprocess.hvg import top_vst_genes
+from recall_dask.preprocess.depth import (
+    DEPTH_STRATA,
+    depth_strata,
+    library_sizes,
+    size_factors,
+)
+from recall_dask.preprocess.hvg import batch_vst_scores, top_genes_across_batches, top_vst_genes
 from recall_dask.preprocess.normalize import log_normalize
-from recall_dask.preprocess.scale import column_moments
+from recall_dask.preprocess.scale import batch_moments, column_moments
 from recall_dask.progress import compute, stage
 from recall_dask.stats.ranksums import (
     ClusterGroups,
@@ -84,6 +89,7 @@ from recall_dask.stats.ranksums import (
 )
 
 if TYPE_CHECKING:
+    from recall_dask.io.batches import Batches
     from recall_dask.params import RecallParams
 
 STREAM = 0x63737074  # "cspt": keeps the split apart from other streams of the same seed
@@ -397,6 +403,7 @@ def countsplit_inputs(
     work: Path | str | None,
     storage_options: StorageOptions,
     checkpoints: NoCheckpoints = NO_CHECKPOINTS,
+    batches: Batches | None = None,
 ) -> list[Prepared]:
     """``FindClustersCountsplit``, per split: embed the train half's variable genes, test pairs
     for marker genes on the test half of all genes (:func:`marker_gene_counts`).
@@ -405,19 +412,27 @@ def countsplit_inputs(
     not used, since genes chosen on all counts would let the test half shape the clusters.
     With ``split`` "nb" every gene's overdispersion is fitted first, once, for the
     Dirichlet-multinomial split; with ``depth`` "cell" the pair tests are stratified by depth.
-    Stages that ``checkpoints`` lists as finished are reused.
+    With ``batches`` the variable genes are those of the train half variable in the most
+    batches, and the pair tests are stratified by batch too (by batch and depth group), as
+    there are no artificial genes to carry a batch's differences. Stages that ``checkpoints``
+    lists as finished are reused.
     """
     depth = checkpoints.arrays("depth", lambda: _cell_depth(counts, params, timings))
     overdispersion = depth.get("overdispersion")
-    strata = depth_strata(depth["library_sizes"]) if params.depth == "cell" else None
+    strata = _strata(depth["library_sizes"] if params.depth == "cell" else None, batches)
+    codes = None if batches is None else batches.codes
     prepared = []
     for draw, seed in enumerate(draw_seeds(params.seed, params.draws)):
 
         def variable_genes(seed: int = seed) -> dict[str, np.ndarray]:
             with stage("variable genes", timings):
                 train = counts_half(counts, seed, "train", overdispersion)
-                moments = compute(column_moments(train))[0]
-                return {"genes": top_vst_genes(train, var.index, params.n_hvg, moments)}
+                if batches is None:
+                    moments = compute(column_moments(train))[0]
+                    return {"genes": top_vst_genes(train, var.index, params.n_hvg, moments)}
+                (by_batch,) = compute(batch_moments(train, codes, batches.n_batches))
+                scores = batch_vst_scores(train, by_batch, codes)
+                return {"genes": top_genes_across_batches(scores, var.index, params.n_hvg)}
 
         genes = checkpoints.arrays(f"genes-{draw}", variable_genes)["genes"]
         with stage("count splitting and normalization", timings):
@@ -432,6 +447,16 @@ def countsplit_inputs(
         pair_test = partial(_marker_test, test_tiles, alpha=params.fdr, strata=strata)
         prepared.append(Prepared(genes, rows, pair_test))
     return prepared
+
+
+def _strata(library_sizes: np.ndarray | None, batches: Batches | None) -> np.ndarray | None:
+    """The groups a pair's cells are compared within: of like depth (with depth, whose
+    library sizes are given), within each batch (with batches), or both."""
+    if batches is None:
+        return None if library_sizes is None else depth_strata(library_sizes)
+    if library_sizes is None:
+        return batches.codes
+    return batches.codes * DEPTH_STRATA + depth_strata(library_sizes)
 
 
 def _cell_depth(counts: da.Array, params: RecallParams, timings: dict[str, float]) -> dict:

@@ -68,13 +68,15 @@ def normal_scores(
 
 def _score_partial(
     blocks: list[tuple[sp.csr_matrix, int]],
-    marginal: Marginal,
+    marginal: Marginal | tuple[Marginal, ...],
     seed: int,
     size_factors: np.ndarray | None,
+    batches: np.ndarray | None,
 ) -> np.ndarray:
     """Upper triangle of ``Z^T Z`` (rows 0..p-1) and column sums of ``Z`` (row p) of the
-    normal scores of some row blocks, given with their first rows."""
-    p = marginal.n_genes
+    normal scores of some row blocks, given with their first rows; with ``batches``, each
+    cell's scores under its own batch's marginal."""
+    p = (marginal[0] if batches is not None else marginal).n_genes
     cross = np.zeros((p, p), order="F")
     total = np.zeros(p)
     for block, first_row in blocks:
@@ -85,7 +87,20 @@ def _score_partial(
             v = np.random.default_rng(seeds).random((RNG_BLOCK_ROWS, p))[start:stop]
             rows = slice(first_row + done, first_row + done + stop - start)
             depth = None if size_factors is None else size_factors[rows]
-            z = normal_scores(marginal, block[done : done + stop - start], v, depth)
+            counts = block[done : done + stop - start]
+            if batches is None:
+                z = normal_scores(marginal, counts, v, depth)
+            else:
+                z = np.empty((stop - start, p))
+                codes = batches[rows]
+                for batch in np.unique(codes):
+                    members = np.flatnonzero(codes == batch)
+                    z[members] = normal_scores(
+                        marginal[batch],
+                        counts[members],
+                        v[members],
+                        None if depth is None else depth[members],
+                    )
             done += stop - start
             cross = dsyrk(1.0, z.T, beta=1.0, c=cross, trans=0, lower=0, overwrite_c=1)
             total += z.sum(axis=0)
@@ -93,11 +108,17 @@ def _score_partial(
 
 
 def fit_correlation(
-    counts: da.Array, marginal: Marginal, seed: int, size_factors: np.ndarray | None = None
+    counts: da.Array,
+    marginal: Marginal | tuple[Marginal, ...],
+    seed: int,
+    size_factors: np.ndarray | None = None,
+    batches: np.ndarray | None = None,
 ) -> np.ndarray:
     """Copula correlation (p x p) of the normal scores of ``counts`` (cells x genes, row
     chunked CSR blocks of raw counts) under ``marginal`` in cells of ``size_factors`` (None:
-    the marginal itself), streamed once; see the module docstring."""
+    the marginal itself), streamed once; with ``batches`` (a batch code per cell), each
+    cell's scores under its batch's marginal (``marginal[code]``), pooled; see the module
+    docstring."""
     n_cells, p = counts.shape
     batch = -(-len(counts.chunks[0]) // config.get("copula-partials"))
     scores = sum_row_blocks(
@@ -107,6 +128,7 @@ def fit_correlation(
         marginal,
         seed,
         size_factors,
+        batches,
         batch=batch,
         first_rows=True,
     )

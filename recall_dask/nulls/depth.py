@@ -63,6 +63,15 @@ class DepthBins:
     def n_bins(self) -> int:
         return self.size.size
 
+    def within(self, factors: np.ndarray, members: np.ndarray) -> DepthBins:
+        """The same bins over the cells ``members`` only (a batch): their counts and mean size
+        factors per bin, an empty bin at size 1 (it adds nothing to a fit)."""
+        codes = self.codes[members]
+        cells = np.bincount(codes, minlength=self.n_bins)
+        weights = np.bincount(codes, weights=factors[members], minlength=self.n_bins)
+        size = np.divide(weights, cells, out=np.ones(self.n_bins), where=cells > 0)
+        return DepthBins(codes, size, cells)
+
     def total(self) -> float:
         """The sum of all cells' size factors."""
         return float(self.cells @ self.size)

@@ -55,41 +55,76 @@ class NullModel:
     """Fitted null: per-gene ``marginal``, the Cholesky factor of the copula correlation
     (``None``: independent genes, for count marginals only), and each cell's size factor
     (``None``: the same null in every cell, as the R package; see
-    :mod:`recall_dask.nulls.depth`). ``method`` is one of ``NULL_METHODS``."""
+    :mod:`recall_dask.nulls.depth`). With ``batches`` (each cell's batch), ``marginal`` is a
+    tuple of every batch's marginal, and each cell's artificial genes are drawn from its own
+    batch's; the copula is shared. ``method`` is one of ``NULL_METHODS``."""
 
     method: str
-    marginal: Marginal
+    marginal: Marginal | tuple[Marginal, ...]
     cholesky: np.ndarray | None = None
     size_factors: np.ndarray | None = None
+    batches: np.ndarray | None = None
+
+    @property
+    def marginals(self) -> tuple[Marginal, ...]:
+        """Every batch's marginal (one without batches)."""
+        return self.marginal if isinstance(self.marginal, tuple) else (self.marginal,)
 
     @property
     def n_genes(self) -> int:
-        return self.marginal.n_genes
+        return self.marginals[0].n_genes
 
     def mean(self) -> np.ndarray:
-        """Expected value of each artificial gene in a cell of size factor 1."""
-        return self.marginal.mean()
+        """Expected value of each artificial gene in a cell of size factor 1 (batches x genes
+        with batches)."""
+        return self._per_batch(lambda marginal: marginal.mean())
 
     def zero_probability(self) -> np.ndarray:
-        """Probability that an artificial gene is zero in a cell of size factor 1."""
-        return self.marginal.zero_probability()
+        """Probability that an artificial gene is zero in a cell of size factor 1 (batches x
+        genes with batches)."""
+        return self._per_batch(lambda marginal: marginal.zero_probability())
+
+    def _per_batch(self, value) -> np.ndarray:
+        if self.batches is None:
+            return value(self.marginal)
+        return np.stack([value(marginal) for marginal in self.marginals])
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The fit as named arrays, exactly (a checkpoint of the run); see :meth:`from_arrays`."""
-        arrays = {f.name: getattr(self.marginal, f.name) for f in fields(self.marginal)}
-        if self.cholesky is not None:
-            arrays["cholesky"] = self.cholesky
-        if self.size_factors is not None:
-            arrays["size_factors"] = self.size_factors
+        kind = type(self.marginals[0])
+        arrays = {
+            f.name: np.stack([getattr(m, f.name) for m in self.marginals])
+            if self.batches is not None
+            else getattr(self.marginal, f.name)
+            for f in fields(kind)
+        }
+        optional = {
+            "cholesky": self.cholesky,
+            "size_factors": self.size_factors,
+            "batches": self.batches,
+        }
+        arrays |= {name: value for name, value in optional.items() if value is not None}
         return {**arrays, "method": np.array(self.method)}
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> NullModel:
         """The fit that :meth:`arrays` gave (other entries of ``arrays`` are ignored)."""
         kind = GaussianMarginal if "mu" in arrays else CountMarginal
-        marginal = kind(**{f.name: arrays[f.name] for f in fields(kind)})
-        method = str(arrays["method"])
-        return cls(method, marginal, arrays.get("cholesky"), arrays.get("size_factors"))
+        batches = arrays.get("batches")
+        if batches is None:
+            marginal = kind(**{f.name: arrays[f.name] for f in fields(kind)})
+        else:
+            n_batches = arrays[fields(kind)[0].name].shape[0]
+            marginal = tuple(
+                kind(**{f.name: arrays[f.name][b] for f in fields(kind)}) for b in range(n_batches)
+            )
+        return cls(
+            str(arrays["method"]),
+            marginal,
+            arrays.get("cholesky"),
+            arrays.get("size_factors"),
+            batches,
+        )
 
     def sample(self, row_start: int, n_rows: int, seed: int) -> sp.csr_matrix:
         """Artificial genes (float32 CSR, ``n_rows x p``) of cells ``row_start ..``.
@@ -104,18 +139,50 @@ class NullModel:
 
     def _block(self, block: int, seed: int) -> sp.csr_matrix:
         rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM, block]))
-        depth = self._block_depth(block)
-        if self.cholesky is None:
-            return self.marginal.draw(rng, RNG_BLOCK_ROWS, depth)
-        normals = correlated_normals(rng, self.cholesky, RNG_BLOCK_ROWS)
-        return self.marginal.quantiles(normals, depth)
+        depth = self._block_cells(block, self.size_factors)
+        normals = None
+        if self.cholesky is not None:
+            normals = correlated_normals(rng, self.cholesky, RNG_BLOCK_ROWS)
+        if self.batches is None:
+            return self._draw(self.marginal, rng, normals, depth, RNG_BLOCK_ROWS)
+        codes = self._block_cells(block, self.batches)
+        parts, rows = [], []
+        for batch in np.unique(codes):
+            members = np.flatnonzero(codes == batch)
+            rows.append(members)
+            parts.append(
+                self._draw(
+                    self.marginals[batch],
+                    rng,
+                    None if normals is None else normals[members],
+                    None if depth is None else depth[members],
+                    members.size,
+                )
+            )
+        order = np.argsort(np.concatenate(rows), kind="stable")
+        return sp.vstack(parts, format="csr")[order]
 
-    def _block_depth(self, block: int) -> np.ndarray | None:
-        """The size factors of an RNG block's cells; 0 past the last cell."""
-        if self.size_factors is None:
+    @staticmethod
+    def _draw(
+        marginal: Marginal,
+        rng: np.random.Generator,
+        normals: np.ndarray | None,
+        depth: np.ndarray | None,
+        n_rows: int,
+    ) -> sp.csr_matrix:
+        """Independent draws of ``n_rows`` cells, or the quantiles at copula ``normals``."""
+        if normals is None:
+            return marginal.draw(rng, n_rows, depth)
+        return marginal.quantiles(normals, depth)
+
+    @staticmethod
+    def _block_cells(block: int, values: np.ndarray | None) -> np.ndarray | None:
+        """An RNG block's cells' entries of a per-cell array (size factors or batches); 0 past
+        the last cell."""
+        if values is None:
             return None
         first = block * RNG_BLOCK_ROWS
-        cells = self.size_factors[first : first + RNG_BLOCK_ROWS]
+        cells = values[first : first + RNG_BLOCK_ROWS]
         return np.pad(cells, (0, RNG_BLOCK_ROWS - cells.size))
 
 
@@ -137,17 +204,18 @@ class _Partial(NamedTuple):
 
 
 class _Needs(NamedTuple):
-    """What a fit needs from the pass over the counts, beyond the genes' moments."""
+    """What a fit needs from the pass over the counts, beyond the genes' moments, and each
+    cell's batch if the statistics are kept per batch."""
 
     histogram: bool = False
     bins: DepthBins | None = None  # the genes' totals per depth bin
     size_factors: np.ndarray | None = None  # sums of x^2 / s
+    batches: np.ndarray | None = None
+    n_batches: int = 1
 
 
-def _block_partial(block, first_row: int, needs: _Needs) -> _Partial:
-    """Statistics of one row block (CSR, or anything ``csr_matrix`` accepts) whose first cell
-    is ``first_row``."""
-    csr = sp.csr_matrix(block)
+def _cells_partial(csr: sp.csr_matrix, cells: np.ndarray, needs: _Needs) -> _Partial:
+    """Statistics of some cells' rows (CSR), ``cells`` their indices among all cells."""
     rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
     genes, values = csr.indices, csr.data
     present = values != 0
@@ -166,11 +234,11 @@ def _block_partial(block, first_row: int, needs: _Needs) -> _Partial:
     bin_totals = np.zeros((0, p))
     if needs.bins is not None:
         n_bins = needs.bins.n_bins
-        flat = needs.bins.codes[first_row + rows] * p + genes
+        flat = needs.bins.codes[cells[rows]] * p + genes
         bin_totals = np.bincount(flat, weights=values, minlength=n_bins * p).reshape(n_bins, p)
     scaled = np.zeros((0, p))
     if needs.size_factors is not None:
-        factors = needs.size_factors[first_row + rows]  # > 0 where a count is
+        factors = needs.size_factors[cells[rows]]  # > 0 where a count is
         squares = np.square(values, dtype=np.float64) / factors
         scaled = np.bincount(genes, weights=squares, minlength=p)
     return _Partial(
@@ -184,6 +252,22 @@ def _block_partial(block, first_row: int, needs: _Needs) -> _Partial:
         scaled=scaled,
         invalid=invalid,
     )
+
+
+#: The statistics of each batch (one without batches).
+_Statistics = tuple[_Partial, ...]
+
+
+def _block_statistics(block, first_row: int, needs: _Needs) -> _Statistics:
+    """Statistics of one row block (CSR, or anything ``csr_matrix`` accepts) whose first cell
+    is ``first_row``, per batch."""
+    csr = sp.csr_matrix(block)
+    cells = first_row + np.arange(csr.shape[0])
+    if needs.batches is None:
+        return (_cells_partial(csr, cells, needs),)
+    codes = needs.batches[cells]
+    members = [np.flatnonzero(codes == batch) for batch in range(needs.n_batches)]
+    return tuple(_cells_partial(csr[rows], cells[rows], needs) for rows in members)
 
 
 def _merge_partials(*parts: _Partial) -> _Partial:
@@ -202,19 +286,23 @@ def _merge_partials(*parts: _Partial) -> _Partial:
     )
 
 
-def _blocks_partial(blocks: list, needs: _Needs) -> _Partial:
-    return _merge_partials(*(_block_partial(block, first, needs) for block, first in blocks))
+def _merge_statistics(*parts: _Statistics) -> _Statistics:
+    return tuple(_merge_partials(*batch) for batch in zip(*parts, strict=True))
 
 
-def _gene_statistics(counts: da.Array, needs: _Needs) -> _Partial:
+def _blocks_statistics(blocks: list, needs: _Needs) -> _Statistics:
+    return _merge_statistics(*(_block_statistics(block, first, needs) for block, first in blocks))
+
+
+def _gene_statistics(counts: da.Array, needs: _Needs) -> _Statistics:
     """Stream ``counts`` once: per-block statistics merged up a tree, one ``dask.compute``."""
     if counts.ndim != 2 or counts.numblocks[1] != 1:
         raise InputError("counts must be a 2-D (cells x genes) dask array chunked by rows only")
-    tree = reduce_row_blocks(counts, _blocks_partial, _merge_partials, needs, group=8)
+    tree = reduce_row_blocks(counts, _blocks_statistics, _merge_statistics, needs, group=8)
     stats = compute(tree)[0][()]
-    if stats.invalid:
+    if any(batch.invalid for batch in stats):
         raise InputError("counts must be non-negative integers (raw UMI counts)")
-    if stats.n_cells == 0:
+    if sum(batch.n_cells for batch in stats) == 0:
         raise InputError("counts has no cells")
     return stats
 
@@ -297,17 +385,22 @@ def _needs(
     moments: np.ndarray | None,
     bins: DepthBins | None,
     size_factors: np.ndarray | None,
+    batches: np.ndarray | None,
 ) -> _Needs | None:
-    """What the pass over the counts must gather for ``family``; ``None``: the moments suffice.
+    """What the pass over the counts must gather for ``family``, per batch; ``None``: the
+    moments suffice.
 
     The negative binomial needs each gene's histogram (and with depth its totals per depth
     bin), the Gaussian with depth its sums of ``x^2 / s``; the others need only the moments.
     """
+    grouped = {}
+    if batches is not None:
+        grouped = {"batches": batches, "n_batches": int(batches.max()) + 1}
     if family == "nb":
-        return _Needs(histogram=True, bins=bins)
+        return _Needs(histogram=True, bins=bins, **grouped)
     if family == "gaussian" and size_factors is not None:
-        return _Needs(size_factors=size_factors)
-    return None if moments is not None else _Needs()
+        return _Needs(size_factors=size_factors, **grouped)
+    return None if moments is not None else _Needs(**grouped)
 
 
 def fit_null(
@@ -316,17 +409,22 @@ def fit_null(
     seed: int = 0,
     moments: np.ndarray | None = None,
     size_factors: np.ndarray | None = None,
+    batches: np.ndarray | None = None,
 ) -> NullModel:
     """Fit the null of ``method`` to ``counts`` (cells x HVGs, row-chunked CSR blocks of raw
     counts) in streaming passes; the matrix is never gathered.
 
     ``seed`` drives the uniforms of the copula fit's randomized transform (copula methods).
     ``moments``, the genes' sums, sums of squares and nonzero counts (3 x HVGs, as
-    :func:`~recall_dask.preprocess.scale.column_moments` gives them), spare the pass over the
-    counts for every marginal but the negative binomial, which needs each gene's histogram,
-    and the Gaussian with depth. ``size_factors`` (one per cell, mean 1) make the null
-    depth-aware: each cell's artificial genes are drawn with its depth
-    (:mod:`recall_dask.nulls.depth`); ``None`` fits R's null, the same in every cell.
+    :func:`~recall_dask.preprocess.scale.column_moments` gives them; with ``batches``, per
+    batch: batches x 3 x HVGs), spare the pass over the counts for every marginal but the
+    negative binomial, which needs each gene's histogram, and the Gaussian with depth.
+    ``size_factors`` (one per cell, mean 1) make the null depth-aware: each cell's artificial
+    genes are drawn with its depth (:mod:`recall_dask.nulls.depth`); ``None`` fits R's null,
+    the same in every cell. ``batches`` (one batch code ``0..B-1`` per cell) fits every
+    marginal within each batch, from the same pass, sums grouped by batch; the copula's
+    correlation is pooled over the batches, each cell's normal scores taken under its own
+    batch's marginal.
     """
     if method not in NULL_METHODS:
         raise InputError(f"unknown null method {method!r}; choose one of {', '.join(NULL_METHODS)}")
@@ -339,18 +437,28 @@ def fit_null(
             f"{counts.shape[1]}): their correlation is a dense p x p matrix; lower --n-hvg or "
             "choose an independent null"
         )
-    if size_factors is not None and size_factors.shape != (counts.shape[0],):
-        raise InputError(
-            f"size_factors has shape {size_factors.shape}, expected ({counts.shape[0]},)"
-        )
+    for name, values in (("size_factors", size_factors), ("batches", batches)):
+        if values is not None and values.shape != (counts.shape[0],):
+            raise InputError(f"{name} has shape {values.shape}, expected ({counts.shape[0]},)")
     bins = None if size_factors is None else DepthBins.of(size_factors)
-    needs = _needs(family, moments, bins, size_factors)
-    if needs is None:
-        stats = _from_moments(counts.shape[0], moments)
-    else:
+    needs = _needs(family, moments, bins, size_factors, batches)
+    if needs is not None:
         stats = _gene_statistics(counts, needs)
-    marginal = _MARGINAL_FITTERS[family](stats, bins)
-    if not copula:
-        return NullModel(method, marginal, size_factors=size_factors)
-    correlation = fit_correlation(counts, marginal, seed, size_factors)
-    return NullModel(method, marginal, cholesky_factor(correlation), size_factors)
+    elif batches is None:
+        stats = (_from_moments(counts.shape[0], moments),)
+    else:
+        n_cells = np.bincount(batches, minlength=moments.shape[0])
+        stats = tuple(_from_moments(int(n), m) for n, m in zip(n_cells, moments, strict=True))
+    fitter = _MARGINAL_FITTERS[family]
+    if batches is None:
+        marginal = fitter(stats[0], bins)
+    else:
+        marginal = tuple(
+            fitter(batch, None if bins is None else bins.within(size_factors, batches == b))
+            for b, batch in enumerate(stats)
+        )
+    cholesky = None
+    if copula:
+        correlation = fit_correlation(counts, marginal, seed, size_factors, batches)
+        cholesky = cholesky_factor(correlation)
+    return NullModel(method, marginal, cholesky, size_factors, batches)

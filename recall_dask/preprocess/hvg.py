@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recall_dask import config
 from recall_dask._chunks import sum_row_blocks
 from recall_dask.errors import InputError
 from recall_dask.preprocess.scale import mean_and_variance
@@ -105,13 +106,32 @@ def vst_standardized_variance(counts: da.Array, moments: np.ndarray) -> np.ndarr
     with tied scores, does not depend on the chunking.
     """
     n_cells = counts.shape[0]
-    total, total_sq, _ = moments
-    mean, variance = mean_and_variance(total, total_sq, n_cells)
-    sd = np.sqrt(_vst_expected_variance(mean, variance))
-    clip = float(np.sqrt(n_cells))
+    mean, sd, clip = _vst_trend(n_cells, moments)
     ((n_clipped, clipped_total, clipped_sq),) = compute(
         sum_row_blocks(counts, _clipped_sums, (3, mean.size), mean, sd, clip)
     )
+    return _vst_score(n_cells, moments, mean, sd, clip, n_clipped, clipped_total, clipped_sq)
+
+
+def _vst_trend(n_cells: int, moments: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Each gene's mean and loess-expected sd, and the clip of standardized values."""
+    total, total_sq, _ = moments
+    mean, variance = mean_and_variance(total, total_sq, n_cells)
+    return mean, np.sqrt(_vst_expected_variance(mean, variance)), float(np.sqrt(n_cells))
+
+
+def _vst_score(
+    n_cells: int,
+    moments: np.ndarray,
+    mean: np.ndarray,
+    sd: np.ndarray,
+    clip: float,
+    n_clipped: np.ndarray,
+    clipped_total: np.ndarray,
+    clipped_sq: np.ndarray,
+) -> np.ndarray:
+    """The vst score from the genes' sums and the sums of their clipped values."""
+    total, total_sq, _ = moments
     below_total, below_sq = total - clipped_total, total_sq - clipped_sq
     below = below_sq - 2 * mean * below_total + (n_cells - n_clipped) * mean**2
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -120,10 +140,95 @@ def vst_standardized_variance(counts: da.Array, moments: np.ndarray) -> np.ndarr
     return score
 
 
-def select_variable_genes(
-    counts: da.Array, var: pd.DataFrame, n_top: int, moments: np.ndarray
+def _batch_clipped_sums(
+    blocks: list[tuple[sp.csr_matrix, int]],
+    mean: np.ndarray,
+    sd: np.ndarray,
+    clip: np.ndarray,
+    codes: np.ndarray,
 ) -> np.ndarray:
-    """Indices of the variable genes: ``var['highly_variable']`` if given, else vst's top genes.
+    """:func:`_clipped_sums` of each batch's cells (batches x 3 x genes), each batch with
+    its own mean, sd and clip."""
+    n_batches, n_genes = mean.shape
+    total = np.zeros((n_batches, 3, n_genes))
+    for block, first_row in blocks:
+        block = sp.csr_matrix(block, dtype=np.float64)
+        rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
+        batch, genes = codes[first_row + rows], block.indices
+        with np.errstate(divide="ignore", invalid="ignore"):
+            clipped = (block.data - mean[batch, genes]) / sd[batch, genes] > clip[batch]
+        flat = batch[clipped] * n_genes + genes[clipped]
+        values = block.data[clipped]
+        size = n_batches * n_genes
+        for moment, weights in enumerate((np.ones_like(values), values, values * values)):
+            total[:, moment] += np.bincount(flat, weights=weights, minlength=size).reshape(
+                n_batches, n_genes
+            )
+    return total
+
+
+def batch_vst_scores(counts: da.Array, moments: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """The vst score of every gene within every batch (batches x genes): each batch's own
+    trend and clip, from its moments (:func:`~recall_dask.preprocess.scale.batch_moments`)
+    and one pass that finds every batch's clipped values at once."""
+    n_batches = moments.shape[0]
+    n_cells = np.bincount(codes, minlength=n_batches)
+    trends = [_vst_trend(int(n_cells[b]), moments[b]) for b in range(n_batches)]
+    mean, sd = np.stack([t[0] for t in trends]), np.stack([t[1] for t in trends])
+    clip = np.array([t[2] for t in trends])
+    (clipped,) = compute(
+        sum_row_blocks(
+            counts,
+            _batch_clipped_sums,
+            (n_batches, 3, mean.shape[1]),
+            mean,
+            sd,
+            clip,
+            np.asarray(codes, dtype=np.int64),
+            batch=config.get("split-every"),
+            first_rows=True,
+        )
+    )
+    return np.stack(
+        [
+            _vst_score(int(n_cells[b]), moments[b], mean[b], sd[b], clip[b], *clipped[b])
+            for b in range(n_batches)
+        ]
+    )
+
+
+def top_genes_across_batches(scores: np.ndarray, names: pd.Index, n_top: int) -> np.ndarray:
+    """Indices, in ``var`` order, of the ``n_top`` genes variable in the most batches, as
+    Seurat's ``SelectIntegrationFeatures`` and scanpy's ``highly_variable_genes(flavor=
+    "seurat_v3_paper", batch_key=...)`` choose them: each batch ranks its genes by vst score
+    (ties by name) and keeps its top ``n_top`` that vary; genes rank by the number of batches
+    that keep them, ties by the median of their ranks in those batches, then by name."""
+    names = np.asarray(names, dtype=str)
+    n_batches, n_genes = scores.shape
+    ranks = np.full((n_batches, n_genes), np.nan)
+    for b in range(n_batches):
+        order = np.lexsort((names, -scores[b]))
+        kept = order[: min(n_top, int((scores[b] > 0).sum()))]
+        ranks[b, kept] = np.arange(kept.size)
+    n_kept = np.sum(~np.isnan(ranks), axis=0)
+    with np.errstate(all="ignore"):
+        median_rank = np.where(
+            n_kept > 0, np.nanmedian(np.where(n_kept > 0, ranks, 0), axis=0), np.inf
+        )
+    order = np.lexsort((names, median_rank, -n_kept))
+    return _enough(np.sort(order[: min(n_top, int((n_kept > 0).sum()))]))
+
+
+def select_variable_genes(
+    counts: da.Array,
+    var: pd.DataFrame,
+    n_top: int,
+    moments: np.ndarray,
+    batches: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Indices of the variable genes: ``var['highly_variable']`` if given, else vst's top genes,
+    or with ``batches`` (each cell's batch code and the batches' moments, batches x 3 x
+    genes) the genes variable in the most batches (:func:`top_genes_across_batches`).
 
     Genes are returned in ``var`` order, not in Seurat's rank order: the order only decides
     which random stream each artificial gene gets, and ``var`` order keeps that independent of
@@ -131,6 +236,10 @@ def select_variable_genes(
     Genes constant over all cells are never selected: they would carry no signal.
     """
     if "highly_variable" not in var.columns:
+        if batches is not None:
+            codes, batch_moments = batches
+            scores = batch_vst_scores(counts, batch_moments, codes)
+            return top_genes_across_batches(scores, var.index, n_top)
         return top_vst_genes(counts, var.index, n_top, moments)
     chosen = np.flatnonzero(var["highly_variable"].to_numpy(dtype=bool))
     logger.info("using %d genes flagged in var['highly_variable']", chosen.size)

@@ -1,7 +1,8 @@
 """Scaling, as Seurat's ``ScaleData``: mean 0 and variance 1 per feature, clipped at 10.
 
 One streaming pass of per-column sums (:func:`column_moments`) serves both the genes (for
-variable-gene selection) and the normalized features (for scaling).
+variable-gene selection) and the normalized features (for scaling); with batches, the same
+pass sums each batch's cells apart (:func:`batch_moments`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dask.array as da
 import numpy as np
 import scipy.sparse as sp
 
+from recall_dask import config
 from recall_dask._chunks import sum_row_blocks
 from recall_dask.progress import compute
 
@@ -27,6 +29,40 @@ def _column_moments(block: sp.csr_matrix) -> np.ndarray:
             np.asarray(squared.sum(axis=0)).ravel(),
             np.asarray(nonzero.sum(axis=0)).ravel(),
         ]
+    )
+
+
+def _batch_moments(
+    blocks: list[tuple[sp.csr_matrix, int]], codes: np.ndarray, n_batches: int
+) -> np.ndarray:
+    """Per-batch column sums, sums of squares and nonzero counts of row blocks given with
+    their first rows: batches x 3 x columns."""
+    n_cols = blocks[0][0].shape[1]
+    total = np.zeros((n_batches, 3, n_cols))
+    for block, first_row in blocks:
+        block = sp.csr_matrix(block, dtype=np.float64)
+        rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
+        flat = codes[first_row + rows] * n_cols + block.indices
+        size = n_batches * n_cols
+        for moment, weights in enumerate((block.data, block.data**2, block.data != 0)):
+            total[:, moment] += np.bincount(flat, weights=weights, minlength=size).reshape(
+                n_batches, n_cols
+            )
+    return total
+
+
+def batch_moments(array: da.Array, codes: np.ndarray, n_batches: int) -> da.Array:
+    """Lazy (batches, 3, columns) array: :func:`column_moments` of each batch's cells
+    (``codes[i]`` the batch of row i), in one pass; their sum over batches is
+    :func:`column_moments`."""
+    return sum_row_blocks(
+        array,
+        _batch_moments,
+        (n_batches, 3, array.shape[1]),
+        np.asarray(codes, dtype=np.int64),
+        n_batches,
+        batch=config.get("split-every"),
+        first_rows=True,
     )
 
 

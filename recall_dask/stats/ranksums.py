@@ -256,15 +256,21 @@ def _tests_and_directions(groups: ClusterGroups, pairs: np.ndarray) -> np.ndarra
 
 
 def pairwise_rank_sum_tests(
-    data: da.Array, labels: np.ndarray, n_clusters: int, *, feature_block: int | None = None
+    data: da.Array,
+    labels: np.ndarray,
+    n_clusters: int,
+    *,
+    feature_block: int | None = None,
+    strata: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Natural-log rank-sum p-values for every cluster pair and feature, and the direction of
     each difference (+1 where the pair's first cluster ranks higher, -1 where the second does,
     else 0), each ``(n_pairs, n_features)``, from the same tasks.
 
-    Arguments as :func:`per_feature_block`. Rows follow :func:`cluster_pairs`. A pair gets
-    ``log p = 0`` where all its values tie or one of its clusters is empty (R gives NaN). The
-    result does not depend on the chunking.
+    Arguments as :func:`per_feature_block`; with ``strata``, van Elteren's test within them
+    (:class:`StratifiedGroups`). Rows follow :func:`cluster_pairs`. A pair gets ``log p = 0``
+    where all its values tie or one of its clusters is empty (R gives NaN). The result does
+    not depend on the chunking.
     """
     n_pairs = n_clusters * (n_clusters - 1) // 2
     if data.shape[1] == 0:
@@ -276,6 +282,7 @@ def pairwise_rank_sum_tests(
         _tests_and_directions,
         lead=(2, n_pairs),
         feature_block=feature_block,
+        strata=strata,
     )
     (tests,) = compute(lazy)
     return tests[0], tests[1].astype(np.int8)
