@@ -13,6 +13,7 @@ the AnnData.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ from recall_dask.params import RecallParams
 from recall_dask.pca import cell_embeddings, principal_components
 from recall_dask.preprocess.scale import feature_scaling
 from recall_dask.progress import compute, stage
+
+logger = logging.getLogger(__name__)
 
 _VERSIONED = (
     "recall-dask",
@@ -187,6 +190,8 @@ def run_recall(
         raise InputError(f"fewer cells ({n_cells}) than neighbors (k = {params.k_neighbors})")
     for miss in params.misses():
         warnings.warn(miss, UserWarning, stacklevel=2)
+    if batches is not None:
+        logger.info("%s", batches.summary())
     timings: dict[str, float] = {}
     draws = METHODS[params.method](
         counts, var, params, timings, store, storage_options, checkpoints, batches
@@ -244,7 +249,7 @@ def run_recall(
         "method": params.method,
         "params": params.as_dict(),
         "seed": params.seed,
-        "versions": _versions(),
+        "versions": _versions(() if batches is None else ("harmonypy",)),
         "variable_genes": np.asarray(genes, dtype=str),
         "iterations": {str(i): _step_summary(step) for i, step in enumerate(steps)},
         "n_iterations": len(steps),
@@ -263,6 +268,7 @@ def run_recall(
         record["stability"] = _stability(steps, answers, calibrated, params)
     if batches is not None:
         record["batches"] = batch_record(labels, batches)
+        _log_unmixed(record["batches"])
     initial = steps[0].draws[medoid].labels
     embeddings = whole_embeddings[medoid]()
     harmony = embeddings[1] if batches is not None else None
@@ -284,6 +290,21 @@ def batch_record(labels: np.ndarray, batches: Batches) -> dict[str, Any]:
         "composition": composition,
         "mixing": _entropy(composition) / _entropy(composition.sum(axis=0, keepdims=True))[0],
     }
+
+
+def _log_unmixed(record: dict[str, Any], most: float = 0.95) -> None:
+    """A progress line for each cluster whose cells come from one batch: a type found there
+    only, or a difference of that batch that its null did not absorb."""
+    composition = record["composition"]
+    share = composition.max(axis=1) / composition.sum(axis=1)
+    for cluster in np.flatnonzero(share >= most):
+        logger.info(
+            "cluster %d: %.0f%% of its %d cells from batch %s",
+            cluster,
+            100 * share[cluster],
+            composition[cluster].sum(),
+            record["names"][composition[cluster].argmax()],
+        )
 
 
 def _entropy(counts: np.ndarray) -> np.ndarray:
@@ -339,9 +360,10 @@ def _stability(
     }
 
 
-def _versions() -> dict[str, str]:
+def _versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """The versions of the packages that make the answer, with the ``extra`` ones a run used."""
     found = {}
-    for name in _VERSIONED:
+    for name in _VERSIONED + extra:
         try:
             found[name] = version(name)
         except PackageNotFoundError:

@@ -209,6 +209,35 @@ def test_page_of_a_run_over_draws_shows_each_draw_and_the_stability(tmp_path):
     assert "No consensus pair needed merging." in page
 
 
+def test_page_of_a_run_with_batches_shows_them(tmp_path):
+    """With --batch-key the UMAP is of Harmony's embedding, and a batch section shows the
+    UMAP coloured by batch, each cluster's composition as bars and its mixing."""
+    counts, out = tmp_path / "counts.zarr", tmp_path / "out.zarr"
+    write_simulated(counts, **GROUPS, log_mean=-1.0, batches=3, batch_depth=[1, 1.5, 1])
+    assert main(["run", str(counts), "-o", str(out), "--report", "--batch-key", "batch", *RUN]) == 0
+    page = out.with_suffix(".html").read_text()
+    parsed = _parsed(page)
+    images = [attrs["src"] for tag, attrs in parsed.tags if tag == "img"]
+    assert len(images) == 6  # UMAP, batch UMAP, composition, trace, heatmap, sizes
+    assert "X_recall_harmony" in page and "recall_batch" in page and "Batch composition" in page
+    stored = read_results(out)
+    assert KEYS.graph_embedding(stored.obsm) == "X_recall_harmony"
+    record = stored.uns["recall"]["batches"]
+    composition, mixing, names = record["composition"], record["mixing"], record["names"]
+    table = [
+        cell
+        for c in range(composition.shape[0])
+        for cell in (
+            str(c),
+            f"{composition[c].sum():,}",
+            f"{mixing[c]:.2f}",
+            names[composition[c].argmax()],
+        )
+    ]
+    starts = [i for i in range(len(parsed.cells)) if parsed.cells[i : i + len(table)] == table]
+    assert starts, (table, parsed.cells)
+
+
 # -- the run's store and report ------------------------------------------------------------
 
 

@@ -45,6 +45,15 @@ class Batches:
         """Cells per batch."""
         return np.bincount(self.codes, minlength=self.n_batches)
 
+    def summary(self, shown: int = 8) -> str:
+        """The batches and their cells, for progress lines (the first ``shown`` batches)."""
+        listed = ", ".join(
+            f"{name} ({cells:,} cells)"
+            for name, cells in zip(self.names[:shown], self.sizes()[:shown], strict=False)
+        )
+        more = f" and {self.n_batches - shown} more" if self.n_batches > shown else ""
+        return f"batch key {self.key!r}: {self.n_batches} batches, {listed}{more}"
+
     def labels(self, index: pd.Index) -> pd.Series:
         """The batches as the categorical column a store keeps."""
         return pd.Series(pd.Categorical.from_codes(self.codes, categories=self.names), index=index)

@@ -67,6 +67,11 @@ class ResultKeys:
             batch=f"{key_added}_batch",
         )
 
+    def graph_embedding(self, obsm: Mapping[str, object]) -> str:
+        """The key of the embedding the neighbor graph was built on: Harmony's correction of
+        the PCs with batches, else the PCs."""
+        return self.harmony if self.harmony in obsm else self.embedding
+
 
 #: The keys of stores written before ``key_added``: what :func:`stored_keys` falls back to.
 LEGACY_KEYS = ResultKeys(

@@ -68,7 +68,8 @@ def write_report(
     params = RecallParams(**{"neighbors": "exact", **record["params"]})
     missing_umap = keys.umap not in adata.obsm
     if missing_umap:
-        adata.obsm[keys.umap] = umap_embedding(adata.obsm[keys.embedding], params.dims)
+        embedding = adata.obsm[keys.graph_embedding(adata.obsm)]
+        adata.obsm[keys.umap] = umap_embedding(embedding, params.dims)
     missing_default = compare_default and keys.default not in adata.obs
     if missing_default:
         counts = open_counts(store, storage_options=storage_options).X

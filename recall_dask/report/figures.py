@@ -41,8 +41,9 @@ def png_data_uri(figure: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def umap_figure(umap: np.ndarray, panels: dict[str, pd.Series]) -> Figure:
-    """One UMAP panel per clustering, each cluster in its colour and named at its median."""
+def umap_figure(umap: np.ndarray, panels: dict[str, pd.Series], unit: str = "clusters") -> Figure:
+    """One UMAP panel per labelling, each label in its colour. Clusters are named at their
+    median; other ``unit``s (batches, spread over the clusters) in a legend."""
     from matplotlib import patheffects
 
     figure = _figure(4.6 * len(panels), 4.9)
@@ -55,7 +56,11 @@ def umap_figure(umap: np.ndarray, panels: dict[str, pd.Series]) -> Figure:
         names = labels.cat.categories
         colours = _palette(len(names))
         ax.scatter(*umap[order].T, c=colours[codes[order]], s=size, linewidths=0, rasterized=True)
-        for code, name in enumerate(names):
+        if unit != "clusters":
+            for colour, name in zip(colours, names, strict=True):
+                ax.scatter([], [], color=colour, s=20, label=name)
+            ax.legend(fontsize=8, markerscale=1, frameon=False, loc="best")
+        for code, name in enumerate(names if unit == "clusters" else ()):
             if (codes == code).any():
                 x, y = np.median(umap[codes == code], axis=0)
                 ax.text(
@@ -68,7 +73,7 @@ def umap_figure(umap: np.ndarray, panels: dict[str, pd.Series]) -> Figure:
                     weight="bold",
                     path_effects=outline,
                 )
-        ax.set(title=f"{title}: {len(names)} clusters", xticks=[], yticks=[])
+        ax.set(title=f"{title}: {len(names)} {unit}", xticks=[], yticks=[])
         ax.set(xlabel="UMAP 1", ylabel="UMAP 2")
     return figure
 
@@ -203,4 +208,24 @@ def sizes_figure(labels: pd.Series) -> Figure:
     ax.set(xticks=np.arange(len(sizes)), xlabel="recall cluster", ylabel="cells")
     ax.set_xticklabels(sizes.index.astype(str))
     ax.margins(y=0.12)
+    return figure
+
+
+def composition_figure(composition: np.ndarray, names: Sequence[str]) -> Figure:
+    """Each cluster's cells by batch (clusters x batches), as stacked bars of fractions in the
+    colours of the batch UMAP, with the cluster's cell count on top."""
+    n_clusters, n_batches = composition.shape
+    shares = composition / np.maximum(composition.sum(axis=1, keepdims=True), 1)
+    figure = _figure(float(np.clip(2.5 + 0.4 * n_clusters, 4.5, 12)), 3.6)
+    ax = figure.subplots()
+    colours = _palette(n_batches)
+    bottom = np.zeros(n_clusters)
+    for b in range(n_batches):
+        ax.bar(np.arange(n_clusters), shares[:, b], bottom=bottom, color=colours[b], label=names[b])
+        bottom += shares[:, b]
+    for cluster, cells in enumerate(composition.sum(axis=1)):
+        ax.text(cluster, 1.02, f"{cells:,}", ha="center", va="bottom", fontsize=7)
+    ax.set(xticks=np.arange(n_clusters), xlabel="recall cluster", ylabel="share of cells")
+    ax.set_ylim(0, 1.12)
+    figure.legend(fontsize=8, frameon=False, loc="outside right upper")
     return figure

@@ -13,6 +13,7 @@ import pandas as pd
 
 from recall_dask.io.results import ResultKeys
 from recall_dask.report.figures import (
+    composition_figure,
     confidence_figure,
     draws_figure,
     png_data_uri,
@@ -147,6 +148,38 @@ def _merges_note(stability: dict) -> str:
     )
 
 
+def _batches_section(adata: ad.AnnData, keys: ResultKeys, record: dict) -> list[str]:
+    if "batches" not in record:
+        return []
+    batches = record["batches"]
+    names = [str(name) for name in batches["names"]]
+    composition = np.asarray(batches["composition"])
+    mixing = np.asarray(batches["mixing"])
+    largest = composition.argmax(axis=1)
+    rows = [
+        [str(c), f"{int(cells):,}", f"{mixing[c]:.2f}", html.escape(names[largest[c]])]
+        for c, cells in enumerate(composition.sum(axis=1))
+    ]
+    return [
+        '<div class="columns"><div><h2>Batches</h2>',
+        f"<p class=\"note\">Each cell's batch (obs['{html.escape(keys.batch)}'], from "
+        f"{html.escape(str(batches['key']))}). The null of every artificial gene was fitted "
+        "within each batch and the PCs corrected by Harmony, so a split that only batch "
+        "explains is not certified.</p>",
+        _image(
+            umap_figure(adata.obsm[keys.umap], {"batch": adata.obs[keys.batch]}, "batches"),
+            "UMAP coloured by batch",
+        ),
+        "</div><div><h2>Batch composition</h2>",
+        '<p class="note">Each cluster\'s share of cells per batch. Mixing: the entropy of the '
+        "cluster's batches over that of all cells (1: as mixed as the data, 0: one batch); "
+        "a cluster of one batch may be a type found there only.</p>",
+        _image(composition_figure(composition, names), "batch composition per cluster"),
+        _table(["cluster", "cells", "mixing", "largest batch"], rows, numeric={1, 2}),
+        "</div></div>",
+    ]
+
+
 def _stability_section(adata: ad.AnnData, keys: ResultKeys, record: dict) -> list[str]:
     if "stability" not in record:
         return []
@@ -249,7 +282,8 @@ def render_report(
         "<h2>UMAP</h2>",
         '<p class="note">UMAP of the first '
         f"{record['params']['dims']} PCs of the augmented data "
-        f"(obsm['{html.escape(keys.embedding)}']). <b>initial</b>: the first clustering, "
+        f"(obsm['{html.escape(keys.graph_embedding(adata.obsm))}']). <b>initial</b>: the first "
+        "clustering, "
         "before calibration; <b>recall</b>: the calibrated clusters"
         + (
             "; <b>without recall</b>: the standard clustering of the original data, no "
@@ -259,6 +293,7 @@ def render_report(
         )
         + ".</p>",
         _image(umap_figure(adata.obsm[keys.umap], panels), "UMAP coloured by clusters"),
+        *_batches_section(adata, keys, record),
         "<h2>Calibration</h2>",
         *_calibration_section(record, trace),
         *_stability_section(adata, keys, record),
