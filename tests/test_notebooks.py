@@ -11,12 +11,14 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+#: sc_mixology for notebook 04, where this checkout has the shared data beside it.
+SC_MIXOLOGY = Path(__file__).resolve().parents[2] / "shared/data/sc_mixology/sc_mixology.h5ad"
 #: Cells of the simulated data in notebook 02 when run here.
 SMALL = "3000"
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03"]
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -37,6 +39,8 @@ def _slurm_answers() -> bool:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_runs_top_to_bottom(path, tmp_path, monkeypatch):
     monkeypatch.setenv("RECALL_NOTEBOOK_CELLS", SMALL)
+    if SC_MIXOLOGY.exists():  # else notebook 04 simulates batches
+        monkeypatch.setenv("RECALL_SC_MIXOLOGY", str(SC_MIXOLOGY))
     monkeypatch.setenv("DASK_JOBQUEUE__SLURM__INTERFACE", "lo")  # one-node SLURM in CI
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -52,6 +56,8 @@ def test_runs_top_to_bottom(path, tmp_path, monkeypatch):
     if path.stem.startswith("03"):
         expected = "same labels" if _slurm_answers() else "skipped"
         assert expected in text
+    if path.stem.startswith("04"):
+        assert "recall: 5 clusters" in text or "recall: 6 clusters" in text, text
     assert not any(
         output.output_type == "error"
         for cell in notebook.cells
