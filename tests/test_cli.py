@@ -169,11 +169,15 @@ HELP_MENTIONS = {
         "--labels-csv",
         "--report",
         "--compare-default",
+        "--batch-key",
+        "--batch-test",
+        "--batches",
+        "barcode-suffix",
     ),
     "demo": ("--method", "countsplit", "--seed", "--fdr", "--scheduler", "--no-report"),
     "report": ("--out", "--compare-default", "--scheduler", "recall-dask[report]"),
     "ingest": ("--chunk-size", "--layer"),
-    "simulate": ("--cells", "--genes", "--groups", "--de-prob"),
+    "simulate": ("--cells", "--genes", "--groups", "--de-prob", "--batches", "--absent"),
 }
 
 
