@@ -77,6 +77,7 @@ def test_run_records_each_cells_batch_the_corrected_pcs_and_the_mixing():
     assert composition.shape == (labels.max() + 1, 3) and composition.sum() == result.n_obs
     assert (composition.sum(axis=0) == np.bincount(data.obs["batch"].cat.codes)).all()
     assert ((record["mixing"] > 0.9) & (record["mixing"] <= 1.0 + 1e-12)).all()
+    assert "Harmony" in list(result.uns["recall"]["stage_seconds"]["stage"])
 
 
 def test_mixing_is_zero_for_a_cluster_of_one_batch():
