@@ -214,17 +214,23 @@ def cost_part(results: dict, results_file: Path, data_dir: Path, sizes: list[int
             for setting, options in (("blind", []), ("batches", ["--batch-key", "batch"]))
         }
         blind, batched = runs["blind"], runs["batches"]
-        harmony = batched["stages"]["Harmony"]
+        harmony = batched["stages"].get("Harmony")  # runs before commit b599f91 lack it
+        share = (
+            "not timed"
+            if harmony is None
+            else f"{harmony:.0f} s ({100 * harmony / batched['wall']:.1f}%)"
+        )
         rows.append(
             f"| {n_cells:,} | {blind['wall']:.0f} s | {batched['wall']:.0f} s | "
             f"{batched['wall'] / blind['wall']:.2f} | {blind['peak']:.2f} | "
             f"{batched['peak']:.2f} | {blind['clusters']} / {batched['clusters']} | "
-            f"{harmony:.0f} s ({100 * harmony / batched['wall']:.0f}%) |"
+            f"{blind['stages']['calibration']:.0f} s / {batched['stages']['calibration']:.0f} s | "
+            f"{share} |"
         )
     header = [
         "| cells | batch-blind | `--batch-key` | ratio | peak GiB, blind | peak GiB, batches "
-        "| clusters, blind / batches | Harmony (its share) |",
-        "|---:|---:|---:|---:|---:|---:|---|---|",
+        "| clusters, blind / batches | calibration, blind / batches | Harmony (its share) |",
+        "|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     return "\n".join([*header, *rows, ""])
 
@@ -238,6 +244,7 @@ def _measured_run(source: Path, data_dir: Path, options: list[str]) -> dict:
     stages = dict(zip(record["stage_seconds"]["stage"], record["stage_seconds"]["seconds"],
                       strict=True))  # fmt: skip
     return {"wall": wall, "peak": peak, "clusters": int(record["n_clusters"]),
+            "iterations": int(record["n_iterations"]),
             "stages": {k: float(v) for k, v in stages.items()}}  # fmt: skip
 
 
