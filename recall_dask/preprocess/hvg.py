@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from recall_dask import config
 from recall_dask._chunks import sum_row_blocks
 from recall_dask.errors import InputError
-from recall_dask.preprocess.scale import mean_and_variance
+from recall_dask.preprocess.scale import batch_column_sums, mean_and_variance
 from recall_dask.progress import compute
 
 logger = logging.getLogger(__name__)
@@ -157,13 +157,10 @@ def _batch_clipped_sums(
         batch, genes = codes[first_row + rows], block.indices
         with np.errstate(divide="ignore", invalid="ignore"):
             clipped = (block.data - mean[batch, genes]) / sd[batch, genes] > clip[batch]
-        flat = batch[clipped] * n_genes + genes[clipped]
         values = block.data[clipped]
-        size = n_batches * n_genes
-        for moment, weights in enumerate((np.ones_like(values), values, values * values)):
-            total[:, moment] += np.bincount(flat, weights=weights, minlength=size).reshape(
-                n_batches, n_genes
-            )
+        moments = (np.ones_like(values), values, values * values)
+        sums = batch_column_sums(batch[clipped], genes[clipped], moments, (n_batches, n_genes))
+        total += sums
     return total
 
 

@@ -32,6 +32,22 @@ def _column_moments(block: sp.csr_matrix) -> np.ndarray:
     )
 
 
+def batch_column_sums(
+    batch: np.ndarray, columns: np.ndarray, weights: tuple[np.ndarray, ...], shape: tuple[int, int]
+) -> np.ndarray:
+    """Sums of each of ``weights`` (one value per stored entry) per batch and column, for
+    entries in batch ``batch`` and column ``columns``: batches x len(weights) x columns."""
+    n_batches, n_cols = shape
+    flat = batch * n_cols + columns
+    return np.stack(
+        [
+            np.bincount(flat, weights=w, minlength=n_batches * n_cols).reshape(shape)
+            for w in weights
+        ],
+        axis=1,
+    )
+
+
 def _batch_moments(
     blocks: list[tuple[sp.csr_matrix, int]], codes: np.ndarray, n_batches: int
 ) -> np.ndarray:
@@ -42,12 +58,9 @@ def _batch_moments(
     for block, first_row in blocks:
         block = sp.csr_matrix(block, dtype=np.float64)
         rows = np.repeat(np.arange(block.shape[0]), np.diff(block.indptr))
-        flat = codes[first_row + rows] * n_cols + block.indices
-        size = n_batches * n_cols
-        for moment, weights in enumerate((block.data, block.data**2, block.data != 0)):
-            total[:, moment] += np.bincount(flat, weights=weights, minlength=size).reshape(
-                n_batches, n_cols
-            )
+        moments = (block.data, block.data**2, block.data != 0)
+        sums = batch_column_sums(codes[first_row + rows], block.indices, moments, total.shape[::2])
+        total += sums
     return total
 
 
