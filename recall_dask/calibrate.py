@@ -41,8 +41,9 @@ from recall_dask import config
 from recall_dask.errors import CalibrationError
 from recall_dask.graph import SNNGraph, cluster_graph, graph_components, order_by_size
 from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
-from recall_dask.methods.recall import Markers
+from recall_dask.methods.draws import PairTest
 from recall_dask.params import RecallParams
+from recall_dask.stats.markers import Markers
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +63,6 @@ def _resolutions_ahead(threads: int, running: int) -> int:
     none is clustered ahead: a draw that stops wastes every clustering made ahead for it, and
     on a local cluster they would take cores from the pair tests."""
     return max(1, threads - 1) // running
-
-
-#: Labels (one cluster id per cell, ``0..K-1``) to the K x K matrix of genes selected per pair
-#: (-1 on the diagonal) and, for tests that have them, each pair's marker candidates.
-PairTest = Callable[[np.ndarray], tuple[np.ndarray, Markers | None]]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from recall_dask.calibrate import PairTest
+    from recall_dask.methods.draws import PairTest
 
 logger = logging.getLogger(__name__)
 

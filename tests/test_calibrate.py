@@ -28,9 +28,10 @@ from recall_dask.graph import (
     exact_neighbors,
     shared_nearest_neighbors,
 )
-from recall_dask.methods.recall import MARKERS_PER_PAIR, selected_gene_counts
+from recall_dask.methods.recall import selected_gene_counts
 from recall_dask.params import RecallParams
 from recall_dask.stats.knockoff import knockoff_threshold
+from recall_dask.stats.markers import MARKERS_PER_PAIR
 
 
 def selected_matrix(zero_pairs: list[tuple[int, int]], n: int = 4) -> np.ndarray:

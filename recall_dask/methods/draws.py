@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dask.array as da
 import distributed
@@ -22,10 +22,12 @@ from recall_dask import config
 from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.io.workstore import write_tiles
+from recall_dask.stats.markers import Markers
 from recall_dask.stats.ranksums import feature_block_for
 
-if TYPE_CHECKING:
-    from recall_dask.calibrate import PairTest
+#: Labels (one cluster id per cell, ``0..K-1``) to the K x K matrix of genes selected per pair
+#: (-1 on the diagonal) and, for tests that have them, each pair's marker candidates.
+PairTest = Callable[[np.ndarray], tuple[np.ndarray, Markers | None]]
 
 
 @dataclass(frozen=True)
