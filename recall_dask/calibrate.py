@@ -9,17 +9,19 @@ variable genes and their artificial twins; count splitting's
 ``FindClustersCountsplit`` does with the same loop. A pair that selects no gene is not
 supported by the data, so the resolution drops by ``reduction_percentage`` and the same graph
 is clustered again. The loop stops when every pair selects a gene or one cluster is left.
-With several draws (``--draws``) each draw runs this loop on its own graph, all at the same
-resolution until it stops, and the run's answer is taken from the draws' answers
-(:func:`agreed_draws`).
+With several draws (``--draws``) each draw runs this loop on its own graph, independently of
+the others, and the run's answer is taken from the draws' answers (:func:`agreed_draws`).
 
-Each clustering starts its own random stream (Seurat's ``random.seed = 0``), so the clustering
-at a resolution does not depend on the ones before it. The next resolutions are therefore
-clustered ahead, on other cores, while the current one is tested; a clustering that turns out
-not to be needed is abandoned at its next random start. With several draws, the draws' own
-clusterings keep the cores busy instead, and fewer resolutions (or none) are clustered ahead.
-Results are the same as one at a time, and the same when a resumed run takes the finished
-resolutions from its checkpoints.
+Every clustering is a task (:mod:`recall_dask.tasks`): on a worker, next to the draw's graph,
+or on the client's threads without a distributed client; the client receives its labels and
+tests their pairs. Each clustering starts its own random stream (Seurat's
+``random.seed = 0``), so the clustering at a resolution does not depend on the ones before
+it. The next resolutions are therefore clustered ahead, on spare slots, while the current one
+is tested; a clustering that turns out not to be needed is abandoned at its next random
+start. With several draws, the draws' own clusterings fill the slots instead, and fewer
+resolutions (or none) are clustered ahead. Results are the same as one at a time, wherever
+the tasks run, and the same when a resumed run takes the finished resolutions from its
+checkpoints.
 """
 
 from __future__ import annotations
@@ -27,32 +29,28 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
+from functools import partial
+from typing import Any
 
+import distributed
 import numpy as np
 import scipy.sparse as sp
 
-from recall_dask import config
+from recall_dask._testhook import kill_point
 from recall_dask.errors import CalibrationError
 from recall_dask.graph import SNNGraph, cluster_graph, graph_components, order_by_size
 from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.methods.draws import PairTest
 from recall_dask.params import RecallParams
 from recall_dask.stats.markers import Markers
+from recall_dask.tasks import ClientThreads, Tasks, clustering_threads, where_running
 
 logger = logging.getLogger(__name__)
-
-
-def clustering_threads() -> int:
-    """Clusterings run at once in the client, the current resolution and the next ones: the
-    ``recall.clustering-threads`` knob, by default (null) one per core, at most four."""
-    threads = config.get("clustering-threads")
-    return max(1, min(4, os.cpu_count() or 1)) if threads is None else threads
 
 
 def _resolutions_ahead(threads: int, running: int) -> int:
@@ -194,81 +192,168 @@ def calibrate(snn: sp.csr_matrix, pair_test: PairTest, params: RecallParams) -> 
 
 
 def calibrate_draws(
-    graphs: Sequence[sp.csr_matrix | SNNGraph],
+    graphs: Sequence[sp.csr_matrix | SNNGraph | Any],
     pair_tests: Sequence[PairTest],
     params: RecallParams,
     checkpoints: NoCheckpoints = NO_CHECKPOINTS,
+    tasks: Tasks | None = None,
 ) -> list[Step]:
     """Lower the resolution until every draw has stopped: each draw runs R's loop on its own,
     and :func:`draw_answers` gives their answers.
 
-    Draw m clusters its own SNN graph ``graphs[m]`` and tests its clusters with
-    ``pair_tests[m]``, once per resolution. The draws' clusterings run on the clustering
-    threads, the current resolution first and the next ones ahead; their pair tests run at
-    the same time, each on its own thread. Each draw's iteration at each resolution is a
-    checkpoint (``iteration-<number>-<draw>``): finished ones are taken from ``checkpoints``,
-    neither clustered nor tested again.
+    Draw m clusters its own SNN graph ``graphs[m]`` (a graph, or a future of one on the
+    workers) and tests its clusters with ``pair_tests[m]``, once per resolution. Every
+    clustering is a task of ``tasks`` (by default on the client's threads,
+    :func:`~recall_dask.tasks.clustering_threads`); the draws advance independently, each
+    testing its pairs as soon as its own clustering is done. Each draw's iteration at each
+    resolution is a checkpoint (``iteration-<number>-<draw>``): finished ones are taken from
+    ``checkpoints``, neither clustered nor tested again.
     """
-    graphs = [SNNGraph.from_snn(snn) for snn in graphs]
-    components = [functools.cache(functools.partial(graph_components, graph)) for graph in graphs]
-    threads = clustering_threads()
+    own = tasks is None
+    tasks = ClientThreads(clustering_threads()) if own else tasks
+    graphs = [graph if _is_future(graph) else SNNGraph.from_snn(graph) for graph in graphs]
+    running = _Running(len(graphs))
+    loops = [
+        partial(_draw_loop, m, graph, test, params, checkpoints, tasks, running)
+        for m, (graph, test) in enumerate(zip(graphs, pair_tests, strict=True))
+    ]
+    try:
+        if len(loops) == 1:
+            per_draw = [loops[0]()]
+        else:
+            with ThreadPoolExecutor(len(loops), thread_name_prefix="draw-loop") as pool:
+                per_draw = list(pool.map(lambda loop: loop(), loops))
+    finally:
+        running.abort.set()
+        if own:
+            tasks.close()
+    steps = _steps(per_draw, resolutions(params))
+    for number, step in enumerate(steps if len(graphs) > 1 else (), start=1):
+        _log_step(step, number)
+    _warn_if_first(steps)
+    return steps
+
+
+class _Running:
+    """How many draws are still in the loop (the look-ahead shares the slots among them), and
+    the signal that ends every draw's loop when one fails."""
+
+    def __init__(self, n_draws: int) -> None:
+        self._count, self._lock = n_draws, threading.Lock()
+        self.abort = threading.Event()
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return max(1, self._count)
+
+    def stopped(self) -> None:
+        with self._lock:
+            self._count -= 1
+
+
+def _draw_loop(
+    m: int,
+    graph: Any,
+    pair_test: PairTest,
+    params: RecallParams,
+    checkpoints: NoCheckpoints,
+    tasks: Tasks,
+    running: _Running,
+) -> list[Iteration]:
+    """R's loop on draw m: cluster at each resolution (and the next ones ahead, on spare
+    slots), test the pairs, stop at the first clustering whose every pair selects a gene."""
     steps = resolutions(params)
-    stops = [threading.Event() for _ in graphs]  # a stopped draw's clusterings end early
-    clusterings: dict[tuple[int, int], Future] = {}
-    done: list[Step] = []
-    with (
-        ThreadPoolExecutor(threads, thread_name_prefix="clustering") as pool,
-        ThreadPoolExecutor(len(graphs), thread_name_prefix="pair-tests") as testing,
-    ):
-        try:
-            for number, resolution in enumerate(steps):
-                stopped = done[-1].stopped if done else np.zeros(len(graphs), dtype=bool)
-                running = np.flatnonzero(~stopped)
-                finished = {m: _finished(checkpoints, number, m, resolution) for m in running}
-                last = number + 1 + _resolutions_ahead(threads, running.size)
+    stop = tasks.stop_signal()
+    clusterings: dict[int, Any] = {}
+    components = functools.cache(
+        lambda: _gathered(tasks.submit("recall-graph-components", graph_components, graph))
+    )
+    iterations: list[Iteration] = []
+    try:
+        for number, resolution in enumerate(steps):
+            if running.abort.is_set():
+                raise CalibrationError("stopped: another draw's loop failed")
+            iteration = _finished(checkpoints, number, m, resolution)
+            where = "the work store"
+            if iteration is None:
+                last = number + 1 + _resolutions_ahead(tasks.slots, running.count)
                 for ahead in range(number, min(last, len(steps))):
-                    for draw in running:
-                        if (ahead, draw) not in clusterings and finished[draw] is None:
-                            # Seurat's FindClusters keeps random.seed = 0 whatever the seed.
-                            clusterings[ahead, draw] = pool.submit(
-                                cluster_graph,
-                                graphs[draw],
-                                steps[ahead],
-                                algorithm=params.algorithm,
-                                seed=0,
-                                stop=stops[draw],
-                            )
-                current = [
-                    None
-                    if stopped[m]
-                    else finished[m]
-                    if finished[m] is not None
-                    else clusterings.pop((number, m))
-                    for m in range(len(graphs))
-                ]
-                iterations = _test_draws(
-                    number, resolution, current, pair_tests, components, testing, checkpoints
-                )
-                step = Step(resolution, iterations, stopped)
-                done.append(step)
-                _log(len(done), step)
-                if step.finished:
-                    _warn_if_first(done)
-                    return done
-                for draw in np.flatnonzero(step.stopped & ~stopped):
-                    stops[draw].set()  # a draw that stopped is not clustered again
-                for key in [key for key in clusterings if step.stopped[key[1]]]:
-                    clusterings.pop(key).cancel()
-        finally:
-            for stop in stops:
-                stop.set()
-            pool.shutdown(cancel_futures=True)
-    clusters = " ".join(str(draw.n_clusters) for draw in done[-1].draws if draw is not None)
+                    if ahead not in clusterings:
+                        clusterings[ahead] = tasks.submit(
+                            f"recall-cluster-draw{m}-iteration{ahead}",
+                            clustered,
+                            graph,
+                            steps[ahead],
+                            algorithm=params.algorithm,
+                            n_starts=params.louvain_starts,
+                            n_iterations=params.louvain_iterations,
+                            stop=stop,
+                        )
+                labels, where = _gathered(clusterings.pop(number))
+                iteration = Iteration(resolution, labels, *pair_test(labels))
+                iteration = _joined(iteration, components, pair_test)
+                checkpoints.save(_checkpoint_name(number, m), iteration.arrays())
+            iterations.append(iteration)
+            _log(m, number + 1, iteration, where, several=params.draws > 1)
+            if iteration.failing_pair is None:
+                return iterations
+    finally:
+        stop.set()  # a draw that stopped is not clustered again
+        for future in clusterings.values():
+            future.cancel()
+        running.stopped()
     raise CalibrationError(
         f"no calibrated clustering after {params.max_iterations} iterations "
-        f"(last resolution {done[-1].resolution:.4g}, {clusters} clusters); raise "
-        "--max-iterations or --reduction-percentage"
+        f"(last resolution {iterations[-1].resolution:.4g}, {iterations[-1].n_clusters} "
+        "clusters); raise --max-iterations or --reduction-percentage"
     )
+
+
+def clustered(
+    graph: SNNGraph | Any,
+    resolution: float,
+    *,
+    algorithm: str,
+    n_starts: int,
+    n_iterations: int,
+    stop: Any,
+) -> tuple[np.ndarray, str]:
+    """One clustering task: the labels at ``resolution`` and where they were computed.
+    Seurat's ``FindClusters`` keeps ``random.seed = 0`` whatever the run's seed."""
+    kill_point("clustering")
+    labels = cluster_graph(
+        graph,
+        resolution,
+        algorithm=algorithm,
+        seed=0,
+        n_starts=n_starts,
+        n_iterations=n_iterations,
+        stop=stop,
+    )
+    return labels, where_running()
+
+
+def _gathered(future: Any) -> Any:
+    """A task's result (a clustering that was abandoned raises ClusteringStopped)."""
+    return future.result()
+
+
+def _is_future(value: Any) -> bool:
+    return isinstance(value, Future | distributed.Future)
+
+
+def _steps(per_draw: Sequence[Sequence[Iteration]], values: Sequence[float]) -> list[Step]:
+    """The draws' iterations by resolution: at each, every draw still running, and which had
+    stopped before."""
+    steps: list[Step] = []
+    stopped = np.zeros(len(per_draw), dtype=bool)
+    for number in range(max(len(iterations) for iterations in per_draw)):
+        draws = tuple(its[number] if number < len(its) else None for its in per_draw)
+        step = Step(values[number], draws, stopped)
+        steps.append(step)
+        stopped = step.stopped
+    return steps
 
 
 def _finished(
@@ -281,41 +366,6 @@ def _finished(
 
 def _checkpoint_name(number: int, draw: int) -> str:
     return f"iteration-{number}-{draw}"
-
-
-def _test_draws(
-    number: int,
-    resolution: float,
-    clusterings: list[Future | Iteration | None],
-    pair_tests: Sequence[PairTest],
-    components: Sequence[Callable[[], np.ndarray]],
-    pool: ThreadPoolExecutor,
-    checkpoints: NoCheckpoints,
-) -> tuple[Iteration | None, ...]:
-    """The pair tests of every running draw, each as soon as its clustering is done, so the
-    workers test some draws while the client still clusters others; an iteration already
-    finished stays as it is, a new one is saved in ``checkpoints``, a stopped draw (``None``)
-    stays out. Failing pairs that no resolution can join are merged (:func:`_joined`). The
-    first running draw's run in this thread (with its progress bar), the others on threads,
-    whose bars would only garble it."""
-
-    def test(draw: int) -> Iteration | None:
-        clustering = clusterings[draw]
-        if clustering is None or isinstance(clustering, Iteration):
-            return clustering
-        labels = clustering.result()
-        iteration = Iteration(resolution, labels, *pair_tests[draw](labels))
-        iteration = _joined(iteration, components[draw], pair_tests[draw])
-        checkpoints.save(_checkpoint_name(number, draw), iteration.arrays())
-        return iteration
-
-    running = [draw for draw, clustering in enumerate(clusterings) if clustering is not None]
-    others = {draw: pool.submit(test, draw) for draw in running[1:]}
-    first = {running[0]: test(running[0])}
-    return tuple(
-        first[d] if d in first else others[d].result() if d in others else None
-        for d in range(len(clusterings))
-    )
 
 
 def _joined(
@@ -379,19 +429,8 @@ def _warn_if_first(steps: list[Step]) -> None:
         )
 
 
-def _log(number: int, step: Step) -> None:
-    if len(step.draws) > 1:
-        logger.info(
-            "iteration %d: resolution %.4g, clusters per draw %s; %d of %d draws stopped%s",
-            number,
-            step.resolution,
-            " ".join("-" if draw is None else str(draw.n_clusters) for draw in step.draws),
-            int(step.stopped.sum()),
-            len(step.draws),
-            "" if step.finished else ": lowering the resolution for the others",
-        )
-        return
-    (iteration,) = step.draws
+def _log(draw: int, number: int, iteration: Iteration, where: str, several: bool) -> None:
+    """A draw's iteration as it ends: its clusters, its verdict and where it was clustered."""
     pair = iteration.failing_pair
     verdict = (
         f"pair {pair} selected 0 genes: lowering the resolution"
@@ -401,10 +440,24 @@ def _log(number: int, step: Step) -> None:
         else "one cluster: done"
     )
     logger.info(
-        "iteration %d: resolution %.4g, %d clusters, %d pairs tested; %s",
+        "%siteration %d: resolution %.4g, %d clusters, %d pairs tested; %s (clustered on %s)",
+        f"draw {draw}, " if several else "",
         number,
         iteration.resolution,
         iteration.n_clusters,
         iteration.n_pairs,
         verdict,
+        where,
+    )
+
+
+def _log_step(step: Step, number: int) -> None:
+    """The draws at one resolution, once every draw has stopped."""
+    logger.info(
+        "iteration %d: resolution %.4g, clusters per draw %s; %d of %d draws stopped",
+        number,
+        step.resolution,
+        " ".join("-" if draw is None else str(draw.n_clusters) for draw in step.draws),
+        int(step.stopped.sum()),
+        len(step.draws),
     )

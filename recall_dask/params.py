@@ -128,6 +128,18 @@ class RecallParams:
         rule="must be >= 2",
     )
     algorithm: str = option("louvain", "modularity clustering", choices=ALGORITHMS)
+    louvain_starts: int = option(
+        10,
+        "random starts of each clustering, the best kept, as Seurat's FindClusters n.start",
+        valid=_positive_integer,
+        rule="must be a positive integer",
+    )
+    louvain_iterations: int = option(
+        10,
+        "most passes of each random start, as Seurat's FindClusters n.iter",
+        valid=_positive_integer,
+        rule="must be a positive integer",
+    )
     null_method: str = option(
         "nb",
         "null distribution of the artificial genes: each gene's counts, fitted with each cell's "

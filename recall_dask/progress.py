@@ -73,13 +73,20 @@ def compute(*collections: Any) -> tuple:
     """``dask.compute(*collections)``, with a progress bar while reporting is on."""
     if not (_SHOWN.get() and _interactive()):
         return dask.compute(*collections)
-    client = _distributed_client()
+    client = distributed_client()
     if client is None:
         with ProgressBar(minimum=_MINIMUM_SECONDS):
             return dask.compute(*collections)
     futures = client.compute(list(collections))
     distributed.progress(futures, notebook=_widgets())
     return tuple(client.gather(futures))
+
+
+def watch(future: distributed.Future) -> None:
+    """Show a bar for a computation already submitted to the distributed cluster, while
+    reporting is on and someone is watching; it returns once the computation is done."""
+    if _SHOWN.get() and _interactive():
+        distributed.progress(future, notebook=_widgets())
 
 
 def _interactive() -> bool:
@@ -92,7 +99,7 @@ def _widgets() -> bool:
     return is_kernel() and importlib.util.find_spec("ipywidgets") is not None
 
 
-def _distributed_client() -> distributed.Client | None:
+def distributed_client() -> distributed.Client | None:
     """The client dask.compute would use, if it is a distributed one."""
     if dask.config.get("scheduler", None) not in (None, "dask.distributed", "distributed"):
         return None

@@ -5,17 +5,16 @@ nulls -> augmented, log-normalized matrix (in a Zarr work store, or in worker me
 Count splitting (``FindClustersCountsplit``): counts -> train and test halves -> variable genes
 of the train half -> its log-normalized variable genes, and the log-normalized test half of
 all genes (both in the work store, or in worker memory). Each method prepares its inputs
-(:mod:`recall_dask.methods`); then both: scaling and exact PCA -> gathered embedding -> kNN and
-SNN graph -> calibration loop with the method's pair test -> labels, embedding and the
-``uns['recall']`` record (:class:`RecallResult`), which :mod:`recall_dask.api` writes into
-the AnnData.
+(:mod:`recall_dask.methods`); then both, per draw (:mod:`recall_dask.draw`): scaling and
+exact PCA -> kNN and SNN graph, as tasks on the workers -> calibration loop, each clustering a
+task, with the method's pair test -> labels, embedding and the ``uns['recall']`` record
+(:class:`RecallResult`), which :mod:`recall_dask.api` writes into the AnnData.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import pandas as pd
-import zarr
 
 from recall_dask.calibrate import (
     Iteration,
@@ -35,23 +33,16 @@ from recall_dask.calibrate import (
     draws_needed,
 )
 from recall_dask.consensus import CalibratedConsensus, calibrated_consensus, consensus
+from recall_dask.draw import DrawStages
 from recall_dask.errors import InputError
-from recall_dask.graph import (
-    SNNGraph,
-    StoredSNNGraph,
-    nearest_neighbors,
-    shared_nearest_neighbors,
-)
-from recall_dask.integrate import harmonized
 from recall_dask.io.batches import Batches
 from recall_dask.io.checkpoints import NO_CHECKPOINTS, NoCheckpoints
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.methods import METHODS
 from recall_dask.methods.draws import draw_seeds, for_each_draw
 from recall_dask.params import RecallParams
-from recall_dask.pca import cell_embeddings, principal_components
-from recall_dask.preprocess.scale import feature_scaling
-from recall_dask.progress import compute, stage
+from recall_dask.progress import stage
+from recall_dask.tasks import draw_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -68,82 +59,6 @@ _VERSIONED = (
     "leidenalg",
     "scikit-misc",
 )
-
-
-def embed(data: da.Array, params: RecallParams) -> np.ndarray:
-    """Exact PCA of the scaled data (augmented, or the train half's variable genes), gathered
-    as cells x PCs."""
-    scaling = feature_scaling(data, params.scale_max)
-    pca = principal_components(data, scaling, min(params.n_pcs, data.shape[0]))
-    return compute(cell_embeddings(data, scaling, pca))[0]
-
-
-def _kept_embedding(
-    embeddings: tuple[np.ndarray, ...],
-    draw: int,
-    params: RecallParams,
-    work: Path | str | None,
-    storage_options: StorageOptions,
-) -> tuple[np.ndarray, Callable[[], tuple[np.ndarray, ...]]]:
-    """The PCs the graph needs (of the last of ``embeddings``: the PCA's, or Harmony's
-    correction of it), and how to get the whole embeddings back. With several draws and a
-    work directory, the whole embeddings wait there: only the medoid draw's are kept in the
-    end, and ten draws' embeddings of many cells would crowd the client's memory. The PCs
-    are then a copy, since a view would keep the whole embedding alive."""
-    if not _draws_kept_in_store(params, work):
-        return embeddings[-1][:, : params.dims], lambda: embeddings
-    read = _stored(embeddings, Location.of(work, storage_options).child(f"embedding-{draw}"))
-    return embeddings[-1][:, : params.dims].copy(), read
-
-
-def _kept_graph(
-    graph: SNNGraph,
-    draw: int,
-    params: RecallParams,
-    work: Path | str | None,
-    storage_options: StorageOptions,
-) -> SNNGraph | StoredSNNGraph:
-    """The draw's SNN graph, in the work directory when there are several draws and one:
-    each clustering then reads its graph back, and only the graphs being clustered are in
-    the client's memory, not every draw's for the whole loop."""
-    if not _draws_kept_in_store(params, work):
-        return graph
-    location = Location.of(work, storage_options).child(f"graph-{draw}")
-    return StoredSNNGraph(_stored(graph.network, location), graph.n_cells)
-
-
-def _draws_kept_in_store(params: RecallParams, work: Path | str | None) -> bool:
-    """Whether each draw's embedding and graph wait in the work directory: with several
-    draws, and a work directory to hold them."""
-    return params.draws > 1 and work is not None
-
-
-def _stored(
-    parts: tuple[np.ndarray, ...], location: Location
-) -> Callable[[], tuple[np.ndarray, ...]]:
-    """``parts`` written under ``location`` in the work directory (overwriting a resumed run's),
-    and how to read them back."""
-    arrays = []
-    for i, part in enumerate(parts):
-        store = location.child(f"{i}.zarr").zarr_store()
-        array = zarr.create_array(
-            store, shape=part.shape, dtype=part.dtype, zarr_format=2, overwrite=True
-        )
-        array[...] = part
-        arrays.append(array)
-    return lambda: tuple(array[...] for array in arrays)
-
-
-def neighbor_graph(embedding: np.ndarray, params: RecallParams) -> SNNGraph:
-    """The SNN graph of a run's embedding, as Seurat's ``FindNeighbors``, in the form that
-    clustering reads (the CSR matrix is not kept: with many draws, graphs add up)."""
-    knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors, params.neighbors)
-    return SNNGraph.from_snn(shared_nearest_neighbors(knn, params.snn_prune))
-
-
-def _arrays(graph: SNNGraph) -> dict[str, np.ndarray]:
-    """The graph's arrays, named by their place in ``SNNGraph.network`` (a checkpoint)."""
-    return {str(i): part for i, part in enumerate(graph.network)}
 
 
 @dataclass(frozen=True)
@@ -196,38 +111,21 @@ def run_recall(
     draws = METHODS[params.method](
         counts, var, params, timings, store, storage_options, checkpoints, batches
     )
-    with stage("scaling and PCA" if batches is None else "scaling, PCA and Harmony", timings):
-
-        def embedded(m: int) -> tuple[np.ndarray, Callable[[], tuple[np.ndarray, ...]]]:
-            stored = checkpoints.arrays(
-                f"embedding-{m}", lambda: {"embedding": embed(draws[m].rows, params)}
-            )
-            parts = (stored["embedding"],)
-            if batches is not None:
-
-                def corrected() -> dict[str, np.ndarray]:
-                    with stage("Harmony", timings):  # its seconds also count in the outer stage
-                        return {"harmony": harmonized(parts[0], batches)}
-
-                parts += (checkpoints.arrays(f"harmony-{m}", corrected)["harmony"],)
-            return _kept_embedding(parts, m, params, store, storage_options)
-
-        embeddings = zip(*for_each_draw(embedded, range(len(draws))), strict=True)
-        graph_pcs, whole_embeddings = (list(parts) for parts in embeddings)
-    with stage("neighbor graph", timings):
-
-        def graph(m: int) -> SNNGraph | StoredSNNGraph:
-            network = checkpoints.arrays(
-                f"graph-{m}", lambda: _arrays(neighbor_graph(graph_pcs[m], params))
-            )
-            graph = SNNGraph(tuple(network[str(i)] for i in range(len(network))))
-            return _kept_graph(graph, m, params, store, storage_options)
-
-        graphs = for_each_draw(graph, range(len(draws)))
-        graph_pcs.clear()  # the loop needs no PCs
-    with stage("calibration", timings):
-        pair_tests = [draw.pair_test for draw in draws]
-        steps = calibrate_draws(graphs, pair_tests, params, checkpoints)
+    tasks = draw_tasks()
+    try:
+        work = None if store is None else Location.of(store, storage_options)
+        stages = DrawStages(params, tasks, checkpoints, work, n_cells, batches, timings)
+        with stage("scaling and PCA" if batches is None else "scaling, PCA and Harmony", timings):
+            embedded = for_each_draw(lambda m: stages.embedded(m, draws[m].rows), range(len(draws)))
+        whole_embeddings = [draw.whole for draw in embedded]
+        with stage("neighbor graph", timings):
+            graphs = for_each_draw(lambda m: stages.graph(m, embedded[m]), range(len(draws)))
+        embedded.clear()  # the loop needs no PCs
+        with stage("calibration", timings):
+            pair_tests = [draw.pair_test for draw in draws]
+            steps = calibrate_draws(graphs, pair_tests, params, checkpoints, tasks)
+    finally:
+        tasks.close()
     answers = draw_answers(steps)
     if len(draws) == 1:
         (last,) = answers

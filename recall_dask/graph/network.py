@@ -43,6 +43,18 @@ class SNNGraph:
     def n_cells(self) -> int:
         return self.network[3].size
 
+    @property
+    def nbytes(self) -> int:
+        return sum(part.nbytes for part in self.network)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The network's arrays, named by their place (as the work store keeps them)."""
+        return {str(i): part for i, part in enumerate(self.network)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> SNNGraph:
+        return cls(tuple(arrays[str(i)] for i in range(len(arrays))))
+
 
 @dataclass(frozen=True)
 class StoredSNNGraph:
@@ -56,6 +68,7 @@ class StoredSNNGraph:
 
     read: Callable[[], tuple[np.ndarray, ...]]
     n_cells: int
+    nbytes: int = 0  # of the graph once read
 
     @property
     def network(self) -> tuple[np.ndarray, ...]:

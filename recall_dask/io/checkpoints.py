@@ -64,6 +64,18 @@ class NoCheckpoints:
     def save(self, name: str, arrays: Arrays) -> None:
         """Keep the arrays of the finished stage ``name``."""
 
+    def location(self, name: str) -> Location | None:
+        """Where the arrays of stage ``name`` are kept (``None``: nowhere): a task on a worker
+        writes them there with :func:`write_arrays`, then :meth:`record` lists the stage."""
+        return None
+
+    def has(self, name: str) -> bool:
+        """Whether stage ``name`` finished before (its arrays wait at :meth:`location`)."""
+        return False
+
+    def record(self, name: str) -> None:
+        """List stage ``name``, whose arrays are now complete at :meth:`location`."""
+
 
 NO_CHECKPOINTS = NoCheckpoints()
 
@@ -120,18 +132,24 @@ class Checkpoints(NoCheckpoints):
         return tiles
 
     def load(self, name: str) -> Arrays | None:
-        if self._entry(name) is None:
+        if not self.has(name):
             return None
-        location = self.directory.child(f"{name}.npz")
-        with location.fs.open(location.path, "rb") as handle, np.load(handle) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-        logger.info("reused from the work store: %s", name)
-        return arrays
+        return read_arrays(self.location(name))
 
     def save(self, name: str, arrays: Arrays) -> None:
-        _write_atomically(
-            self.directory.child(f"{name}.npz"), lambda handle: np.savez(handle, **arrays)
-        )
+        write_arrays(self.location(name), arrays)
+        self._record(name)
+
+    def location(self, name: str) -> Location:
+        return self.directory.child(f"{name}.npz")
+
+    def has(self, name: str) -> bool:
+        if self._entry(name) is None:
+            return False
+        logger.info("reused from the work store: %s", name)
+        return True
+
+    def record(self, name: str) -> None:
         self._record(name)
 
     def _entry(self, name: str) -> dict[str, Any] | None:
@@ -236,6 +254,17 @@ def _read_manifest(directory: Location) -> dict[str, Any] | None:
 def _write_manifest(directory: Location, manifest: dict[str, Any]) -> None:
     text = json.dumps(manifest, indent=1).encode()
     _write_atomically(directory.child(_MANIFEST), lambda handle: handle.write(text))
+
+
+def read_arrays(location: Location) -> Arrays:
+    """The named arrays of an ``.npz`` in the work store (a task can read them anywhere)."""
+    with location.fs.open(location.path, "rb") as handle, np.load(handle) as stored:
+        return {key: stored[key] for key in stored.files}
+
+
+def write_arrays(location: Location, arrays: Arrays) -> None:
+    """Write named arrays as an ``.npz`` in the work store, whole or not at all."""
+    _write_atomically(location, lambda handle: np.savez(handle, **arrays))
 
 
 def _write_atomically(location: Location, write: Callable[[IO[bytes]], Any]) -> None:
