@@ -39,13 +39,13 @@ from sklearn.metrics import adjusted_rand_score
 
 from recall_dask import io
 from recall_dask.calibrate import calibrate
+from recall_dask.draw import embedding
 from recall_dask.graph import NEIGHBOR_SEARCHES, nearest_neighbors, shared_nearest_neighbors
 from recall_dask.methods.recall import selected_gene_counts
 from recall_dask.params import RecallParams
 from recall_dask.preprocess import column_moments, log_normalize, select_variable_genes
 from recall_dask.progress import reporting
 from recall_dask.report import default_clusters
-from recall_dask.run import embed
 
 ROOT = Path(__file__).resolve().parent.parent
 R_SCRIPT = ROOT / "benchmarks" / "r" / "recall_seurat.R"
@@ -105,13 +105,13 @@ def first_difference(r_out: Path, counts: sp.csr_matrix, var: pd.DataFrame, sear
     draws = sp.csr_matrix(scipy.io.mmread(r_out / "draws.mtx").T)
     augmented = log_normalize(sp.hstack([counts[:, genes], draws], format="csr"), params.target_sum)
     data = da.from_array(augmented, chunks=(2048, -1), asarray=False)
-    embedding = embed(data, params)
+    pcs = embedding(data, params).compute()
     theirs = np.loadtxt(r_out / "embedding.tsv")[:, : params.dims]
-    signs = np.sign(np.sum(embedding[:, : params.dims] * theirs, axis=0))
-    gap = np.abs(embedding[:, : params.dims] * signs - theirs).max()
+    signs = np.sign(np.sum(pcs[:, : params.dims] * theirs, axis=0))
+    gap = np.abs(pcs[:, : params.dims] * signs - theirs).max()
     if gap > 1e-6:
         return f"PCA: embeddings differ by up to {gap:.2g}"
-    knn = nearest_neighbors(embedding[:, : params.dims], params.k_neighbors, search)
+    knn = nearest_neighbors(pcs[:, : params.dims], params.k_neighbors, search)
     r_knn = np.loadtxt(r_out / "neighbors.tsv", dtype=np.int64)
     same = (knn == r_knn).all(axis=1)
     if not same.all():

@@ -77,7 +77,7 @@ class DrawStages:
         tasks = self.tasks
         pca = self._kept(
             f"embedding-{m}",
-            lambda: tasks.compute("recall-embedding", embedding(rows, self.params)),
+            lambda: tasks.compute(embedding(rows, self.params)),
         )
         parts = {"embedding": pca}
         if self.batches is not None:

@@ -10,7 +10,8 @@ scheduler) the same tasks run on a pool of the client's threads. Either way the 
 and their inputs are the same, so are the labels.
 
 A task's name (its key prefix) is what the Dask dashboard's task stream shows:
-``recall-embedding``, ``recall-neighbor-graph``, ``recall-cluster`` and so on.
+``recall-neighbor-graph``, ``recall-cluster-draw<m>-iteration<n>``, ``recall-harmony`` and
+so on; an embedding is the dask computation of its PCA's projection, on the workers too.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Tasks(Protocol):
 
     def submit(self, name: str, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
 
-    def compute(self, name: str, collection: Any) -> Any: ...
+    def compute(self, collection: Any) -> Any: ...
 
     def wait(self, future: Any) -> None: ...
 
@@ -75,7 +76,7 @@ class ClientThreads:
         args, kwargs = _results(args), _results(kwargs)
         return self._pool.submit(func, *args, **kwargs)
 
-    def compute(self, name: str, collection: Any) -> Future:
+    def compute(self, collection: Any) -> Future:
         done: Future = Future()
         done.set_result(compute(collection)[0])
         return done
@@ -110,7 +111,7 @@ class WorkerTasks:
     ) -> distributed.Future:
         return self.client.submit(func, *args, key=f"{name}-{uuid4().hex}", pure=False, **kwargs)
 
-    def compute(self, name: str, collection: Any) -> distributed.Future:
+    def compute(self, collection: Any) -> distributed.Future:
         future = self.client.compute(collection)
         watch(future)
         return future

@@ -32,6 +32,7 @@ from recall_dask.methods.recall import selected_gene_counts
 from recall_dask.params import RecallParams
 from recall_dask.stats.knockoff import knockoff_threshold
 from recall_dask.stats.markers import MARKERS_PER_PAIR
+from recall_dask.tasks import ClientThreads
 
 
 def selected_matrix(zero_pairs: list[tuple[int, int]], n: int = 4) -> np.ndarray:
@@ -161,14 +162,14 @@ def test_clusters_one_resolution_ahead_per_spare_thread(
     clustering threads (at least one) shared among the draws: none ahead when the draws' own
     clusterings fill the threads, so no clustering is wasted on a draw that stops."""
     asked: list[float] = []
+    submit = ClientThreads.submit
 
-    class Recording(calibrate_module.ThreadPoolExecutor):
-        def submit(self, fn, /, *args, **kwargs):
-            if fn is calibrate_module.cluster_graph:  # not the draws' pair tests
-                asked.append(args[1])
-            return super().submit(fn, *args, **kwargs)
+    def recording(self, name, fn, /, *args, **kwargs):
+        if fn is calibrate_module.clustered:  # not the graph's components
+            asked.append(args[1])
+        return submit(self, name, fn, *args, **kwargs)
 
-    monkeypatch.setattr(calibrate_module, "ThreadPoolExecutor", Recording)
+    monkeypatch.setattr(ClientThreads, "submit", recording)
     snn = shared_nearest_neighbors(exact_neighbors(rng.normal(size=(200, 5)), 10))
 
     def accept(labels):

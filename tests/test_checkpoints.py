@@ -90,6 +90,13 @@ KILLS = {
         ["counts", "genes", "augmented.zarr", "embedding-0"],
         "graph-0",
     ),
+    # With one worker thread the loop clusters one resolution ahead: the first two clusterings
+    # are submitted together, the third once the first resolution's pairs are tested.
+    "during a clustering task on a worker, at the second resolution": (
+        "clustering:3",
+        ["counts", "genes", "augmented.zarr", "embedding-0", "graph-0", "iteration-0-0"],
+        "iteration-1-0",
+    ),
     "in calibration, at the second resolution": (
         "iteration-0",
         ["counts", "genes", "augmented.zarr", "embedding-0", "graph-0", "iteration-0-0"],

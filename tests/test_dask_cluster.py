@@ -203,6 +203,24 @@ def test_worker_lost_mid_pairwise_tests(counts_file, reference, tmp_path):
     pd.testing.assert_series_equal(labels, reference)
 
 
+def test_worker_lost_mid_clustering(counts_file, reference, tmp_path):
+    """A worker (nanny and all) is SIGKILLed when it is given the first clustering task; the
+    clustering runs again on the other worker, with the same labels."""
+    record = tmp_path / "killed.json"
+    kill = {"RECALL_KILL_PREFIX": "recall-cluster", "RECALL_KILL_RECORD": str(record)}
+    preload = ("--preload", str(PRELOAD_KILL))
+    with external_cluster(tmp_path, 2, scheduler_options=preload, env=kill) as (
+        address,
+        processes,
+    ):
+        labels = run_cli(counts_file, tmp_path / "run", "--scheduler", address)
+        killed = json.loads(record.read_text())
+        survivors = [p for p in processes[1:] if p.poll() is None]
+    assert killed["key"].startswith("recall-cluster-draw0-iteration0")
+    assert len(survivors) == 1, "exactly one worker was lost"
+    pd.testing.assert_series_equal(labels, reference)
+
+
 def _slurm_running() -> bool:
     if shutil.which("sinfo") is None:
         return False

@@ -13,6 +13,7 @@ from conftest import poisson_population, simulate_dense
 from sklearn.metrics import adjusted_rand_score
 
 from recall_dask import calibrate as calibrate_module
+from recall_dask import draw as draw_module
 from recall_dask import run as run_module
 from recall_dask.api import recall
 from recall_dask.calibrate import draws_needed
@@ -26,6 +27,7 @@ from recall_dask.methods import recall_inputs
 from recall_dask.methods.draws import draw_seeds
 from recall_dask.nulls import NULL_METHODS
 from recall_dask.params import RecallParams
+from recall_dask.tasks import ClientThreads
 
 FAST = {"n_hvg": 300, "progress": False}
 
@@ -165,17 +167,17 @@ def test_out_of_core_draws_hold_no_whole_embedding_after_it_is_stored(tmp_path, 
     of them (nor a view of its first PCs pinning one)."""
     made: list[weakref.ref] = []
     held: list[int] = []
-    real_embed = run_module.embed
-    real_graph, real_calibrate = run_module.neighbor_graph, run_module.calibrate_draws
+    real_compute = ClientThreads.compute
+    real_graph, real_calibrate = draw_module.neighbor_graph, run_module.calibrate_draws
 
     def alive() -> int:
         gc.collect()
         return sum(ref() is not None for ref in made)
 
-    def embedding(*args, **kwargs):
-        whole = real_embed(*args, **kwargs)
-        made.append(weakref.ref(whole))
-        return whole
+    def embedding(self, collection):
+        future = real_compute(self, collection)
+        made.append(weakref.ref(future.result()))  # only embeddings are computed this way
+        return future
 
     def graph(*args, **kwargs):
         held.append(alive())
@@ -185,8 +187,8 @@ def test_out_of_core_draws_hold_no_whole_embedding_after_it_is_stored(tmp_path, 
         held.append(alive())
         return real_calibrate(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "embed", embedding)
-    monkeypatch.setattr(run_module, "neighbor_graph", graph)
+    monkeypatch.setattr(ClientThreads, "compute", embedding)
+    monkeypatch.setattr(draw_module, "neighbor_graph", graph)
     monkeypatch.setattr(run_module, "calibrate_draws", calibrating)
     adata = simulate_dense(300, 500, 2, seed=2)
     with dask.config.set({"recall.draws-at-once": 1}):  # one graph at a time, in order

@@ -21,12 +21,12 @@ from oracles import pairwise_log_pvalues
 
 from recall_dask import io
 from recall_dask.calibrate import calibrate
+from recall_dask.draw import embedding
 from recall_dask.graph import annoy_neighbors, cluster_graph, shared_nearest_neighbors
 from recall_dask.methods.recall import selected_gene_counts
 from recall_dask.params import RecallParams
 from recall_dask.preprocess import column_moments, log_normalize
 from recall_dask.preprocess.hvg import vst_standardized_variance
-from recall_dask.run import embed
 from recall_dask.stats.knockoff import knockoff_statistics, n_selected
 from recall_dask.stats.ranksums import cluster_pairs
 
@@ -113,7 +113,7 @@ def seurat_augmented() -> da.Array:
 
 def test_pca_gives_seurats_embedding():
     want = golden("pbmc3k_augmented_seed1")
-    ours = embed(seurat_augmented(), RecallParams())
+    ours = embedding(seurat_augmented(), RecallParams()).compute()
     sdev = np.sqrt((ours**2).sum(axis=0) / (ours.shape[0] - 1))
     np.testing.assert_allclose(sdev, want["sdev"], rtol=1e-6)
     for pc in range(want["embedding"].shape[1]):
@@ -151,8 +151,8 @@ def test_recall_on_seurats_draws_ends_at_seurats_clusters():
     embedding, Annoy neighbors, clusterings and pair decisions, so the same final clusters."""
     params = RecallParams()
     data = seurat_augmented()
-    embedding = embed(data, params)
-    snn = shared_nearest_neighbors(annoy_neighbors(embedding[:, : params.dims], params.k_neighbors))
+    pcs = embedding(data, params).compute()
+    snn = shared_nearest_neighbors(annoy_neighbors(pcs[:, : params.dims], params.k_neighbors))
     n_genes = data.shape[1] // 2
     tiles = data.rechunk({1: 1024})
     iterations = calibrate(

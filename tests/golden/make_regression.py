@@ -61,6 +61,8 @@ def cases() -> dict[str, tuple[Any, dict[str, Any]]]:
             {"seed": 1, "n_hvg": 500, "method": "countsplit", **r},
         ),
         "three-groups-draws": (three_groups, {"seed": 3, "n_hvg": 300, "draws": 4, **r}),
+        # Ten draws with the defaults (stored before the draws' tasks moved to the workers).
+        "five-groups-draws10": (five_groups, {"seed": 2, "n_hvg": 500, "draws": 10}),
         # The defaults: depth-aware nulls, count splitting by NB with depth strata.
         "pbmc3k-seed0-depth": (pbmc3k, {"seed": 0}),
         "one-population-depth": (one_population, {"seed": 1, "n_hvg": 500}),
@@ -81,11 +83,11 @@ def run_case(make: Any, options: dict[str, Any]) -> ad.AnnData:
 
 
 def flattened(prefix: str, value: Any) -> Iterator[tuple[str, np.ndarray]]:
-    """Nested dicts as ``prefix/key/...`` entries of arrays."""
+    """Nested dicts as ``prefix/key/...`` entries of arrays (``None`` values left out)."""
     if isinstance(value, dict):
         for key, item in value.items():
             yield from flattened(f"{prefix}/{key}", item)
-    else:
+    elif value is not None:  # an unset option (batch_key); the npz holds no objects
         yield prefix, np.asarray(value)
 
 
