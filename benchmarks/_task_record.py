@@ -2,11 +2,12 @@
 
 Loaded by the scheduler that a run starts (``DASK_DISTRIBUTED__SCHEDULER__PRELOAD=<this
 file>``: dask config ``distributed.scheduler.preload``, which a ``LocalCluster``'s scheduler
-reads too), it needs nothing of the package, so it records any commit's runs unchanged. For
-each task that finishes (to ``memory`` or ``erred``) it keeps: key, group (the key's prefix),
-worker, compute start and stop (the worker's ``startstops``), the keys of its dependencies
-and when the client submitted it (its last ``released -> waiting``). When the scheduler
-closes it writes one JSON object to ``$RECALL_TASK_RECORD``::
+reads too; an external scheduler takes it as ``dask scheduler --preload``), it needs nothing
+of the package, so it records any commit's runs unchanged. For each task that finishes (to
+``memory`` or ``erred``) it keeps: key, group (the key's prefix), worker, compute start and
+stop (the worker's ``startstops``), the keys of its dependencies and when the client
+submitted it (its last ``released -> waiting``). When the scheduler closes it writes one
+JSON object to ``$RECALL_TASK_RECORD``::
 
     {"opened": <scheduler start, epoch s>, "closed": ..., "threads": {worker: nthreads},
      "tasks": [{"key", "group", "worker", "state", "submitted", "start", "stop",

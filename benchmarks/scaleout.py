@@ -85,7 +85,7 @@ def run_once(
     tasks = tasks_of(record)
     slots = threads_per_worker(record)
     projected = {
-        p: replay(tasks, p * slots, measured.started, measured.ended)
+        str(p): replay(tasks, p * slots, measured.started, measured.ended)
         for p in sorted({*REPLAY_WORKERS, workers})
     }
     client, worker = measured.usage.client_seconds, measured.usage.worker_seconds
@@ -100,8 +100,8 @@ def run_once(
         "tasks": len(tasks),
         "task_seconds": sum(task.duration for task in tasks),
         "idle": idle_seconds(tasks, measured.started, measured.ended),
-        "projected": {str(p): projected[p] for p in REPLAY_WORKERS},
-        "replay_error": projected[workers] / measured.wall - 1,
+        "projected": projected,
+        "replay_error": projected[str(workers)] / measured.wall - 1,
     }
 
 
@@ -142,20 +142,24 @@ def table(runs: list[dict[str, Any]]) -> str:
 
 def plot(runs: list[dict[str, Any]], path: Path) -> None:
     """Per label, data and draws: the wall time projected from the run with the fewest
-    workers (dashed) and the measured wall time of every worker count (solid)."""
+    workers (dashed; durations measured with fewer workers on the same cores suffer less
+    contention) and the measured wall time of every worker count (solid)."""
     curves: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in runs:
         curves.setdefault((r["label"], r["data"], r["draws"]), []).append(r)
     figure, axes = plt.subplots(figsize=(6, 4), layout="constrained")
+    ticks: set[int] = set()
     for (label, data, draws), group in curves.items():
         name = f"{label}, {data}, {draws} draws"
         reference = min(group, key=lambda r: r["workers"])
-        projected = [reference["projected"][str(p)] for p in REPLAY_WORKERS]
-        (line,) = axes.plot(REPLAY_WORKERS, projected, "o--", mfc="none", label=f"{name}, replay")
+        projected = sorted((int(p), wall) for p, wall in reference["projected"].items())
+        replayed = f"{name}, replay of {reference['workers']} workers"
+        (line,) = axes.plot(*zip(*projected, strict=True), "o--", mfc="none", label=replayed)
         measured = sorted({r["workers"]: r["wall"] for r in group}.items())
         axes.plot(*zip(*measured, strict=True), "s-", color=line.get_color(), label=name)
+        ticks.update(p for p, _ in projected + measured)
     axes.set(xscale="log", xlabel="workers P", ylabel="wall s", ylim=(0, None))
-    axes.set_xticks(REPLAY_WORKERS, map(str, REPLAY_WORKERS))
+    axes.set_xticks(sorted(ticks), map(str, sorted(ticks)))
     axes.legend(fontsize="small")
     figure.savefig(path, dpi=110)
 
