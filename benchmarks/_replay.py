@@ -102,8 +102,8 @@ def replay(tasks: Sequence[Task], slots: int, started: float, ended: float) -> f
         before = min(bisect_right(stops, tasks[i].submitted), position)
         trigger[i] = order[before - 1] if before else None
     dependents: dict[int, list[int]] = defaultdict(list)
-    waiting = {}
-    earliest = {}  # replayed time before which each task cannot be ready
+    waiting: dict[int, int] = {}  # dependencies and trigger not finished yet
+    earliest: dict[int, float] = {}  # replayed time before which each task cannot be ready
     for i, task in enumerate(tasks):
         for j in predecessors[i]:
             dependents[j].append(i)
@@ -112,6 +112,8 @@ def replay(tasks: Sequence[Task], slots: int, started: float, ended: float) -> f
         waiting[i] = len(predecessors[i]) + (trigger[i] is not None)
         earliest[i] = task.submitted - started if trigger[i] is None else 0.0
     finish = _list_schedule(tasks, slots, trigger, dependents, waiting, earliest)
+    if len(finish) < len(tasks):
+        raise ValueError("the record's dependencies form a cycle: its times are inconsistent")
     if not tasks:
         return ended - started
     last = order[-1]

@@ -73,6 +73,12 @@ def test_idle_seconds_are_the_time_without_a_task():
     assert idle_seconds([Task("a", 0, 0, 2), Task("b", 0, 1, 3)], 0, 3) == pytest.approx(0)
 
 
+def test_a_cycle_is_an_inconsistent_record():
+    cycle = [Task("a", 0, 1, 1, ("b",)), Task("b", 0, 1, 1, ("a",))]
+    with pytest.raises(ValueError, match="cycle"):
+        replay(cycle, 1, 0, 1)
+
+
 def test_record_without_a_submission_counts_from_the_start():
     record = {
         "tasks": [
