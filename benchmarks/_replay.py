@@ -3,9 +3,9 @@
 The record is what benchmarks/_task_record.py writes: each finished task's submission time,
 compute start and stop, and dependencies. The model:
 
-* **Durations.** Each task keeps its measured compute time (stop - start). Transfers between
-  workers, scheduler overhead and data locality are left out, and so is the contention of
-  the measured machine (durations measured on an oversubscribed machine stay inflated).
+* **Durations.** Each task keeps its measured compute time (stop - start), with the
+  contention of the measured machine (durations measured on an oversubscribed machine stay
+  inflated). Where tasks run has no effect: data locality is left out.
 * **Slots.** A worker runs as many tasks at once as a worker of the measured run had threads
   (threads as slots): P workers are P x threads slots.
 * **Explicit dependencies.** A task is ready once every recorded dependency has finished;
@@ -25,6 +25,11 @@ compute start and stop, and dependencies. The model:
   a task of no duration submitted at the exit, after the last task and its own gap (writing
   the output, closing the cluster). Work that the client did concurrently with tasks it had
   not waited for is placed too late by this model, never too early.
+* **Dispatch delay.** A task that waited in the measured run although it was ready (submitted,
+  its dependencies finished) and its worker had a thread free waited for something else:
+  fetching its dependencies from another worker, deserializing the task, a worker's first
+  import of a module, a scheduler slowed by the client's threads. Each task keeps that
+  delay, measured, before it can start (without holding a slot).
 * **List scheduling.** Whenever a slot is free, the ready task that started first in the
   measured run takes it (greedy and work-conserving, in the measured order).
 
@@ -38,19 +43,22 @@ import heapq
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from math import inf
 from typing import Any
 
 
 @dataclass(frozen=True)
 class Task:
-    """One recorded task: epoch seconds of its submission and of its compute interval."""
+    """One recorded task: epoch seconds of its submission and of its compute interval, and its
+    dispatch delay (seconds)."""
 
     key: str
     submitted: float
     start: float
     stop: float
     dependencies: tuple[str, ...] = ()
+    delay: float = 0.0
 
     @property
     def duration(self) -> float:
@@ -58,9 +66,10 @@ class Task:
 
 
 def tasks_of(record: dict[str, Any]) -> list[Task]:
-    """The tasks of a record; a task whose submission was not seen counts as submitted when it
-    started."""
-    return [
+    """The tasks of a record, with their dispatch delays; a task whose submission was not seen
+    counts as submitted when it started."""
+    rows = record["tasks"]
+    tasks = [
         Task(
             t["key"],
             t["start"] if t["submitted"] is None else t["submitted"],
@@ -68,8 +77,29 @@ def tasks_of(record: dict[str, Any]) -> list[Task]:
             t["stop"],
             tuple(t["dependencies"]),
         )
-        for t in record["tasks"]
+        for t in rows
     ]
+    threads = [record["threads"].get(t["worker"], 1) for t in rows]
+    delays = _dispatch_delays(tasks, [t["worker"] for t in rows], threads)
+    return [replace(task, delay=delay) for task, delay in zip(tasks, delays, strict=True)]
+
+
+def _dispatch_delays(tasks: Sequence[Task], workers: list[str], threads: list[int]) -> list[float]:
+    """How long each task waited after it was ready and a thread of its worker was free: its
+    worker had a thread free once fewer than its threads of the tasks that started there
+    before it were still running."""
+    predecessors = _dependencies(tasks)
+    latest: dict[str, list[float]] = defaultdict(list)  # per worker: its threads' last stops
+    delays = [0.0] * len(tasks)
+    for i in sorted(range(len(tasks)), key=lambda i: tasks[i].start):
+        task, stops = tasks[i], latest[workers[i]]
+        free = stops[0] if len(stops) == threads[i] else -inf
+        ready = max([task.submitted, free, *(tasks[j].stop for j in predecessors[i])])
+        delays[i] = max(0.0, task.start - ready)
+        heapq.heappush(stops, task.stop)
+        if len(stops) > threads[i]:
+            heapq.heappop(stops)
+    return delays
 
 
 def threads_per_worker(record: dict[str, Any]) -> int:
@@ -150,9 +180,10 @@ def _list_schedule(
 ) -> dict[int, float]:
     """Replayed finish time of every task: event by event, free slots go to the ready tasks
     that started first in the measured run."""
-    pending = [(earliest[i], i) for i in waiting if not waiting[i]]  # (ready time, task)
+    # pending: (time it can start, task); ready: (measured start, task)
+    pending = [(earliest[i] + tasks[i].delay, i) for i in waiting if not waiting[i]]
     heapq.heapify(pending)
-    ready: list[tuple[float, int]] = []  # (measured start, task)
+    ready: list[tuple[float, int]] = []
     running: list[tuple[float, int]] = []  # (replayed finish, task)
     finish: dict[int, float] = {}
     now, free = 0.0, slots
@@ -173,5 +204,5 @@ def _list_schedule(
                 earliest[i] = max(earliest[i], done + gap)
                 waiting[i] -= 1
                 if not waiting[i]:
-                    heapq.heappush(pending, (earliest[i], i))
+                    heapq.heappush(pending, (earliest[i] + tasks[i].delay, i))
     return finish

@@ -79,14 +79,31 @@ def test_a_cycle_is_an_inconsistent_record():
         replay(cycle, 1, 0, 1)
 
 
+def record_of(*tasks: tuple, threads: int = 1) -> dict:
+    """A record of (key, worker, submitted, start, stop, dependencies) rows."""
+    fields = ("key", "worker", "submitted", "start", "stop", "dependencies")
+    rows = [dict(zip(fields, task, strict=True)) for task in tasks]
+    return {"threads": {row["worker"]: threads for row in rows}, "tasks": rows}
+
+
 def test_record_without_a_submission_counts_from_the_start():
-    record = {
-        "tasks": [
-            {"key": "a", "submitted": None, "start": 5, "stop": 6, "dependencies": []},
-            {"key": "b", "submitted": 5.5, "start": 6, "stop": 7, "dependencies": ["a"]},
-        ]
-    }
+    record = record_of(("a", "w", None, 5, 6, []), ("b", "w", 5.5, 6, 7, ["a"]))
     assert tasks_of(record) == [Task("a", 5, 5, 6), Task("b", 5.5, 6, 7, ("a",))]
+
+
+def test_dispatch_delay_is_the_wait_of_a_ready_task_with_a_free_thread():
+    record = record_of(
+        ("a", "w1", 0, 0, 1, []),
+        ("b", "w1", 0, 1, 2, []),  # waited for w1's thread: no delay
+        ("c", "w1", 0, 2.5, 3.5, ["b"]),  # ready and w1 free at 2
+        ("d", "w2", 0, 0.3, 0.8, []),
+    )
+    assert [task.delay for task in tasks_of(record)] == pytest.approx([0, 0, 0.5, 0.3])
+    two_threads = record_of(("a", "w", 0, 0, 2, []), ("b", "w", 0, 1, 2, []), threads=2)
+    assert [task.delay for task in tasks_of(two_threads)] == pytest.approx([0, 1])
+    late = tasks_of(record_of(("a", "w", 0, 0.5, 1.5, [])))
+    assert replay(late, 1, 0, 1.5) == pytest.approx(1.5)
+    assert replay(late, 8, 0, 1.5) == pytest.approx(1.5)
 
 
 class FakeProcess:
