@@ -23,8 +23,9 @@ compute start and stop, and dependencies. The model:
   tasks submitted before any task stopped are triggered by the process start (their gap is
   the start-up: imports, reading the input, starting the cluster), and the process exit is
   a task of no duration submitted at the exit, after the last task and its own gap (writing
-  the output, closing the cluster). Work that the client did concurrently with tasks it had
-  not waited for is placed too late by this model, never too early.
+  the output, closing the cluster). A submission that did not wait for its trigger (the
+  client submitting while tasks ran) is tied to it all the same: the model errs on the
+  serial side.
 * **Dispatch delay.** A task that waited in the measured run although it was ready (submitted,
   its dependencies finished) and its worker had a thread free waited for something else:
   fetching its dependencies from another worker, deserializing the task, a worker's first
