@@ -105,6 +105,17 @@ def run_once(
     }
 
 
+def answer_of(out: Path) -> dict[str, Any]:
+    """What the run answered, and its stages' seconds."""
+    record = io.read_results(out).uns["recall"]
+    timed = record["stage_seconds"]
+    return {
+        "n_clusters": int(record["n_clusters"]),
+        "n_iterations": int(record["n_iterations"]),
+        "stage_seconds": dict(zip(timed["stage"], map(float, timed["seconds"]), strict=True)),
+    }
+
+
 def part_input(part: str, data_dir: Path, cells: int) -> tuple[Path, str]:
     """The input of a part and its name in the table."""
     if part == "pbmc":
@@ -125,17 +136,20 @@ def table(runs: list[dict[str, Any]]) -> str:
     lines = [
         "| label | data | draws | workers | client CPU-s | worker CPU-s | client share "
         "| bound 1/share | wall s | no task running, s | peak GiB "
-        f"| projected wall s, P = {heading} | replay error at measured P |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        f"| projected wall s, P = {heading} | replay error at measured P "
+        "| clusters | calibration s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in latest.values():
         projected = " / ".join(f"{r['projected'][str(p)]:.0f}" for p in REPLAY_WORKERS)
+        calibration = r.get("stage_seconds", {}).get("calibration", 0)
         lines.append(
             f"| {r['label']} | {r['data']} | {r['draws']} | {r['workers']} "
             f"| {r['client_cpu']:.0f} | {r['worker_cpu']:.0f} | {r['share']:.2f} "
             f"| {1 / r['share']:.1f} | {r['wall']:.0f} | {r['idle']:.0f} | {r['peak_gib']:.2f} "
             f"| {projected} "
-            f"| {r['replay_error']:+.0%} |"
+            f"| {r['replay_error']:+.0%} "
+            f"| {r.get('n_clusters', '')} | {calibration:.0f} |"
         )
     return "\n".join(lines)
 
@@ -183,6 +197,7 @@ def main() -> None:
     add("--checkout", type=Path, default=ROOT, help="checkout whose package is measured")
     add("--label", default=None, help="name of the rows (default: the checkout's commit)")
     add("--data-dir", type=Path, default=ROOT / "benchmarks" / "out")
+    add("--run-options", default="", help="more options of the runs: '--louvain-starts 1'")
     args = parser.parse_args()
     args.data_dir = args.data_dir.resolve()
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -195,13 +210,15 @@ def main() -> None:
         source, data = part_input(part, args.data_dir, args.cells)
         for draws in args.draws or PART_DRAWS[part]:
             for workers in args.workers:
-                name = re.sub(r"[^\w.-]+", "-", f"scaleout_{label}_{part}_d{draws}_w{workers}")
+                run_name = f"scaleout_{label}_{part}_d{draws}_w{workers}{args.run_options}"
+                name = re.sub(r"[^\w.-]+", "-", run_name)
                 with tempfile.TemporaryDirectory(dir=args.data_dir) as tmp:
                     command = [args.python, "-m", "recall_dask", "run", str(source)]
                     command += ["-o", f"{tmp}/out.zarr", "--work-dir", tmp, "--quiet"]
-                    command += ["--draws", str(draws)]
+                    command += ["--draws", str(draws), *args.run_options.split()]
                     record = args.data_dir / f"{name}_tasks.json"
                     run = run_once(command, checkout, workers, args.threads_per_worker, record)
+                    run |= answer_of(Path(tmp) / "out.zarr")
                 run = {"label": label, "commit": commit, "data": data, "draws": draws, **run}
                 runs.append({**run, "date": time.strftime("%Y-%m-%d %H:%M")})
                 results.write_text(json.dumps(runs, indent=1))

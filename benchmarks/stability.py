@@ -132,6 +132,22 @@ def pbmc_part(
     )
 
 
+#: Random starts of each clustering (``--louvain-starts``) that ``--parts starts`` compares
+#: with Seurat's 10, at 10 draws.
+FEWER_STARTS = (1, 3)
+
+
+def starts_part(data_dir: Path) -> str:
+    """PBMC 3k with 10 draws, outer seeds 0-9, at each of :data:`FEWER_STARTS` random starts
+    per clustering; Seurat's 10 starts are the 10-draw row of ``--parts pbmc``."""
+    tables = []
+    for starts in FEWER_STARTS:
+        results = data_dir / f"stability_pbmc_starts{starts}.json"
+        table = pbmc_part([10], results, {"louvain_starts": starts}, plotted=False)
+        tables.append(f"`--louvain-starts {starts}`:\n\n{table}")
+    return "\n".join(tables)
+
+
 def _least_support(record: dict) -> float:
     """The smallest fraction of draws that select a gene for a pair of final clusters (1 for
     one draw or one cluster: no pair fails)."""
@@ -261,6 +277,7 @@ def main() -> None:
         "pbmc-r": lambda: pbmc_part(
             args.draws, args.data_dir / "stability_pbmc_r.json", R_NULL, plotted=False
         ),
+        "starts": lambda: starts_part(args.data_dir),
         "null": lambda: null_part(args.null_seeds),
         "cost": lambda: cost_part(args.data_dir),
         "scale": lambda: scale_part(args.data_dir),

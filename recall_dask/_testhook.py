@@ -25,9 +25,10 @@ def kill_point(name: str) -> None:
     workers) at the ``n``-th call whose ``name`` is ``point`` or starts with ``point-``, where
     ``RECALL_DASK_TEST_KILL_AT`` is ``point[:n]``. Does nothing when the variable is unset.
 
-    Called where a stage's result becomes final (:mod:`recall_dask.io.checkpoints`) and after
-    each row chunk a work store task writes, in whichever process runs it: workers inherit the
-    variable, and the group takes the client down with them. Counting is per process.
+    Called where a stage's result becomes final (:mod:`recall_dask.io.checkpoints`), after
+    each row chunk a work store task writes, and as each clustering task starts
+    (``clustering``), in whichever process runs it: workers inherit the variable, and the group
+    takes the client down with them. Counting is per process.
     """
     wanted = os.environ.get(KILL_AT)
     if not wanted:

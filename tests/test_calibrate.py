@@ -22,6 +22,7 @@ from recall_dask.calibrate import (
     draws_needed,
     resolutions,
 )
+from recall_dask.errors import InputError
 from recall_dask.graph import (
     ClusteringStopped,
     cluster_graph,
@@ -267,3 +268,33 @@ def test_loop_runs_each_draw_until_it_stops(rng):
     assert [step.draws[0] is None for step in steps] == [False, True, True, True, True]
     answers = draw_answers(steps)
     assert [a.resolution for a in answers] == [steps[i].resolution for i in (0, 2, 4)]
+
+
+def test_each_clustering_takes_seurats_starts_and_iterations(monkeypatch, rng):
+    """--louvain-starts and --louvain-iterations reach every clustering (Seurat's n.start and
+    n.iter), as does Seurat's fixed random.seed 0."""
+    seen: list[dict] = []
+    real = calibrate_module.cluster_graph
+
+    def recording(graph, resolution, **kwargs):
+        seen.append(kwargs)
+        return real(graph, resolution, **kwargs)
+
+    monkeypatch.setattr(calibrate_module, "cluster_graph", recording)
+    snn = shared_nearest_neighbors(exact_neighbors(rng.normal(size=(200, 5)), 10))
+
+    def accept(labels):
+        return selected_matrix([], int(labels.max()) + 1), None
+
+    params = RecallParams(louvain_starts=3, louvain_iterations=4)
+    with pytest.warns(UserWarning, match="accepted after a single iteration"):
+        calibrate_module.calibrate(snn, accept, params)
+    assert seen and all(
+        (kw["n_starts"], kw["n_iterations"], kw["seed"]) == (3, 4, 0) for kw in seen
+    )
+
+
+@pytest.mark.parametrize("option", ["louvain_starts", "louvain_iterations"])
+def test_starts_and_iterations_must_be_positive(option):
+    with pytest.raises(InputError, match=f"--{option.replace('_', '-')}"):
+        RecallParams(**{option: 0})

@@ -12,15 +12,17 @@ import numpy as np
 import pandas as pd
 
 from recall_dask.api import categorical_labels
+from recall_dask.draw import embedding as pca_embedding
 from recall_dask.errors import InputError
 from recall_dask.graph import cluster_graph
+from recall_dask.graph.build import neighbor_graph
 from recall_dask.io import open_counts, read_results, write_results
 from recall_dask.io.results import DEFAULT_KEY, stored_keys
 from recall_dask.io.storage import Location, StorageOptions
 from recall_dask.params import RecallParams
 from recall_dask.preprocess.normalize import log_normalized
+from recall_dask.progress import compute
 from recall_dask.report.page import render_report
-from recall_dask.run import embed, neighbor_graph
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +122,12 @@ def default_clusters(
     logger.info(
         "standard clustering of the %d variable genes, without artificial genes", genes.size
     )
-    embedding = embed(log_normalized(counts, genes, params.target_sum), params)
-    snn = neighbor_graph(embedding, params)
-    return cluster_graph(snn, params.resolution_start, algorithm=params.algorithm, seed=0)
+    (embedding,) = compute(pca_embedding(log_normalized(counts, genes, params.target_sum), params))
+    return cluster_graph(
+        neighbor_graph(embedding, params),
+        params.resolution_start,
+        algorithm=params.algorithm,
+        seed=0,
+        n_starts=params.louvain_starts,
+        n_iterations=params.louvain_iterations,
+    )
