@@ -449,6 +449,8 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``recall-dask`` with ``argv`` (default: the process's arguments) and return its exit
+    status: 0, 1 when calibration gave up, 2 for bad input (one line on stderr)."""
     args = _parser().parse_args(argv)
     from recall_dask.progress import reporting
 
