@@ -58,4 +58,3 @@ smartquotes = False
 
 html_theme = "furo"
 html_title = "recall_dask"
-html_static_path = ["_static"]
