@@ -54,7 +54,7 @@ def _section(
         if text:
             section += paragraph(" ".join(text.split()))
     usage = parser.format_usage().strip()
-    section += nodes.literal_block(usage, usage)
+    section += nodes.literal_block(usage, usage, language="text")
     rows = [
         [nodes.literal(option, option), paragraph(text)] for option, text in option_rows(parser)
     ]
