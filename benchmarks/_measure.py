@@ -97,10 +97,11 @@ def run_measured(
     return measured.wall, measured.peak_gib
 
 
-def replace_readme_section(readme: Path, name: str, text: str) -> None:
-    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+def replace_readme_section(page: Path, name: str, text: str) -> None:
+    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``page``:
+    a Markdown page of the manual (``docs/benchmarks/*.md``) or the README."""
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.DOTALL)
-    content = readme.read_text()
+    content = page.read_text()
     if not pattern.search(content):
-        raise SystemExit(f"README.md has no '{name}' markers")
-    readme.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), content))
+        raise SystemExit(f"{page.name} has no '{name}' markers")
+    page.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), content))

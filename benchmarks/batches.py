@@ -18,7 +18,7 @@ Parts (``--parts``, all by default):
   wall, peak memory of all processes, and Harmony's share (its seconds over the wall time).
 
 Runs accumulate in ``DATA_DIR/batches.json`` (a run already there is not repeated); the tables
-go into README.md.
+go into docs/benchmarks/batches.md.
 
     python benchmarks/batches.py [--parts mixology simulated cost] [--data-dir DIR]
 """
@@ -44,6 +44,8 @@ from recall_dask import io, recall
 from recall_dask.simulate import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The manual's page that holds this script's tables, between their markers.
+PAGE = ROOT / "docs" / "benchmarks" / "batches.md"
 MIXOLOGY = ROOT.parent / "shared" / "data" / "sc_mixology" / "sc_mixology.h5ad"
 #: The settings compared: batch-blind, and --batch-key with each pair test.
 SETTINGS = {
@@ -265,7 +267,7 @@ def main() -> None:
     for name in args.parts:
         table = parts[name]()
         print(table, flush=True)
-        replace_readme_section(ROOT / "README.md", f"batches-{name}", table)
+        replace_readme_section(PAGE, f"batches-{name}", table)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ in process, one draw, seed = simulation seed.
   R's settings and with the defaults.
 
 Results accumulate in ``DATA_DIR/calibration.json`` (a run already there is not repeated);
-the tables go into README.md.
+the tables go into docs/benchmarks/calibration.md.
 
     python benchmarks/calibration.py [--parts type1 power real] [--data-dir DIR]
 """
@@ -49,6 +49,8 @@ from recall_dask.errors import CalibrationError
 from recall_dask.simulate import simulate
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The manual's page that holds this script's tables, between their markers.
+PAGE = ROOT / "docs" / "benchmarks" / "calibration.md"
 SHARED = ROOT.parent / "shared" / "data"
 #: cells, genes, log mean expression and variable genes of each kind of simulated data
 SHAPES = {
@@ -261,7 +263,7 @@ def main() -> None:
                     load(), truth, options
                 ),
             )
-    readme = ROOT / "README.md"
+    readme = PAGE
     for name, table in (
         ("calibration-type1", split_table),
         ("calibration-power", power_table),

@@ -36,6 +36,8 @@ import numpy as np
 from _measure import replace_readme_section, run_measured
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The manual's page that holds this script's tables, between their markers.
+PAGE = ROOT / "docs" / "benchmarks" / "performance.md"
 METHODS = ("exact", "incremental", "randomized", "randomized-4")
 N_PCS = 50
 #: The simulated groups; their means span one dimension fewer.
@@ -151,7 +153,7 @@ def main() -> None:
         )
     text = "\n".join(lines) + "\n"
     print(text)
-    replace_readme_section(ROOT / "README.md", "dask-ml-benchmark", text)
+    replace_readme_section(PAGE, "dask-ml-benchmark", text)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ For each size, the simulated Cell Ranger .h5 of ``scale.py`` (20,000 genes, 8 kn
 clustered by ``recall-dask run`` once per method in a fresh process tree, recording wall time
 (ingest included), the peak resident memory summed over all processes, the iterations, the
 number of clusters and the ARI against the true groups. Results accumulate in
-``DATA_DIR/methods.json``; the table goes into README.md.
+``DATA_DIR/methods.json``; the table goes into docs/benchmarks/performance.md.
 
     python benchmarks/methods.py --cells 10000 100000
 """
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from _measure import replace_readme_section
-from scale import ROOT, one_size
+from scale import PAGE, one_size
 
 from recall_dask.nulls import NULL_METHODS
 
@@ -62,7 +62,7 @@ def main() -> None:
             print(method, json.dumps(row), flush=True)
     text = table(results, sorted({int(k.rsplit("@", 1)[1]) for k in results}))
     print(text)
-    replace_readme_section(ROOT / "README.md", "methods-benchmark", text)
+    replace_readme_section(PAGE, "methods-benchmark", text)
 
 
 if __name__ == "__main__":

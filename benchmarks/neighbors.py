@@ -20,6 +20,8 @@ import numpy as np
 from _measure import replace_readme_section, run_measured
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The manual's page that holds this script's tables, between their markers.
+PAGE = ROOT / "docs" / "benchmarks" / "performance.md"
 K = 20
 
 
@@ -92,7 +94,7 @@ def main() -> None:
         ]
     text = "\n".join(lines) + "\n"
     print(text)
-    replace_readme_section(ROOT / "README.md", "neighbors-benchmark", text)
+    replace_readme_section(PAGE, "neighbors-benchmark", text)
 
 
 if __name__ == "__main__":

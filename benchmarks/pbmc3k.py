@@ -1,4 +1,5 @@
-"""Time the bundled PBMC 3k run stage by stage and write the table into README.md.
+"""Time the bundled PBMC 3k run stage by stage and write the table into
+the manual (docs/benchmarks/performance.md).
 
 Runs ``recall-dask run`` in a fresh process (process start to labels), several times, with
 the R package's defaults, and samples the resident memory of the whole process tree (client,
@@ -22,6 +23,8 @@ from _measure import replace_readme_section, run_measured
 from recall_dask.io import BUNDLED_PBMC3K
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The manual's page that holds this script's tables, between their markers.
+PAGE = ROOT / "docs" / "benchmarks" / "performance.md"
 
 
 def one_run(tmp: Path, index: int) -> dict[str, object]:
@@ -88,7 +91,7 @@ def main() -> None:
         runs = [one_run(Path(tmp), i) for i in range(args.repeats)]
     text = table(runs)
     print(text)
-    replace_readme_section(ROOT / "README.md", "pbmc3k-benchmark", text)
+    replace_readme_section(PAGE, "pbmc3k-benchmark", text)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ search, each in a fresh process, timed with the peak memory of its process tree.
   from them: variable genes, PCA, neighbors, the clusters and pair decision of every
   iteration, and the final clusters; the first stage that differs is reported with numbers.
 
-The table goes into README.md; ``--vendor`` also writes R's per-seed labels to the bundled
-``r_recall_by_seed.csv``, which the quality tests read. R's outputs are kept under
-``--out`` and reused with ``--reuse-r``. Without ``Rscript`` it says so in one line and stops.
+The table goes into the manual (docs/benchmarks/parity.md); ``--vendor`` also writes R's
+per-seed labels to the bundled ``r_recall_by_seed.csv``, which the quality tests read. R's
+outputs are kept under ``--out`` and reused with ``--reuse-r``. Without ``Rscript`` it says so
+in one line and stops.
 
     python benchmarks/r_parity.py --seeds 10 [--reuse-r] [--vendor]
 """
@@ -48,10 +49,12 @@ from recall_dask.progress import reporting
 from recall_dask.report import default_clusters
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The manual's page that holds this script's tables, between their markers.
+PAGE = ROOT / "docs" / "benchmarks" / "parity.md"
 R_SCRIPT = ROOT / "benchmarks" / "r" / "recall_seurat.R"
 SEARCHES = tuple(NEIGHBOR_SEARCHES)
 #: The R package's calibration: its ZIP null, fitted alike for every cell (our defaults are
-#: the NB null with each cell's depth; README, "Sequencing depth").
+#: the NB null with each cell's depth; docs/explanation/depth.md).
 R_COMPATIBLE = ["--null-method", "zip", "--depth", "none"]
 
 
@@ -175,7 +178,7 @@ def _trace(labels: pd.Series, trace: list[int]) -> str:
 
 
 def table(seeds, r_runs, ours, tutorial, plain, stages) -> str:
-    """The README section: per seed, then the distributions and the verdicts."""
+    """The page's section: per seed, then the distributions and the verdicts."""
     lines = [
         "| seed | R: clusters (per iteration) | ours, annoy | ours, exact | ARI vs tutorial: "
         "R / annoy / exact | R's draws through our stages: first difference, annoy / exact |",
@@ -289,7 +292,7 @@ def main() -> None:
     tutorial = pd.read_csv(io.BUNDLED_PBMC3K / "labels.csv", index_col="barcode")["label"].dropna()
     text = table(seeds, r_runs, ours, tutorial, plain, stages)
     print(text)
-    replace_readme_section(ROOT / "README.md", "r-parity", text)
+    replace_readme_section(PAGE, "r-parity", text)
     if args.vendor:
         columns = {"default_cluster": r_default}
         columns |= {f"recall_seed{s}": r_runs[s]["labels"] for s in seeds}

@@ -10,7 +10,7 @@ On the simulated Cell Ranger .h5 of ``benchmarks/scale.py`` (20,000 genes, 8 gro
 3. the same command with ``--resume``: wall time, and whether its labels are those of the
    run from scratch, and its embedding to 1e-10.
 
-The table goes into README.md between the ``resume-benchmark`` markers.
+The table goes into docs/benchmarks/performance.md between the ``resume-benchmark`` markers.
 
     python benchmarks/resume.py --cells 200000
 """
@@ -35,6 +35,8 @@ from scale import CLI, simulated_h5
 from recall_dask._testhook import KILL_AT
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The manual's page that holds this script's tables, between their markers.
+PAGE = ROOT / "docs" / "benchmarks" / "performance.md"
 #: Where earlier benchmarks keep their simulated data, first found first used.
 DATA_DIRS = (ROOT / "benchmarks" / "out", Path("/work/bench_data"))
 
@@ -120,7 +122,7 @@ def main() -> None:
         "if it holds the data)",
     )
     parser.add_argument(
-        "--no-readme", action="store_true", help="print the table, leave README.md alone"
+        "--no-readme", action="store_true", help="print the table, leave the manual's page alone"
     )
     args = parser.parse_args()
     name = f"sim_{args.cells}x{args.genes}_{args.groups}groups.h5"
@@ -133,7 +135,7 @@ def main() -> None:
     text = table(args.cells, args.genes, args.kill_at, row)
     print(text)
     if not args.no_readme:
-        replace_readme_section(ROOT / "README.md", "resume-benchmark", text)
+        replace_readme_section(PAGE, "resume-benchmark", text)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ each stage, the peak resident memory summed over all processes (client, schedule
 and the ARI against the true groups. Results accumulate in ``DATA_DIR/results.json``, so sizes
 can be run on different days; the table, the growth exponent of the wall time and of each
 stage (time ~ cells^b fitted over all sizes) and a log-log plot of all of them go into
-README.md. ``--cells`` with no sizes rewrites them from the results file alone.
+docs/benchmarks/performance.md. ``--cells`` with no sizes rewrites them from the results file alone.
 
 ``--in-memory N`` also clusters the N-cell data as an in-memory AnnData (augmented matrix kept
 in worker memory instead of the Zarr work store) and reports the ARI between the two label sets.
@@ -36,7 +36,10 @@ from sklearn.metrics import adjusted_rand_score  # noqa: E402
 from recall_dask.simulate import group_labels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PLOT = "benchmarks/scale.png"
+#: The manual's page that holds this script's tables, between their markers.
+PAGE = ROOT / "docs" / "benchmarks" / "performance.md"
+#: The figure, beside its page (the page links it by this relative path).
+PLOT = "scale.png"
 CLI = [sys.executable, "-m", "recall_dask"]
 #: Runs the command line and records each pass's graph size (benchmarks/_graphs.py).
 RECORDER = Path(__file__).resolve().parent / "_graphs.py"
@@ -225,7 +228,7 @@ def plot(rows: list[dict[str, object]]) -> None:
     ax.set_xlabel("cells (20,000 genes)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(ROOT / PLOT, dpi=120)
+    fig.savefig(PAGE.parent / PLOT, dpi=120)
 
 
 def main() -> None:
@@ -247,7 +250,7 @@ def main() -> None:
     parser.add_argument(
         "--no-table",
         action="store_true",
-        help="record the runs in --results but leave the README table as it is",
+        help="record the runs in --results but leave the table in the manual as it is",
     )
     args = parser.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +261,7 @@ def main() -> None:
             {k: v for k, v in after.items() if k.isdigit()},
         )
         print(text)
-        replace_readme_section(ROOT / "README.md", "graph-size-benchmark", text)
+        replace_readme_section(PAGE, "graph-size-benchmark", text)
         return
     results_file = args.data_dir / args.results
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
@@ -278,7 +281,7 @@ def main() -> None:
     if args.no_table:
         return
     plot(rows)
-    replace_readme_section(ROOT / "README.md", "scale-benchmark", text)
+    replace_readme_section(PAGE, "scale-benchmark", text)
 
 
 if __name__ == "__main__":

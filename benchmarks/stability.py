@@ -20,7 +20,7 @@ Parts (``--parts``, all by default):
   genes, 8 groups), with 1 and 10 draws, and for a deeper simulation of 200,000 cells at
   about 4,900 genes per cell (``recall-dask simulate --log-mean``), with 1 draw.
 
-Each part writes its table between its own markers in README.md.
+Each part writes its table between its own markers in docs/benchmarks/stability.md.
 
     python benchmarks/stability.py --parts pbmc null cost --data-dir /scratch/recall-bench
 """
@@ -50,7 +50,10 @@ from recall_dask import io, recall  # noqa: E402
 from recall_dask.simulate import group_labels, simulate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PLOT = "benchmarks/stability.png"
+#: The manual's page that holds this script's tables, between their markers.
+PAGE = ROOT / "docs" / "benchmarks" / "stability.md"
+#: The figure, beside its page (the page links it by this relative path).
+PLOT = "stability.png"
 OUTER_SEEDS = range(10)
 #: The stages that every draw runs again, as ``uns['recall']['stage_seconds']`` names them.
 DRAW_STAGES = (
@@ -171,7 +174,7 @@ def plot(spread: dict[int, tuple[list[int], list[float]]]) -> None:
     left.set(xlabel="draws M", ylabel="clusters over outer seeds 0-9", title="PBMC 3k")
     right.boxplot([spread[m][1] for m in draws], tick_labels=[str(m) for m in draws])
     right.set(xlabel="draws M", ylabel="ARI between two outer seeds", ylim=(0, 1.02))
-    figure.savefig(ROOT / PLOT, dpi=110)
+    figure.savefig(PAGE.parent / PLOT, dpi=110)
 
 
 def null_part(n_seeds: int) -> str:
@@ -239,7 +242,7 @@ def cost_part(work: Path) -> str:
 
 
 def scale_part(data_dir: Path) -> str:
-    """The runs one by one, each written to README.md as soon as it is measured."""
+    """The runs one by one, each written to the manual's page as soon as it is measured."""
     lines = [
         "| data | draws | wall | peak GiB | clusters | iter. "
         "| augment / PCA / graph / calibration, s |"
@@ -260,7 +263,7 @@ def scale_part(data_dir: Path) -> str:
         result = measured_run(source, draws, data_dir, stages=True)
         lines.append(f"| {data} | {draws} | {result} |")
         print(lines[-1], flush=True)
-        replace_readme_section(ROOT / "README.md", "stability-scale", "\n".join([*lines, ""]))
+        replace_readme_section(PAGE, "stability-scale", "\n".join([*lines, ""]))
     return "\n".join([*lines, ""])
 
 
@@ -285,7 +288,7 @@ def main() -> None:
     for name in args.parts:
         text = parts[name]()
         print(text, flush=True)
-        replace_readme_section(ROOT / "README.md", f"stability-{name}", text)
+        replace_readme_section(PAGE, f"stability-{name}", text)
 
 
 if __name__ == "__main__":

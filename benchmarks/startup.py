@@ -1,5 +1,6 @@
 """Time how fast recall_dask starts: ``import recall_dask`` and ``recall-dask --help``, each the
-median of fresh interpreters, and write the table into README.md (issue 16: both under 0.5 s).
+median of fresh interpreters, and write the table into
+docs/benchmarks/performance.md (issue 16: both under 0.5 s).
 Wall time waits for a core on a busy machine; CPU time (user + system) does not.
 
     python benchmarks/startup.py [--repeats 5] [--no-readme]
@@ -18,6 +19,8 @@ from pathlib import Path
 from _measure import replace_readme_section
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The manual's page that holds this script's tables, between their markers.
+PAGE = ROOT / "docs" / "benchmarks" / "performance.md"
 COMMANDS = {
     "`import recall_dask`": [sys.executable, "-c", "import recall_dask"],
     "`recall-dask --help`": [sys.executable, "-m", "recall_dask", "--help"],
@@ -56,7 +59,7 @@ def main() -> None:
     text = table(args.repeats)
     print(text, end="")
     if not args.no_readme:
-        replace_readme_section(ROOT / "README.md", "startup-benchmark", text)
+        replace_readme_section(PAGE, "startup-benchmark", text)
 
 
 if __name__ == "__main__":

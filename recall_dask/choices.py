@@ -20,7 +20,7 @@ NULL_METHODS = (
     "gaussian-copula",
 )
 #: Nulls whose count marginal has no overdispersion: with each cell's depth their twins of
-#: highly expressed genes are more regular than the genes (README, "Sequencing depth").
+#: highly expressed genes are more regular than the genes (docs/explanation/depth.md).
 NULLS_WITHOUT_OVERDISPERSION = ("zip", "poisson", "zip-copula", "poisson-copula")
 #: How calibration accounts for each cell's sequencing depth (``--depth``): ``cell`` in
 #: :mod:`recall_dask.nulls.depth` and :mod:`recall_dask.methods.countsplit`; ``none`` as the R

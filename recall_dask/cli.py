@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from recall_dask.io.checkpoints import NoCheckpoints
 
 logger = logging.getLogger("recall_dask")
-#: Draws of the demo: enough for one answer on PBMC 3k whatever the seed (README, "Draws").
+#: Draws of the demo: enough for one answer on PBMC 3k whatever the seed (docs/howto/draws.md).
 DEMO_DRAWS = 10
 
 
@@ -300,7 +300,7 @@ def _run(args: argparse.Namespace, source: str | Path) -> None:
 def _checkpoints(
     args: argparse.Namespace, params: RecallParams, source: str | Path
 ) -> AbstractContextManager[NoCheckpoints]:
-    """The run's checkpoints in its work store under ``--work-dir`` (README, "Long runs"),
+    """The run's checkpoints in its work store under ``--work-dir`` (docs/howto/resume.md),
     or none without ``--work-dir``."""
     from recall_dask.io.checkpoints import NO_CHECKPOINTS, checkpoint_store
     from recall_dask.io.fingerprint import run_fingerprint
@@ -449,6 +449,8 @@ _COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``recall-dask`` with ``argv`` (default: the process's arguments) and return its exit
+    status: 0, 1 when calibration gave up, 2 for bad input (one line on stderr)."""
     args = _parser().parse_args(argv)
     from recall_dask.progress import reporting
 

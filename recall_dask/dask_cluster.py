@@ -67,6 +67,8 @@ class ClusterConfig:
                 raise InputError(f"{option} must be >= 1 (got {value})")
 
     def scheduler_address(self) -> str | None:
+        """The scheduler to connect to: ``--scheduler``, else dask config's
+        ``scheduler-address`` (``DASK_SCHEDULER_ADDRESS``); ``None`` for a new cluster."""
         return self.scheduler or dask.config.get("scheduler-address", None)
 
 

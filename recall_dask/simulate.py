@@ -157,6 +157,7 @@ class Layout:
     composition: np.ndarray | None = None
 
     def groups(self, cells: np.ndarray) -> np.ndarray:
+        """Each of the absolute cell indices ``cells``: its group."""
         if self.n_batches == 1 and self.composition is None:
             return cells % self.n_groups
         weights = (
@@ -173,6 +174,7 @@ class Layout:
         return np.minimum(group, self.n_groups - 1)
 
     def batches(self, cells: np.ndarray) -> np.ndarray:
+        """Each of the absolute cell indices ``cells``: its batch, ``i % n_batches``."""
         return cells % self.n_batches
 
     def kinds(self, cells: np.ndarray) -> np.ndarray:

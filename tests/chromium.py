@@ -1,8 +1,9 @@
 """Open a page in headless Chromium and report what a reader would see go wrong.
 
 A tiny client of the Chrome DevTools Protocol over one websocket: it loads the page, collects
-console errors, uncaught exceptions and browser log errors, the URL of every request, and the
-state of every ``<img>`` once the page has loaded, and takes a full-page screenshot.
+console errors, uncaught exceptions and browser log errors, the URL of every request, the
+state of every ``<img>`` once the page has loaded and the text it shows, and takes a
+full-page screenshot.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class PageCheck:
     images: list[dict]  # src (first 60 characters), complete, width, height
     requests: list[str]  # every URL the page asked for
     screenshot: bytes  # full page, PNG
+    text: str = ""  # what the page shows as text (document.body.innerText)
 
     def problems(self) -> list[str]:
         """Console errors, images that did not load, and requests that left the page's file."""
@@ -77,8 +79,11 @@ def check_page(path: Path, *, width: int = 1280, timeout: float = 60) -> PageChe
             captureBeyondViewport=True,
             clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
         )
+        text = session.call(
+            "Runtime.evaluate", expression="document.body.innerText", returnByValue=True
+        )["result"]["value"]
         return PageCheck(
-            session.errors(), images, session.requests(), base64.b64decode(shot["data"])
+            session.errors(), images, session.requests(), base64.b64decode(shot["data"]), text
         )
 
 

@@ -49,7 +49,7 @@ def _identity(x):
 @pytest.fixture(scope="session")
 def pbmc3k_run(tmp_path_factory):
     """The R package's procedure on the bundled PBMC 3k, through the command line (its ZIP
-    null, blind to depth: our defaults differ there, README "Sequencing depth"): the output
+    null, blind to depth: our defaults differ there, docs/explanation/depth.md): the output
     store and the labels CSV."""
     from recall_dask.cli import main
     from recall_dask.io import BUNDLED_PBMC3K

@@ -198,8 +198,9 @@ def test_out_of_core_draws_hold_no_whole_embedding_after_it_is_stored(tmp_path, 
 
 
 METHODS = {
-    # Nulls without overdispersion with the R package's depth-blind fit (README, "Sequencing
-    # depth": with each cell's depth they fail composition-differing groups, and warn).
+    # Nulls without overdispersion with the R package's depth-blind fit (see
+    # docs/explanation/depth.md: with each cell's depth they fail composition-differing groups,
+    # and warn).
     **{
         null: {
             "null_method": null,

@@ -17,8 +17,9 @@ from recall_dask.choices import NULLS_WITHOUT_OVERDISPERSION
 from recall_dask.nulls import NULL_METHODS
 
 METHODS = {
-    # Nulls without overdispersion with the R package's depth-blind fit (README, "Sequencing
-    # depth": with each cell's depth they fail composition-differing groups, and warn).
+    # Nulls without overdispersion with the R package's depth-blind fit (see
+    # docs/explanation/depth.md: with each cell's depth they fail composition-differing groups,
+    # and warn).
     **{
         null: {
             "null_method": null,

@@ -16,7 +16,8 @@ FAST = {"n_hvg": 500}
 #: Five simulated groups with similar library sizes (within 1.2x). Where one group's library
 #: size is 1.4x or more another's (seeds 4 and 7 of this simulator), the artificial genes,
 #: whose counts do not scale with library size, differ between those two clusters after
-#: normalization and the pair can select nothing at any resolution; see README, "Limits".
+#: normalization and the pair can select nothing at any resolution; see "Limits" in
+#: docs/explanation/differences.md.
 FIVE_GROUPS = {"de_prob": 0.1, "seed": 1}
 
 

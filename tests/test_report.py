@@ -26,15 +26,7 @@ from recall_dask.io import ingest, open_counts, read_results, write_results
 from recall_dask.io.results import LEGACY_KEYS, ResultKeys
 from recall_dask.io.storage import Location
 from recall_dask.params import RecallParams
-from recall_dask.report import (
-    default_clusters,
-    render_report,
-    selected_heatmap,
-    sizes_figure,
-    trace_figure,
-    umap_figure,
-    write_report,
-)
+from recall_dask.report import default_clusters, render_report, write_report
 from recall_dask.simulate import write_simulated
 
 #: Three simulated groups that recall reaches in three iterations (5 -> 4 -> 3 clusters).
@@ -101,37 +93,6 @@ def _adata(rng, n_cells: int = 120) -> ad.AnnData:
     adata.obsm[KEYS.umap] = rng.normal(size=(n_cells, 2))
     adata.uns[KEYS.record] = _record()
     return adata
-
-
-def test_trace_figure_plots_clusters_resolution_and_failing_pairs():
-    trace = [_record()["iterations"][str(i)] for i in range(3)]
-    ax, twin = trace_figure(trace).axes
-    np.testing.assert_array_equal(ax.lines[0].get_ydata(), [4, 3, 3])
-    np.testing.assert_allclose(twin.lines[0].get_ydata(), [0.8, 0.64, 0.512])
-    assert [t.get_text() for t in ax.texts] == ["0-2", "1-2"]
-
-
-def test_heatmap_shows_selected_counts_with_a_blank_diagonal():
-    matrix = _record()["iterations"]["2"]["n_selected"]
-    image = selected_heatmap(matrix).axes[0].images[0].get_array()
-    assert image.mask.tolist() == np.eye(3, dtype=bool).tolist()
-    np.testing.assert_array_equal(image.data[~image.mask], matrix[~np.eye(3, dtype=bool)])
-
-
-def test_heatmap_stars_the_pairs_of_a_merged_cluster():
-    matrix = _record()["iterations"]["2"]["n_selected"]
-    texts = [t.get_text() for t in selected_heatmap(matrix, merged=[1]).axes[0].texts]
-    assert sorted(texts) == ["5", "5", "5*", "5*", "5*", "5*"]
-
-
-def test_sizes_and_umap_figures(rng):
-    adata = _adata(rng, 121)
-    bars = sizes_figure(adata.obs[KEYS.labels]).axes[0].patches
-    assert [b.get_height() for b in bars] == [41, 40, 40]
-    panels = {"initial": adata.obs[KEYS.initial], "recall": adata.obs[KEYS.labels]}
-    axes = umap_figure(adata.obsm[KEYS.umap], panels).axes
-    assert [a.get_title() for a in axes] == ["initial: 4 clusters", "recall: 3 clusters"]
-    assert [len(a.texts) for a in axes] == [4, 3], "every cluster is named"
 
 
 class _Page(HTMLParser):

@@ -38,6 +38,7 @@ class Location:
 
     @classmethod
     def of(cls, url: str | os.PathLike, storage_options: StorageOptions = None) -> Location:
+        """The location of a local path or an fsspec URL, opened with ``storage_options``."""
         text = os.fspath(url)
         fs, path = url_to_fs(text, **dict(storage_options or {}))
         if isinstance(fs, LocalFileSystem):
@@ -62,21 +63,26 @@ class Location:
         return PurePosixPath(self.path).suffix.lower()
 
     def child(self, name: str) -> Location:
+        """The entry ``name`` inside this location."""
         return Location(f"{self.url}/{name}", self.fs, f"{self.path}/{name}", self.storage_options)
 
     def sibling(self, name: str) -> Location:
+        """The entry ``name`` beside this location, in the same parent."""
         url, path = self.url.rsplit("/", 1)[0], self.path.rsplit("/", 1)[0]
         return Location(f"{url}/{name}", self.fs, f"{path}/{name}", self.storage_options)
 
     def exists(self) -> bool:
+        """Whether anything is there now (the filesystem's listing cache is bypassed)."""
         self.fs.invalidate_cache(self.path)  # another process or store may have written it
         return self.fs.exists(self.path)
 
     def isdir(self) -> bool:
+        """Whether a directory (or key prefix) is there now."""
         self.fs.invalidate_cache(self.path)
         return self.fs.isdir(self.path)
 
     def isfile(self) -> bool:
+        """Whether a file (or object) is there now."""
         self.fs.invalidate_cache(self.path)
         return self.fs.isfile(self.path)
 

@@ -46,6 +46,7 @@ class DepthBins:
 
     @classmethod
     def of(cls, factors: np.ndarray, n_bins: int = N_BINS) -> DepthBins:
+        """The bins of the cells' size factors ``factors``, ``n_bins`` steps of log size factor."""
         factors = np.asarray(factors, dtype=np.float64)
         positive = factors > 0
         log_factors = np.log(np.where(positive, factors, 1.0))

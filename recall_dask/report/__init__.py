@@ -14,7 +14,7 @@ extra (umap-learn, matplotlib).
 
 :mod:`~recall_dask.report.build` writes the report of a store (:func:`write_report`),
 :mod:`~recall_dask.report.page` renders the page and :mod:`~recall_dask.report.figures` draws
-its figures.
+its figures with the plots of :mod:`recall_dask.pl`.
 """
 
 from recall_dask.report.build import (
@@ -25,34 +25,18 @@ from recall_dask.report.build import (
     umap_embedding,
     write_report,
 )
-from recall_dask.report.figures import (
-    confidence_figure,
-    draws_figure,
-    png_data_uri,
-    selected_heatmap,
-    sizes_figure,
-    stability_figure,
-    trace_figure,
-    umap_figure,
-)
-from recall_dask.report.page import final_selected, iteration_trace, render_report
+from recall_dask.report.figures import embedding_figure, plot_figure, png_data_uri
+from recall_dask.report.page import render_report
 
 __all__ = [
     "UMAP_OPTIONS",
-    "confidence_figure",
     "default_clusters",
-    "draws_figure",
-    "final_selected",
-    "iteration_trace",
+    "embedding_figure",
+    "plot_figure",
     "png_data_uri",
     "render_report",
     "report_path_for",
     "require_extra",
-    "selected_heatmap",
-    "sizes_figure",
-    "stability_figure",
-    "trace_figure",
     "umap_embedding",
-    "umap_figure",
     "write_report",
 ]

@@ -11,18 +11,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from recall_dask import pl
 from recall_dask.io.results import ResultKeys
-from recall_dask.report.figures import (
-    composition_figure,
-    confidence_figure,
-    draws_figure,
-    png_data_uri,
-    selected_heatmap,
-    sizes_figure,
-    stability_figure,
-    trace_figure,
-    umap_figure,
-)
+from recall_dask.pl._axes import final_selected, iteration_trace
+from recall_dask.report.figures import embedding_figure, plot_figure, png_data_uri
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -42,11 +34,6 @@ span.gene { display: inline-block; margin-right: .8rem; white-space: nowrap; }
 span.gene small { color: #666; }
 .columns { display: flex; flex-wrap: wrap; gap: 2.5rem; }
 """
-
-
-def iteration_trace(record: dict) -> list[dict]:
-    """``uns['recall']['iterations']`` as a list, first iteration first."""
-    return [record["iterations"][str(i)] for i in range(int(record["n_iterations"]))]
 
 
 def _image(figure: Figure, alt: str) -> str:
@@ -90,20 +77,16 @@ def _draws_table(trace: list[dict]) -> str:
     return _table(header, rows, numeric={0, 1, 3, 4})
 
 
-def final_selected(record: dict) -> np.ndarray:
-    """Genes selected per pair of the final clusters (stores before ``--draws`` kept them in
-    the last iteration only)."""
-    if "n_selected" in record:
-        return np.asarray(record["n_selected"])
-    return np.asarray(iteration_trace(record)[-1]["n_selected"])
-
-
-def _calibration_section(record: dict, trace: list[dict]) -> list[str]:
+def _calibration_section(
+    adata: ad.AnnData, keys: ResultKeys, record: dict, trace: list[dict]
+) -> list[str]:
     if "stability" not in record:
         return [
             '<p class="note">Each iteration clusters at a lower resolution while some pair of '
             "clusters selects no gene (the failing pair, marked in red).</p>",
-            _image(trace_figure(trace), "clusters and resolution per iteration"),
+            _image(
+                plot_figure(pl.calibration, adata, keys), "clusters and resolution per iteration"
+            ),
             _trace_table(trace),
         ]
     stability = record["stability"]
@@ -117,7 +100,7 @@ def _calibration_section(record: dict, trace: list[dict]) -> list[str]:
         "each cell takes the label most draws give it. Every pair of the consensus clusters is "
         f"then tested on every draw's own artificial genes and must select a gene in at least "
         f"{needed} of them; a pair that fails is merged.</p>",
-        _image(draws_figure(stability), "clusters of every draw per iteration"),
+        _image(plot_figure(pl.calibration, adata, keys), "clusters of every draw per iteration"),
         _draws_table(trace),
         _merges_note(stability),
     ]
@@ -167,14 +150,14 @@ def _batches_section(adata: ad.AnnData, keys: ResultKeys, record: dict) -> list[
         "within each batch and the PCs corrected by Harmony, so a split that only batch "
         "explains is not certified.</p>",
         _image(
-            umap_figure(adata.obsm[keys.umap], {"batch": adata.obs[keys.batch]}, "batches"),
+            embedding_figure(adata, keys, {"batch": keys.batch}),
             "UMAP coloured by batch",
         ),
         "</div><div><h2>Batch composition</h2>",
         '<p class="note">Each cluster\'s share of cells per batch. Mixing: the entropy of the '
         "cluster's batches over that of all cells (1: as mixed as the data, 0: one batch); "
         "a cluster of one batch may be a type found there only.</p>",
-        _image(composition_figure(composition, names), "batch composition per cluster"),
+        _image(plot_figure(pl.composition, adata, keys), "batch composition per cluster"),
         _table(["cluster", "cells", "mixing", "largest batch"], rows, numeric={1, 2}),
         "</div></div>",
     ]
@@ -183,16 +166,15 @@ def _batches_section(adata: ad.AnnData, keys: ResultKeys, record: dict) -> list[
 def _stability_section(adata: ad.AnnData, keys: ResultKeys, record: dict) -> list[str]:
     if "stability" not in record:
         return []
-    stability = np.asarray(record["stability"]["cluster_stability"])
     return [
         '<div class="columns"><div><h2>Stability</h2>',
         '<p class="note">A cell\'s confidence is the fraction of draws that give it its '
         f"cluster (obs['{html.escape(keys.confidence)}']); a cluster's stability is the mean "
         "confidence of its cells.</p>",
-        _image(stability_figure(stability), "stability of each cluster"),
+        _image(plot_figure(pl.stability, adata, keys), "stability of each cluster"),
         "</div><div>",
         _image(
-            confidence_figure(adata.obsm[keys.umap], adata.obs[keys.confidence].to_numpy()),
+            plot_figure(pl.confidence, adata, keys),
             "UMAP coloured by confidence",
         ),
         "</div></div>",
@@ -208,12 +190,6 @@ def _selection(record: dict, fdr: float) -> str:
         needed = int(record["stability"]["needed"])
         selection += f"; per pair, the most genes that at least {needed} draws each select"
     return selection
-
-
-def _merged(record: dict) -> list[int]:
-    """Final clusters made by merging consensus pairs that failed the draws' tests."""
-    merges = record.get("stability", {}).get("merges")
-    return [] if merges is None else np.asarray(merges["merged_into"]).tolist()
 
 
 def _markers_section(record: dict, n_selected: np.ndarray) -> str:
@@ -261,9 +237,9 @@ def render_report(
     trace = iteration_trace(record)
     final = final_selected(record)
     labels, initial = adata.obs[keys.labels], adata.obs[keys.initial]
-    panels = {"initial": initial, "recall": labels}
+    panels = {"initial": keys.initial, "recall": keys.labels}
     if compare_default:
-        panels["without recall"] = adata.obs[keys.default]
+        panels["without recall"] = keys.default
     fdr = record["params"]["fdr"]
     summary = (
         f"{adata.n_obs:,} cells. The first clustering (resolution {trace[0]['resolution']:.4g}) "
@@ -292,16 +268,16 @@ def render_report(
             else ""
         )
         + ".</p>",
-        _image(umap_figure(adata.obsm[keys.umap], panels), "UMAP coloured by clusters"),
+        _image(embedding_figure(adata, keys, panels), "UMAP coloured by clusters"),
         *_batches_section(adata, keys, record),
         "<h2>Calibration</h2>",
-        *_calibration_section(record, trace),
+        *_calibration_section(adata, keys, record, trace),
         *_stability_section(adata, keys, record),
         '<div class="columns"><div><h2>Genes selected per pair</h2>',
         f'<p class="note">Final clusters, {_selection(record, fdr)}.</p>',
-        _image(selected_heatmap(final, _merged(record)), "genes selected per cluster pair"),
+        _image(plot_figure(pl.selected_genes, adata, keys), "genes selected per cluster pair"),
         "</div><div><h2>Cluster sizes</h2>",
-        _image(sizes_figure(labels), "cells per recall cluster"),
+        _image(plot_figure(pl.sizes, adata, keys), "cells per recall cluster"),
         "</div></div>",
         "<h2>Marker candidates</h2>",
         _markers_section(record, final),
