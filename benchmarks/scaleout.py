@@ -26,7 +26,7 @@ package of another checkout (it goes first on ``PYTHONPATH``; ``--python`` picks
 interpreter), ``--label`` names its rows (default: that checkout's commit). Runs are
 appended to ``DATA_DIR/scaleout.json`` with each task record beside it; the table (the
 latest run of each label, data, draws and workers) is printed and written between the
-``scaleout`` markers of README.md, and the projected and measured wall times are plotted
+``scaleout`` markers of docs/benchmarks/performance.md, and the projected and measured wall times are plotted
 against workers.
 
     python benchmarks/scaleout.py --parts pbmc --workers 2
@@ -57,7 +57,9 @@ from scale import simulated_h5  # noqa: E402
 from recall_dask import io  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-PLOT = "benchmarks/scaleout.png"
+#: The docs page that the table goes to, and its plot beside it.
+PAGE = ROOT / "docs" / "benchmarks" / "performance.md"
+PLOT = "scaleout.png"
 PRELOAD = Path(__file__).resolve().parent / "_task_record.py"
 #: Workers of the replay's projections.
 REPLAY_WORKERS = (2, 8, 32, 128)
@@ -225,13 +227,13 @@ def main() -> None:
                 print(table([run]).splitlines()[-1], flush=True)
     text = table(runs)
     print(text, flush=True)
-    plot(runs, ROOT / PLOT)
+    plot(runs, PAGE.parent / PLOT)
     note = (
         "Client: the root process, with the local cluster's scheduler and nannies in it; "
         "workers: all its descendants. Replay: benchmarks/_replay.py."
     )
     replace_readme_section(
-        ROOT / "README.md",
+        PAGE,
         "scaleout",
         f"{text}\n\n{note}\n\n![wall time against workers]({PLOT})\n",
     )
