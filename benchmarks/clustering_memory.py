@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from _measure import replace_readme_section
 
 from recall_dask.graph import cluster_graph
 from recall_dask.graph.build import neighbor_graph, read_graph
@@ -32,6 +33,7 @@ from recall_dask.io.storage import Location
 from recall_dask.params import RecallParams
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "benchmarks" / "performance.md"
 
 
 def stored_graph_of(cells: int, data_dir: Path) -> Path:
@@ -85,18 +87,21 @@ def main() -> None:
         print(json.dumps(clustering_task(args.task, args.starts)))
         return
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    print("| cells | graph GiB | clustering task GiB above its start | task / graph | s |")
-    print("|---:|---:|---:|---:|---:|")
+    lines = [
+        "| cells | graph GiB | clustering task GiB above its start | task / graph | s |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for cells in args.cells:
         path = stored_graph_of(cells, args.data_dir)
         command = [sys.executable, __file__, "--task", str(path), "--starts", str(args.starts)]
         result = json.loads(subprocess.run(command, capture_output=True, check=True).stdout)
         graph, task = result["graph_bytes"] / 2**30, result["task_bytes"] / 2**30
-        print(
+        lines.append(
             f"| {cells:,} | {graph:.2f} | {task:.2f} | {task / graph:.2f} "
-            f"| {result['seconds']:.0f} |",
-            flush=True,
+            f"| {result['seconds']:.0f} |"
         )
+        print(lines[-1], flush=True)
+    replace_readme_section(PAGE, "clustering-memory", "\n".join([*lines, ""]))
 
 
 if __name__ == "__main__":
