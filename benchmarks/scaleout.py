@@ -26,8 +26,8 @@ package of another checkout (it goes first on ``PYTHONPATH``; ``--python`` picks
 interpreter), ``--label`` names its rows (default: that checkout's commit). Runs are
 appended to ``DATA_DIR/scaleout.json`` with each task record beside it; the table (the
 latest run of each label, data, draws and workers) is printed and written between the
-``scaleout`` markers of docs/benchmarks/performance.md, and the projected and measured wall times are plotted
-against workers.
+``scaleout`` markers of docs/benchmarks/performance.md, and the projected and measured wall
+times are plotted against workers.
 
     python benchmarks/scaleout.py --parts pbmc --workers 2
     python benchmarks/scaleout.py --parts pbmc --workers 2 --checkout ../old --label before
