@@ -106,6 +106,7 @@ class Iteration:
         return cls(resolution, arrays["labels"], arrays["n_selected"], markers, joined)
 
     def summary(self) -> dict[str, object]:
+        """The iteration as R's trace of the loop records it (``uns['recall']['iterations']``)."""
         pair = self.failing_pair
         summary = {
             "resolution": self.resolution,

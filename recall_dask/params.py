@@ -233,7 +233,7 @@ class RecallParams:
 
     def misses(self) -> Iterator[str]:
         """What ``benchmarks/calibration.py`` measured to go wrong with these options, each as
-        the warning a run gives (README, "Sequencing depth")."""
+        the warning a run gives (docs/explanation/depth.md)."""
         if self.method == "countsplit":
             yield (
                 "--method countsplit: both halves of a cell share its depth, so a population "
@@ -264,4 +264,5 @@ class RecallParams:
             )
 
     def as_dict(self) -> dict[str, object]:
+        """Every option by name: ``uns['recall']['params']``, and the run's fingerprint."""
         return dataclasses.asdict(self)

@@ -31,6 +31,8 @@ class SNNGraph:
 
     @classmethod
     def from_snn(cls, snn: sp.csr_matrix | SNNGraph | StoredSNNGraph) -> SNNGraph | StoredSNNGraph:
+        """The graph of an SNN matrix (canonical CSR assumed, summed if not); a graph already
+        in this form is returned as it is."""
         if isinstance(snn, SNNGraph | StoredSNNGraph):
             return snn
         snn = sp.csr_matrix(snn)
@@ -45,6 +47,7 @@ class SNNGraph:
 
     @property
     def nbytes(self) -> int:
+        """Bytes in memory: what a clustering task holds before its own arrays."""
         return sum(part.nbytes for part in self.network)
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -53,6 +56,7 @@ class SNNGraph:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> SNNGraph:
+        """The graph whose :meth:`arrays` these are."""
         return cls(tuple(arrays[str(i)] for i in range(len(arrays))))
 
 

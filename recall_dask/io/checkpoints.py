@@ -102,6 +102,7 @@ class Checkpoints(NoCheckpoints):
             return list(self._manifest["entries"])
 
     def counts(self, store: Location, ingest: Callable[[], None]) -> None:
+        """Reuse the ingested counts in ``store`` if the manifest lists them, else ingest."""
         entry = self._entry("counts")
         if entry is not None and entry["store"] == store.url and store.isdir():
             logger.info("reused from the work store: counts (ingested into %s)", store)
@@ -110,6 +111,7 @@ class Checkpoints(NoCheckpoints):
         self._record("counts", store=store.url)
 
     def arrays(self, name: str, compute: Callable[[], Arrays]) -> Arrays:
+        """The stage's arrays from the store, or computed and saved."""
         loaded = self.load(name)
         if loaded is not None:
             return loaded
@@ -118,6 +120,7 @@ class Checkpoints(NoCheckpoints):
         return arrays
 
     def tiles(self, name: str, write: Callable[[], Tiles]) -> Tiles:
+        """The stage's tiled matrix from the store, or written and recorded."""
         entry = self._entry(name)
         if entry is not None:
             logger.info("reused from the work store: %s", name)
@@ -132,24 +135,29 @@ class Checkpoints(NoCheckpoints):
         return tiles
 
     def load(self, name: str) -> Arrays | None:
+        """The arrays of stage ``name`` if the manifest lists it, else ``None``."""
         if not self.has(name):
             return None
         return read_arrays(self.location(name))
 
     def save(self, name: str, arrays: Arrays) -> None:
+        """Write the stage's arrays, then list it."""
         write_arrays(self.location(name), arrays)
         self._record(name)
 
     def location(self, name: str) -> Location:
+        """The stage's ``.npz`` in the work store."""
         return self.directory.child(f"{name}.npz")
 
     def has(self, name: str) -> bool:
+        """Whether the manifest lists stage ``name`` (logged as reused when it does)."""
         if self._entry(name) is None:
             return False
         logger.info("reused from the work store: %s", name)
         return True
 
     def record(self, name: str) -> None:
+        """List stage ``name`` in the manifest, its data being complete."""
         self._record(name)
 
     def _entry(self, name: str) -> dict[str, Any] | None:
