@@ -63,6 +63,8 @@ class Tasks(Protocol):
 
     def check_graph_fits(self, graph_bytes: int) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class ClientThreads:
     """The tasks on a pool of the client's threads: ``recall.clustering-threads`` of them (by
@@ -104,7 +106,6 @@ class WorkerTasks:
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
         self.slots = max(1, sum(worker["nthreads"] for worker in workers))
         self._limits = [worker.get("memory_limit") or 0 for worker in workers]
-        self._events: list[distributed.Event] = []
 
     def submit(
         self, name: str, func: Callable[..., Any], *args: Any, **kwargs: Any
@@ -123,9 +124,7 @@ class WorkerTasks:
             future.result()
 
     def stop_signal(self) -> distributed.Event:
-        event = distributed.Event(f"recall-stop-{uuid4().hex}", client=self.client)
-        self._events.append(event)
-        return event
+        return distributed.Event(f"recall-stop-{uuid4().hex}", client=self.client)
 
     def check_graph_fits(self, graph_bytes: int) -> None:
         """Raise a clear error before clustering a graph that no worker can hold: a clustering
@@ -142,8 +141,8 @@ class WorkerTasks:
             )
 
     def close(self) -> None:
-        for event in self._events:
-            event.clear()  # the scheduler forgets an event once it is clear and unwaited
+        """Nothing to release: the stop signals stay set, so that a clustering still running
+        on a worker (made ahead for a draw that stopped) ends at its next random start."""
 
 
 def draw_tasks() -> ClientThreads | WorkerTasks:
