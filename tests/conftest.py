@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 
+import anndata as ad
 import dask.array as da
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from hypothesis import settings
 from scipy.stats import nbinom, norm, poisson
+
+from recall_dask.api import categorical_labels
+from recall_dask.io.results import ResultKeys
+from recall_dask.params import RecallParams
 
 # CI (HYPOTHESIS_PROFILE=ci) replays the same examples on every run, so a failure there is
 # reproducible from its log; elsewhere every run draws new ones.
@@ -140,3 +146,49 @@ def scipy_count_quantile(marginal, u: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         v = np.clip((u - pi) / (1 - pi), 0, 1)
     return np.where(u < pi, 0.0, np.nan_to_num(_scipy_count(marginal, "ppf", v)))
+
+
+#: The result keys of a run under the default ``key_added``.
+RESULT_KEYS = ResultKeys.of("recall")
+
+
+def hand_made_record() -> dict:
+    """A run's uns['recall']: 4 -> 3 -> 3 clusters, failing pairs (0, 2) and (1, 2)."""
+    selected = [np.full((k, k), 5) for k in (4, 3, 3)]
+    for matrix, pair in zip(selected, [(0, 2), (1, 2), None], strict=True):
+        np.fill_diagonal(matrix, -1)
+        if pair:
+            matrix[pair] = matrix[pair[::-1]] = 0
+    iterations = {
+        str(i): {
+            "resolution": 0.8 * 0.8**i,
+            "n_clusters": m.shape[0],
+            "n_pairs_tested": m.shape[0] * (m.shape[0] - 1) // 2,
+            "failing_pair": np.array(pair if pair else [], dtype=int),
+            "n_selected": m,
+        }
+        for i, (m, pair) in enumerate(zip(selected, [(0, 2), (1, 2), None], strict=True))
+    }
+    return {
+        "params": RecallParams(seed=7).as_dict(),
+        "versions": {"recall-dask": "0.1.0", "dask": "2099.1"},
+        "iterations": iterations,
+        "n_iterations": 3,
+        "markers": {
+            "cluster_a": np.array([0, 0, 1]),
+            "cluster_b": np.array([1, 2, 2]),
+            "gene": np.array(["CD3E", "MS4A1", "<NKG7>"]),
+            "W": np.array([12.5, 9.25, 3.0]),
+            "higher_in": np.array([0, 2, 1]),
+        },
+    }
+
+
+def recorded_adata(rng: np.random.Generator, n_cells: int = 120) -> ad.AnnData:
+    """An AnnData holding :func:`hand_made_record` and labels, as a run and its report leave it."""
+    adata = ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]))
+    for key, k in ((RESULT_KEYS.initial, 4), (RESULT_KEYS.labels, 3), (RESULT_KEYS.default, 5)):
+        adata.obs[key] = categorical_labels(np.arange(n_cells) % k, adata.obs_names)
+    adata.obsm[RESULT_KEYS.umap] = rng.normal(size=(n_cells, 2))
+    adata.uns[RESULT_KEYS.record] = hand_made_record()
+    return adata

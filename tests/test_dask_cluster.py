@@ -1,5 +1,5 @@
 """Where a run executes never changes its labels: local clusters, an external scheduler (plain
-and TLS), SLURM; and a run survives losing a worker mid pairwise tests.
+and TLS), SLURM; and a run survives losing a worker mid pairwise tests or mid clustering.
 
 External clusters are real ``dask scheduler`` / ``dask worker`` processes on 127.0.0.1. The
 SLURM test needs a running slurmctld (CI starts one with ``.ci/slurm-up``) and skips without.
@@ -185,11 +185,16 @@ def test_tls_scheduler_with_dask_security_config(counts_file, reference, tmp_pat
     assert not (tmp_path / "plain.zarr").exists()
 
 
-def test_worker_lost_mid_pairwise_tests(counts_file, reference, tmp_path):
-    """A worker (nanny and all) is SIGKILLed when it is given the first pairwise-test task; the
-    run finishes on the other worker with the same labels."""
+@pytest.mark.parametrize(
+    "prefix",
+    ["pair_tests_of_block", "recall-cluster-draw0-iteration0"],
+    ids=["pairwise-test", "clustering"],
+)
+def test_worker_lost_mid_task(prefix, counts_file, reference, tmp_path):
+    """A worker (nanny and all) is SIGKILLed when it is given the first pairwise-test task, or
+    the first clustering; the run finishes on the other worker with the same labels."""
     record = tmp_path / "killed.json"
-    kill = {"RECALL_KILL_PREFIX": "pair_tests_of_block", "RECALL_KILL_RECORD": str(record)}
+    kill = {"RECALL_KILL_PREFIX": prefix, "RECALL_KILL_RECORD": str(record)}
     preload = ("--preload", str(PRELOAD_KILL))
     with external_cluster(tmp_path, 2, scheduler_options=preload, env=kill) as (
         address,
@@ -198,25 +203,7 @@ def test_worker_lost_mid_pairwise_tests(counts_file, reference, tmp_path):
         labels = run_cli(counts_file, tmp_path / "run", "--scheduler", address)
         killed = json.loads(record.read_text())
         survivors = [p for p in processes[1:] if p.poll() is None]
-    assert "pair_tests_of_block" in killed["key"]
-    assert len(survivors) == 1, "exactly one worker was lost"
-    pd.testing.assert_series_equal(labels, reference)
-
-
-def test_worker_lost_mid_clustering(counts_file, reference, tmp_path):
-    """A worker (nanny and all) is SIGKILLed when it is given the first clustering task; the
-    clustering runs again on the other worker, with the same labels."""
-    record = tmp_path / "killed.json"
-    kill = {"RECALL_KILL_PREFIX": "recall-cluster", "RECALL_KILL_RECORD": str(record)}
-    preload = ("--preload", str(PRELOAD_KILL))
-    with external_cluster(tmp_path, 2, scheduler_options=preload, env=kill) as (
-        address,
-        processes,
-    ):
-        labels = run_cli(counts_file, tmp_path / "run", "--scheduler", address)
-        killed = json.loads(record.read_text())
-        survivors = [p for p in processes[1:] if p.poll() is None]
-    assert killed["key"].startswith("recall-cluster-draw0-iteration0")
+    assert prefix in killed["key"]
     assert len(survivors) == 1, "exactly one worker was lost"
     pd.testing.assert_series_equal(labels, reference)
 

@@ -10,16 +10,15 @@ import sys
 import anndata as ad
 import matplotlib
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import hand_made_record, recorded_adata
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from recall_dask import pl
-from recall_dask.api import categorical_labels, recall
+from recall_dask.api import recall
 from recall_dask.errors import InputError
 from recall_dask.io.results import ResultKeys
-from recall_dask.params import RecallParams
 from recall_dask.simulate import simulate
 
 matplotlib.use("Agg")
@@ -28,48 +27,6 @@ KEYS = ResultKeys.of("recall")
 #: Three simulated groups, over-split at resolution 2 and calibrated back in a few iterations.
 GROUPS = {"n_cells": 600, "n_genes": 600, "n_groups": 3, "de_prob": 0.05, "seed": 2}
 RUN = {"n_hvg": 200, "seed": 1, "resolution_start": 2.0, "progress": False}
-
-
-def _record() -> dict:
-    """A run's uns['recall']: 4 -> 3 -> 3 clusters, failing pairs (0, 2) and (1, 2)."""
-    selected = [np.full((k, k), 5) for k in (4, 3, 3)]
-    for matrix, pair in zip(selected, [(0, 2), (1, 2), None], strict=True):
-        np.fill_diagonal(matrix, -1)
-        if pair:
-            matrix[pair] = matrix[pair[::-1]] = 0
-    iterations = {
-        str(i): {
-            "resolution": 0.8 * 0.8**i,
-            "n_clusters": m.shape[0],
-            "n_pairs_tested": m.shape[0] * (m.shape[0] - 1) // 2,
-            "failing_pair": np.array(pair if pair else [], dtype=int),
-            "n_selected": m,
-        }
-        for i, (m, pair) in enumerate(zip(selected, [(0, 2), (1, 2), None], strict=True))
-    }
-    return {
-        "params": RecallParams(seed=7).as_dict(),
-        "versions": {"recall-dask": "0.1.0", "dask": "2099.1"},
-        "iterations": iterations,
-        "n_iterations": 3,
-        "markers": {
-            "cluster_a": np.array([0, 0, 1]),
-            "cluster_b": np.array([1, 2, 2]),
-            "gene": np.array(["CD3E", "MS4A1", "<NKG7>"]),
-            "W": np.array([12.5, 9.25, 3.0]),
-            "higher_in": np.array([0, 2, 1]),
-        },
-    }
-
-
-def recorded(rng: np.random.Generator, n_cells: int = 120) -> ad.AnnData:
-    """An AnnData holding :func:`_record` and labels, as a run and its report leave it."""
-    adata = ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]))
-    for key, k in ((KEYS.initial, 4), (KEYS.labels, 3), (KEYS.default, 5)):
-        adata.obs[key] = categorical_labels(np.arange(n_cells) % k, adata.obs_names)
-    adata.obsm[KEYS.umap] = rng.normal(size=(n_cells, 2))
-    adata.uns[KEYS.record] = _record()
-    return adata
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +50,7 @@ def countsplit() -> ad.AnnData:
 
 
 def test_calibration_plots_clusters_resolution_and_failing_pairs(rng):
-    ax = pl.calibration(recorded(rng))
+    ax = pl.calibration(recorded_adata(rng))
     twin = [other for other in ax.figure.axes if other is not ax][0]
     np.testing.assert_array_equal(ax.lines[0].get_ydata(), [4, 3, 3])
     np.testing.assert_allclose(twin.lines[0].get_ydata(), [0.8, 0.64, 0.512])
@@ -101,21 +58,21 @@ def test_calibration_plots_clusters_resolution_and_failing_pairs(rng):
 
 
 def test_heatmap_shows_selected_counts_with_a_blank_diagonal(rng):
-    matrix = _record()["iterations"]["2"]["n_selected"]
-    image = pl.selected_genes(recorded(rng)).images[0].get_array()
+    matrix = hand_made_record()["iterations"]["2"]["n_selected"]
+    image = pl.selected_genes(recorded_adata(rng)).images[0].get_array()
     assert image.mask.tolist() == np.eye(3, dtype=bool).tolist()
     np.testing.assert_array_equal(image.data[~image.mask], matrix[~np.eye(3, dtype=bool)])
 
 
 def test_heatmap_stars_the_pairs_of_a_merged_cluster(rng):
-    adata = recorded(rng)
+    adata = recorded_adata(rng)
     adata.uns["recall"]["stability"] = {"merges": {"merged_into": np.array([1])}}
     texts = [t.get_text() for t in pl.selected_genes(adata).texts]
     assert sorted(texts) == ["5", "5", "5*", "5*", "5*", "5*"]
 
 
 def test_sizes_and_embedding(rng):
-    adata = recorded(rng, 121)
+    adata = recorded_adata(rng, 121)
     assert [b.get_height() for b in pl.sizes(adata).patches] == [41, 40, 40]
     figure = Figure()
     axes = figure.subplots(1, 2)
@@ -128,7 +85,7 @@ def test_sizes_and_embedding(rng):
 
 
 def test_markers_are_each_pairs_strongest_genes_coloured_by_direction(rng):
-    ax = pl.markers(recorded(rng), n_genes=1, pairs=[(0, 1), (1, 2)])
+    ax = pl.markers(recorded_adata(rng), n_genes=1, pairs=[(0, 1), (1, 2)])
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["0 vs 1: CD3E \u21910", "1 vs 2: <NKG7> \u21911"]
     assert [bar.get_width() for bar in ax.patches] == [12.5, 3.0]

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from chromium import CHROMIUM, check_page
+from conftest import recorded_adata
 from PIL import Image
 
 from recall_dask import cli
-from recall_dask.api import categorical_labels, recall
+from recall_dask.api import recall
 from recall_dask.cli import main
 from recall_dask.io import ingest, open_counts, read_results, write_results
 from recall_dask.io.results import LEGACY_KEYS, ResultKeys
@@ -52,47 +53,6 @@ def run(tmp_path_factory):
 
 
 # -- figures and page from a record --------------------------------------------------------
-
-
-def _record() -> dict:
-    """A run's uns['recall']: 4 -> 3 -> 3 clusters, failing pairs (0, 2) and (1, 2)."""
-    selected = [np.full((k, k), 5) for k in (4, 3, 3)]
-    for matrix, pair in zip(selected, [(0, 2), (1, 2), None], strict=True):
-        np.fill_diagonal(matrix, -1)
-        if pair:
-            matrix[pair] = matrix[pair[::-1]] = 0
-    iterations = {
-        str(i): {
-            "resolution": 0.8 * 0.8**i,
-            "n_clusters": m.shape[0],
-            "n_pairs_tested": m.shape[0] * (m.shape[0] - 1) // 2,
-            "failing_pair": np.array(pair if pair else [], dtype=int),
-            "n_selected": m,
-        }
-        for i, (m, pair) in enumerate(zip(selected, [(0, 2), (1, 2), None], strict=True))
-    }
-    return {
-        "params": RecallParams(seed=7).as_dict(),
-        "versions": {"recall-dask": "0.1.0", "dask": "2099.1"},
-        "iterations": iterations,
-        "n_iterations": 3,
-        "markers": {
-            "cluster_a": np.array([0, 0, 1]),
-            "cluster_b": np.array([1, 2, 2]),
-            "gene": np.array(["CD3E", "MS4A1", "<NKG7>"]),
-            "W": np.array([12.5, 9.25, 3.0]),
-            "higher_in": np.array([0, 2, 1]),
-        },
-    }
-
-
-def _adata(rng, n_cells: int = 120) -> ad.AnnData:
-    adata = ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]))
-    for key, k in ((KEYS.initial, 4), (KEYS.labels, 3), (KEYS.default, 5)):
-        adata.obs[key] = categorical_labels(np.arange(n_cells) % k, adata.obs_names)
-    adata.obsm[KEYS.umap] = rng.normal(size=(n_cells, 2))
-    adata.uns[KEYS.record] = _record()
-    return adata
 
 
 class _Page(HTMLParser):
@@ -127,7 +87,8 @@ def _parsed(page: str) -> _Page:
 
 @pytest.mark.parametrize("compare_default", [False, True])
 def test_page_is_self_contained_and_shows_the_record(rng, compare_default):
-    page = render_report(_adata(rng), KEYS, title="out.zarr", compare_default=compare_default)
+    adata = recorded_adata(rng)
+    page = render_report(adata, KEYS, title="out.zarr", compare_default=compare_default)
     parsed = _parsed(page)
     images = [attrs["src"] for tag, attrs in parsed.tags if tag == "img"]
     assert len(images) == 4  # UMAP, trace, heatmap, sizes
