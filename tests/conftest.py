@@ -13,10 +13,6 @@ import scipy.sparse as sp
 from hypothesis import settings
 from scipy.stats import nbinom, norm, poisson
 
-from recall_dask.api import categorical_labels
-from recall_dask.io.results import ResultKeys
-from recall_dask.params import RecallParams
-
 # CI (HYPOTHESIS_PROFILE=ci) replays the same examples on every run, so a failure there is
 # reproducible from its log; elsewhere every run draws new ones.
 settings.register_profile("ci", derandomize=True, database=None)
@@ -148,12 +144,12 @@ def scipy_count_quantile(marginal, u: np.ndarray) -> np.ndarray:
     return np.where(u < pi, 0.0, np.nan_to_num(_scipy_count(marginal, "ppf", v)))
 
 
-#: The result keys of a run under the default ``key_added``.
-RESULT_KEYS = ResultKeys.of("recall")
-
-
 def hand_made_record() -> dict:
     """A run's uns['recall']: 4 -> 3 -> 3 clusters, failing pairs (0, 2) and (1, 2)."""
+    # Imported here, not when conftest loads: the package imports distributed, which loaded
+    # before pytest's log capture leaves caplog blind to the lines of the runs' clusters.
+    from recall_dask.params import RecallParams
+
     selected = [np.full((k, k), 5) for k in (4, 3, 3)]
     for matrix, pair in zip(selected, [(0, 2), (1, 2), None], strict=True):
         np.fill_diagonal(matrix, -1)
@@ -186,9 +182,13 @@ def hand_made_record() -> dict:
 
 def recorded_adata(rng: np.random.Generator, n_cells: int = 120) -> ad.AnnData:
     """An AnnData holding :func:`hand_made_record` and labels, as a run and its report leave it."""
+    from recall_dask.api import categorical_labels  # imported here: see hand_made_record
+    from recall_dask.io.results import ResultKeys
+
+    keys = ResultKeys.of("recall")
     adata = ad.AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]))
-    for key, k in ((RESULT_KEYS.initial, 4), (RESULT_KEYS.labels, 3), (RESULT_KEYS.default, 5)):
+    for key, k in ((keys.initial, 4), (keys.labels, 3), (keys.default, 5)):
         adata.obs[key] = categorical_labels(np.arange(n_cells) % k, adata.obs_names)
-    adata.obsm[RESULT_KEYS.umap] = rng.normal(size=(n_cells, 2))
-    adata.uns[RESULT_KEYS.record] = hand_made_record()
+    adata.obsm[keys.umap] = rng.normal(size=(n_cells, 2))
+    adata.uns[keys.record] = hand_made_record()
     return adata
