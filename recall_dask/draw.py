@@ -123,10 +123,11 @@ class DrawStages:
             else:
                 self.tasks.wait(graph)
             self.checkpoints.record(name)
-        nbytes = (
-            graph.nbytes if self.stored else self.tasks.submit("recall-graph-size", _nbytes, graph)
-        )
-        self.tasks.check_graph_fits(nbytes if self.stored else nbytes.result())
+        if self.stored:
+            nbytes = graph.nbytes
+        else:  # the graph stays on its worker: only its size comes back
+            nbytes = self.tasks.submit("recall-graph-size", _nbytes, graph).result()
+        self.tasks.check_graph_fits(nbytes)
         return graph
 
     def _kept(self, name: str, make: Callable[[], Any]) -> Any:
