@@ -34,7 +34,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
-from functools import partial
 from typing import Any
 
 import distributed
@@ -215,7 +214,7 @@ def calibrate_draws(
     graphs = [graph if _is_future(graph) else SNNGraph.from_snn(graph) for graph in graphs]
     running = _Running(len(graphs))
     loops = [
-        partial(_draw_loop, m, graph, test, params, checkpoints, tasks, running)
+        functools.partial(_draw_loop, m, graph, test, params, checkpoints, tasks, running)
         for m, (graph, test) in enumerate(zip(graphs, pair_tests, strict=True))
     ]
     try:
@@ -268,7 +267,7 @@ def _draw_loop(
     stop = tasks.stop_signal()
     clusterings: dict[int, Any] = {}
     components = functools.cache(
-        lambda: _gathered(tasks.submit("recall-graph-components", graph_components, graph))
+        lambda: tasks.submit("recall-graph-components", graph_components, graph).result()
     )
     iterations: list[Iteration] = []
     try:
@@ -291,7 +290,7 @@ def _draw_loop(
                             n_iterations=params.louvain_iterations,
                             stop=stop,
                         )
-                labels, where = _gathered(clusterings.pop(number))
+                labels, where = clusterings.pop(number).result()
                 iteration = Iteration(resolution, labels, *pair_test(labels))
                 iteration = _joined(iteration, components, pair_test)
                 checkpoints.save(_checkpoint_name(number, m), iteration.arrays())
@@ -333,11 +332,6 @@ def clustered(
         stop=stop,
     )
     return labels, where_running()
-
-
-def _gathered(future: Any) -> Any:
-    """A task's result (a clustering that was abandoned raises ClusteringStopped)."""
-    return future.result()
 
 
 def _is_future(value: Any) -> bool:
